@@ -1,0 +1,113 @@
+"""Cost of an architecture: analytic MACs/params of a spec, and measured MACs/latency of any module.
+
+Convention (printed next to every figure): MACs = FLOPs / 2 as counted by
+`torch.utils.flop_counter.FlopCounterMode`, i.e. convolution and matmul multiply-accumulates only
+(activations, additions, biases, pixel shuffles are free). SR MACs are quoted for a 256x256 *LR*
+input, as AGD does. The analytic count of a spec equals FlopCounterMode on the built module
+(tests hold them together), so a search can cost millions of candidates without building any.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from .ops import OPS
+from .spec import ArchSpec
+
+MACS_CONVENTION = "MACs = FlopCounterMode FLOPs / 2 (conv/matmul only), SR at 256x256 LR input"
+DEFAULT_HW = (256, 256)
+
+
+def head_trunk_up_macs_per_px(spec_nf: int, scale: int, up_kind: str, up_width: int) -> int:
+    """MACs per LR pixel of the fixed parts: head conv, trunk conv and upsampler (+ final conv)."""
+    m = 9 * 3 * spec_nf + 9 * spec_nf * spec_nf
+    if up_kind == "pixelshuffle":
+        m += 9 * spec_nf * 3 * scale * scale
+    else:
+        factors = [2, 2] if scale == 4 else [scale]
+        cin, area = spec_nf, 1
+        for f in factors:
+            m += area * 9 * cin * up_width * f * f
+            area *= f * f
+            cin = up_width
+        m += area * 9 * up_width * 3
+    return m
+
+
+def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
+    """Analytic MACs of the student built from `spec` for an LR input of size hw."""
+    per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width)
+    for _, _, cin, layer in spec.layers():
+        per_px += OPS[layer.op].macs(cin, layer.width)
+    return per_px * hw[0] * hw[1]
+
+
+def spec_params(spec: ArchSpec) -> int:
+    """Parameter count of the built student (computed by building it: exact and cheap at these sizes)."""
+    from .build import build_student
+
+    return sum(p.numel() for p in build_student(spec).parameters())
+
+
+def measure_macs(model: nn.Module, hw: tuple[int, int] = DEFAULT_HW, channels: int = 3) -> int:
+    """MACs of one forward pass on a 1 x C x H x W input, by FlopCounterMode (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, channels, *hw)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def fmt_macs(macs: float) -> str:
+    return f"{macs / 1e9:.2f} G" if macs >= 1e8 else f"{macs / 1e6:.1f} M"
+
+
+def resolve_budget(text: str | float, teacher_macs: int | None) -> int:
+    """Turn a budget given by a user into MACs at the reference input size.
+
+    Accepts absolute values ('9.2G', '800M', '4.5e9') and fractions of the teacher ('1/10', '0.1x').
+    """
+    from ..errors import UserError
+
+    if isinstance(text, (int, float)):
+        return int(text)
+    s = str(text).strip().replace(" ", "")
+    try:
+        if "/" in s or s.lower().endswith("x"):
+            if teacher_macs is None:
+                raise UserError(f"budget {text!r} is relative to the teacher, whose MACs are unknown; "
+                                "give an absolute budget like 9.2G")
+            if "/" in s:
+                num, den = s.split("/", 1)
+                frac = float(num) / float(den)
+            else:
+                frac = float(s[:-1])
+            return int(frac * teacher_macs)
+        mult = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+        if s[-1].lower() in mult:
+            return int(float(s[:-1]) * mult[s[-1].lower()])
+        return int(float(s))
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"cannot read budget {text!r}: write e.g. 9.2G, 800M or 1/10 (of the teacher)") from None
+
+
+def latency_ms(fn, x: torch.Tensor, warmup: int = 2, repeats: int = 5) -> float:
+    """Median wall time of `fn(x)` in milliseconds (batch and size fixed by `x`)."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)

@@ -1,0 +1,173 @@
+"""ArchSpec: a student architecture written as data.
+
+Every method (AGD, GAN Compression, GAN Slimming, baselines) ends in an `ArchSpec`. It is a small,
+versioned, JSON-serialisable description that `build_student` turns into a plain `nn.Module`, so an
+architecture can be read, diffed, costed and rebuilt without the code that searched it.
+
+SR skeleton (AGD's): head conv 3x3 (3 -> nf) -> cells, each a chain of layers with a residual
+connection around the cell -> trunk conv 3x3 (nf -> nf) + global residual from the head -> upsampler.
+Each layer has an operator name (see `ops.OPS`) and an output width in channels. The last layer of
+every cell outputs `nf` channels so the cell's residual add lines up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+SPEC_VERSION = 1
+SR_SCALES = (2, 3, 4)
+UPSAMPLERS = ("pixelshuffle", "progressive")
+
+
+@dataclass
+class LayerSpec:
+    op: str
+    width: int
+
+
+@dataclass
+class UpsamplerSpec:
+    """How the trunk features become the HR image.
+
+    `pixelshuffle` (ESPCN style): one conv 3x3 nf -> 3*s^2 then PixelShuffle(s); the cheapest.
+    `progressive` (SRResNet/ESRGAN style): per x2 (or x3) stage conv 3x3 -> 4*width, PixelShuffle(2),
+    LeakyReLU, then a final conv 3x3 width -> 3 at HR.
+    """
+
+    kind: str = "pixelshuffle"
+    width: int = 0
+
+
+@dataclass
+class ArchSpec:
+    task: str
+    scale: int
+    nf: int
+    cells: list[list[LayerSpec]]
+    upsampler: UpsamplerSpec = field(default_factory=UpsamplerSpec)
+    bits: int = 32
+    meta: dict = field(default_factory=dict)
+    version: int = SPEC_VERSION
+
+    # ---- validation -------------------------------------------------------------------------
+    def validate(self) -> "ArchSpec":
+        from .ops import OPS
+
+        if self.task != "sr":
+            raise UserError(f"spec task {self.task!r} is not supported yet (only 'sr')")
+        if self.scale not in SR_SCALES:
+            raise UserError(f"unsupported scale x{self.scale}: supported scales are {SR_SCALES}")
+        if self.nf < 1:
+            raise UserError(f"spec nf must be >= 1, got {self.nf}")
+        if self.upsampler.kind not in UPSAMPLERS:
+            raise UserError(f"unknown upsampler {self.upsampler.kind!r}; choose one of {UPSAMPLERS}")
+        if self.upsampler.kind == "progressive" and self.upsampler.width < 1:
+            raise UserError("a progressive upsampler needs width >= 1")
+        for ci, cell in enumerate(self.cells):
+            if not cell:
+                raise UserError(f"cell {ci} of the spec has no layers")
+            for li, layer in enumerate(cell):
+                if layer.op not in OPS:
+                    raise UserError(
+                        f"cell {ci} layer {li}: unknown operator {layer.op!r}; known: {sorted(OPS)}"
+                    )
+                if layer.width < 1:
+                    raise UserError(f"cell {ci} layer {li}: width must be >= 1, got {layer.width}")
+            if cell[-1].width != self.nf:
+                raise UserError(
+                    f"cell {ci}: its last layer must output nf={self.nf} channels (got {cell[-1].width}) "
+                    "so the cell's residual connection lines up"
+                )
+        return self
+
+    # ---- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cells"] = [[[l["op"], l["width"]] for l in cell] for cell in d["cells"]]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArchSpec":
+        try:
+            version = int(d.get("version", SPEC_VERSION))
+            if version > SPEC_VERSION:
+                raise UserError(
+                    f"spec version {version} is newer than this gancompress understands "
+                    f"({SPEC_VERSION}); upgrade gancompress"
+                )
+            cells = [[LayerSpec(str(op), int(w)) for op, w in cell] for cell in d["cells"]]
+            up = d.get("upsampler", {}) or {}
+            spec = cls(
+                task=str(d["task"]),
+                scale=int(d["scale"]),
+                nf=int(d["nf"]),
+                cells=cells,
+                upsampler=UpsamplerSpec(str(up.get("kind", "pixelshuffle")), int(up.get("width", 0))),
+                bits=int(d.get("bits", 32)),
+                meta=dict(d.get("meta", {})),
+                version=version,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"malformed architecture spec ({type(e).__name__}: {e})") from None
+        return spec.validate()
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise UserError(f"architecture spec is not valid JSON: {e}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ArchSpec":
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"spec file {p} not found")
+        try:
+            return cls.from_json(p.read_text())
+        except UserError as e:
+            raise UserError(f"{p}: {e}") from None
+
+    # ---- conveniences ---------------------------------------------------------------------------
+    def layers(self):
+        """Yield (cell index, layer index, input width, LayerSpec) in forward order."""
+        for ci, cell in enumerate(self.cells):
+            cin = self.nf
+            for li, layer in enumerate(cell):
+                yield ci, li, cin, layer
+                cin = layer.width
+
+    def summary(self) -> str:
+        """One line per cell, e.g. `cell 0: rb:16 conv1x1:21 conv3x3:32`."""
+        lines = [f"SR x{self.scale}, nf={self.nf}, upsampler={self.upsampler.kind}"
+                 + (f"({self.upsampler.width})" if self.upsampler.kind == "progressive" else "")]
+        for ci, cell in enumerate(self.cells):
+            lines.append(f"  cell {ci}: " + " ".join(f"{l.op}:{l.width}" for l in cell))
+        return "\n".join(lines)
+
+
+def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = "conv3x3",
+                    width: int | None = None, upsampler: UpsamplerSpec | None = None) -> ArchSpec:
+    """Every layer the same operator and width (the last of each cell at nf): baselines and tests."""
+    w = nf if width is None else width
+    cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
+    return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec()).validate()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

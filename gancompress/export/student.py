@@ -1,0 +1,143 @@
+"""Saving, loading and exporting students.
+
+A student on disk is two files: `student.safetensors` (weights, no pickle) and `spec.json` (the
+architecture as data). `load_student(path)` rebuilds it in one call from either file or the folder
+holding them. ONNX export has dynamic height/width and is checked against PyTorch before it is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..arch.build import build_student
+from ..arch.spec import ArchSpec
+from ..errors import UserError
+
+WEIGHTS_NAME = "student.safetensors"
+SPEC_NAME = "spec.json"
+
+
+def save_student(model: torch.nn.Module, spec: ArchSpec, folder: str | os.PathLike) -> Path:
+    """Write weights (safetensors, atomically) and the spec; returns the weights path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WEIGHTS_NAME
+    tmp = folder / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "gancompress-student", "spec": spec.to_json()})
+    os.replace(tmp, path)
+    spec.save(folder / SPEC_NAME)
+    return path
+
+
+def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_dir():
+        for cand in (p / WEIGHTS_NAME, p / "student" / WEIGHTS_NAME):
+            if cand.is_file():
+                return cand, cand.parent / SPEC_NAME
+        raise UserError(f"no {WEIGHTS_NAME} in {p}: is it a finished run directory? "
+                        f"(run `gancompress compress ... --out {p}` to make one)")
+    if p.suffix == ".json":
+        return p.with_name(WEIGHTS_NAME), p
+    if not p.is_file():
+        raise UserError(f"student file {p} not found")
+    return p, p.with_name(SPEC_NAME)
+
+
+def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, ArchSpec]:
+    """Load a student from a run directory, its student folder, `student.safetensors` or `spec.json`."""
+    weights, spec_path = _resolve(path)
+    if not weights.is_file():
+        raise UserError(f"student weights {weights} not found next to {spec_path}")
+    if spec_path.is_file():
+        spec = ArchSpec.load(spec_path)
+    else:  # the spec is also embedded in the safetensors metadata
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+        if "spec" not in meta:
+            raise UserError(f"{weights} has no spec.json beside it and no embedded spec")
+        spec = ArchSpec.from_json(meta["spec"])
+    model = build_student(spec)
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types
+        raise UserError(f"cannot read {weights}: {e}") from None
+    check_state_fits(model, state, weights)
+    model.load_state_dict(state)
+    return model.to(device).eval(), spec
+
+
+def check_state_fits(model: torch.nn.Module, state: dict, source) -> None:
+    """A checkpoint that does not fit the architecture gets one line listing what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}" + (" ..." if len(unexpected) > 5 else ""))
+        if shape:
+            k = shape[0]
+            parts.append(f"shape mismatch at {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise UserError(f"{source} does not fit the architecture: " + "; ".join(parts)
+                        + " (was it saved for a different spec.json?)")
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, example_hw=(32, 32), opset: int = 17,
+                atol: float = 1e-4) -> float:
+    """Export with dynamic H, W; run it in ONNX Runtime at two sizes and compare with PyTorch.
+
+    Returns the max absolute difference; raises if it exceeds `atol` (the file is then removed).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    x = torch.rand(1, 3, *example_hw)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(tmp), input_names=["lr"], output_names=["sr"],
+                          dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}},
+                          opset_version=opset, dynamo=False)
+    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for hw in (example_hw, (example_hw[0] + 7, example_hw[1] + 13)):
+        xi = torch.rand(1, 3, *hw)
+        with torch.no_grad():
+            ref = model(xi).numpy()
+        got = sess.run(None, {"lr": xi.numpy()})[0]
+        worst = max(worst, float(abs(got - ref).max()))
+    if worst > atol:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"ONNX export differs from PyTorch by {worst:.2e} (> {atol}); not written")
+    os.replace(tmp, path)
+    return worst
+
+
+def onnx_runner(path: str | os.PathLike, threads: int | None = None):
+    """A callable torch-tensor -> torch-tensor running the ONNX model on CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
+
+    return run

@@ -1,0 +1,280 @@
+"""AGD's supernet for the SR skeleton: every searchable layer holds all candidate operators.
+
+Operator choice: a softmax mixture over architecture parameters `alpha` (one vector per layer).
+Width choice: straight-through Gumbel-softmax over `beta`: the forward pass uses one width (a hard
+one-hot channel mask), the backward pass sends gradients to `beta` through the soft sample.
+Candidates are built at the widest width and masked (see `arch.ops`), so the argmax sub-network
+is exactly a student that `build_student` can make, and its weights are slices of the supernet's.
+
+`expected_macs()` is differentiable in alpha and beta: per layer, the mixture of each operator's
+exact MACs over the joint distribution of (input width, output width); the input width's
+distribution is the previous layer's. The resource term of the search is built on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..arch.build import Cell, Upsampler  # noqa: F401  (Upsampler reused below)
+from ..arch.cost import DEFAULT_HW, head_trunk_up_macs_per_px
+from ..arch.ops import OPS
+from ..arch.spec import ArchSpec, LayerSpec, UpsamplerSpec
+
+
+def width_choices(nf: int, ratios) -> list[int]:
+    """Distinct channel counts for the ratios of nf, ascending (at least 1 channel)."""
+    return sorted({max(1, int(round(r * nf))) for r in ratios})
+
+
+class MixedLayer(nn.Module):
+    def __init__(self, cin_max: int, widths: list[int], ops: list[str]):
+        super().__init__()
+        self.ops = list(ops)
+        self.widths = list(widths)
+        cmax = max(widths)
+        self.cands = nn.ModuleList(OPS[o].build(cin_max, cmax) for o in ops)
+        w = torch.tensor(widths)
+        self.register_buffer("out_masks", (torch.arange(cmax)[None] < w[:, None]).float(), persistent=False)
+        hid = {}
+        for o in self.ops:
+            r = OPS[o].hidden_ratio
+            if r:
+                hid[o] = (torch.arange(r * cmax)[None] < (r * w)[:, None]).float()
+        self._hid = hid
+        for o, m in hid.items():
+            self.register_buffer(f"hid_masks_{o}", m, persistent=False)
+
+    def forward(self, x, wsel: torch.Tensor, opsel: torch.Tensor | int):
+        """wsel: (K,) weights over widths (one-hot, maybe with straight-through grads).
+        opsel: (n_ops,) mixture weights, or an int to run that single operator."""
+        c = self.out_masks.shape[1]
+        out_mask = (wsel @ self.out_masks).view(1, c, 1, 1)
+        if isinstance(opsel, int):
+            idx = [opsel]
+            weights = [None]
+        else:
+            idx = range(len(self.ops))
+            weights = [opsel[i] for i in idx]
+        y = 0
+        for i, wgt in zip(idx, weights):
+            o = self.ops[i]
+            hid = None
+            if o in self._hid:
+                hm = getattr(self, f"hid_masks_{o}")
+                hid = (wsel @ hm).view(1, hm.shape[1], 1, 1)
+            out = self.cands[i](x, out_mask, hid)
+            y = y + (out if wgt is None else wgt * out)
+        return y
+
+
+class SRSupernet(nn.Module):
+    def __init__(self, scale: int, nf: int, n_cells: int, n_layers: int, ops, width_ratios,
+                 upsampler: UpsamplerSpec):
+        super().__init__()
+        self.scale, self.nf, self.n_cells, self.n_layers = scale, nf, n_cells, n_layers
+        self.op_names = list(ops)
+        self.up_spec = upsampler
+        widths = width_choices(nf, width_ratios)
+        if widths[-1] != nf:
+            widths.append(nf)
+        self.widths = widths
+        self.head = nn.Conv2d(3, nf, 3, padding=1)
+        layers = []
+        self.layer_widths: list[list[int]] = []
+        for _ in range(n_cells):
+            for li in range(n_layers):
+                ws = [nf] if li == n_layers - 1 else widths
+                cin = nf if li == 0 else max(widths)
+                layers.append(MixedLayer(cin, ws, self.op_names))
+                self.layer_widths.append(ws)
+        self.layers = nn.ModuleList(layers)
+        self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
+        self.upsampler = Upsampler(upsampler.kind, nf, scale, upsampler.width)
+        n = len(layers)
+        self.alpha = nn.Parameter(1e-3 * torch.randn(n, len(self.op_names)))
+        self.betas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(ws))) for ws in self.layer_widths)
+        self._build_cost_tables()
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def arch_parameters(self):
+        return [self.alpha, *self.betas]
+
+    def weight_parameters(self):
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    # ---- width / op selections ----------------------------------------------------------------
+    def width_selection(self, mode: str, tau: float = 1.0, fixed: list[int] | None = None):
+        """One (K,) selection vector per layer. Modes: max, min, argmax, sample (no grad to beta),
+        gumbel (straight-through grads to beta), fixed (given indices)."""
+        sels = []
+        for i, (ws, beta) in enumerate(zip(self.layer_widths, self.betas)):
+            k = len(ws)
+            if mode == "max":
+                j = k - 1
+            elif mode == "min":
+                j = 0
+            elif mode == "argmax":
+                j = int(beta.argmax())
+            elif mode == "fixed":
+                j = fixed[i]
+            elif mode in ("sample", "gumbel"):
+                b = beta if mode == "gumbel" else beta.detach()
+                sels.append(F.gumbel_softmax(b, tau=tau, hard=True))
+                continue
+            else:
+                raise ValueError(mode)
+            sels.append(F.one_hot(torch.tensor(j), k).float().to(beta.device))
+        return sels
+
+    def forward(self, x, width_mode: str = "max", op_mode: str = "mix", tau: float = 1.0,
+                fixed_widths: list[int] | None = None, fixed_ops: list[int] | None = None):
+        wsels = self.width_selection(width_mode, tau, fixed_widths)
+        if op_mode == "mix":
+            probs = F.softmax(self.alpha, dim=-1)
+        elif op_mode == "mix_detached":
+            probs = F.softmax(self.alpha.detach(), dim=-1)
+        f = self.head(x)
+        h = f
+        i = 0
+        for _ in range(self.n_cells):
+            cell_in = h
+            for _ in range(self.n_layers):
+                if op_mode == "argmax":
+                    opsel = int(self.alpha[i].argmax())
+                elif op_mode == "fixed":
+                    opsel = fixed_ops[i]
+                else:
+                    opsel = probs[i]
+                h = self.layers[i](h, wsels[i].to(h.dtype), opsel)
+                i += 1
+            h = cell_in + h
+        f = f + self.trunk(h)
+        return self.upsampler(f)
+
+    # ---- cost ---------------------------------------------------------------------------------
+    def _build_cost_tables(self):
+        """tables[i][o, a, b] = MACs per LR pixel of op o with input width a, output width b."""
+        tables = []
+        prev = [self.nf]
+        for ws in self.layer_widths:
+            t = torch.tensor([[[float(OPS[o].macs(a, b)) for b in ws] for a in prev] for o in self.op_names])
+            tables.append(t)
+            prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
+        self._tables = tables
+        self._fixed_per_px = head_trunk_up_macs_per_px(self.nf, self.scale, self.up_spec.kind, self.up_spec.width)
+
+    def expected_macs(self, hw=DEFAULT_HW) -> torch.Tensor:
+        """Differentiable expected MACs of the sampled student at an LR input of size hw."""
+        probs = F.softmax(self.alpha, dim=-1)
+        total = torch.tensor(float(self._fixed_per_px), device=self.alpha.device)
+        q_prev = torch.ones(1, device=self.alpha.device)
+        for i, (t, beta) in enumerate(zip(self._tables, self.betas)):
+            q = F.softmax(beta, dim=-1)
+            e = torch.einsum("oab,a,b->o", t.to(q.device), q_prev, q)
+            total = total + (probs[i] * e).sum()
+            q_prev = q if len(self.layer_widths[i]) > 1 else torch.ones(1, device=q.device)
+        return total * hw[0] * hw[1]
+
+    # ---- derive -------------------------------------------------------------------------------
+    def choices(self):
+        """Per layer: (op probabilities, width probabilities) as python lists."""
+        probs = F.softmax(self.alpha.detach(), dim=-1)
+        return [(probs[i].tolist(), F.softmax(b.detach(), dim=-1).tolist()) for i, b in enumerate(self.betas)]
+
+    def spec_from_indices(self, op_idx: list[int], w_idx: list[int], meta=None) -> ArchSpec:
+        cells, i = [], 0
+        for _ in range(self.n_cells):
+            cell = []
+            for _ in range(self.n_layers):
+                cell.append(LayerSpec(self.op_names[op_idx[i]], self.layer_widths[i][w_idx[i]]))
+                i += 1
+            cells.append(cell)
+        return ArchSpec("sr", self.scale, self.nf, cells, self.up_spec, meta=dict(meta or {})).validate()
+
+    def argmax_indices(self):
+        ops = [int(a.argmax()) for a in self.alpha.detach()]
+        ws = [int(b.detach().argmax()) for b in self.betas]
+        return ops, ws
+
+    def indices_from_spec(self, spec: ArchSpec):
+        ops, ws = [], []
+        for i, (_, _, _, layer) in enumerate(spec.layers()):
+            ops.append(self.op_names.index(layer.op))
+            ws.append(self.layer_widths[i].index(layer.width))
+        return ops, ws
+
+    def min_spec(self) -> ArchSpec:
+        """The cheapest network of the space: every layer at its smallest width and cheapest op."""
+        ws = [0] * len(self.layer_widths)
+        spec = self.spec_from_indices([0] * len(ws), ws)
+        ops = []
+        for i, (_, _, cin, layer) in enumerate(spec.layers()):
+            ops.append(min(range(len(self.op_names)), key=lambda o: OPS[self.op_names[o]].macs(cin, layer.width)))
+        return self.spec_from_indices(ops, ws)
+
+    def max_spec(self) -> ArchSpec:
+        ws = [len(w) - 1 for w in self.layer_widths]
+        spec = self.spec_from_indices([0] * len(ws), ws)
+        ops = []
+        for i, (_, _, cin, layer) in enumerate(spec.layers()):
+            ops.append(max(range(len(self.op_names)), key=lambda o: OPS[self.op_names[o]].macs(cin, layer.width)))
+        return self.spec_from_indices(ops, ws)
+
+
+def repair_to_budget(net: SRSupernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
+    """Greedily move layers to cheaper (op, width) choices until the spec fits `budget`.
+
+    Each move picks the change with the smallest loss of log-probability per MAC saved, so the
+    result stays as close as possible to what the architecture parameters prefer.
+    """
+    from ..arch.cost import spec_macs
+
+    op_idx, w_idx = list(op_idx), list(w_idx)
+    choices = net.choices()
+    macs = spec_macs(net.spec_from_indices(op_idx, w_idx), hw)
+    while macs > budget:
+        best = None
+        base_score = [math.log(p[0][o] + 1e-12) + math.log(p[1][w] + 1e-12) for p, o, w in zip(choices, op_idx, w_idx)]
+        for i, (pops, pws) in enumerate(choices):
+            for o in range(len(pops)):
+                for w in range(len(pws)):
+                    if (o, w) == (op_idx[i], w_idx[i]):
+                        continue
+                    trial_o, trial_w = op_idx.copy(), w_idx.copy()
+                    trial_o[i], trial_w[i] = o, w
+                    m = spec_macs(net.spec_from_indices(trial_o, trial_w), hw)
+                    saved = macs - m
+                    if saved <= 0:
+                        continue
+                    loss = base_score[i] - (math.log(pops[o] + 1e-12) + math.log(pws[w] + 1e-12))
+                    key = max(loss, 0.0) / saved
+                    if best is None or key < best[0]:
+                        best = (key, i, o, w, m)
+        if best is None:
+            break
+        _, i, o, w, macs = best
+        op_idx[i], w_idx[i] = o, w
+    return op_idx, w_idx
+
+
+def student_state_from_supernet(net: SRSupernet, op_idx: list[int]) -> dict:
+    """Rename the chosen candidates' weights to the student's parameter names (unsliced; the
+    student's `load_sliced` takes the leading slices)."""
+    out = {}
+    sd = net.state_dict()
+    for k, v in sd.items():
+        if k.startswith("layers."):
+            _, i, _, o, rest = k.split(".", 4)
+            i, o = int(i), int(o)
+            if o != op_idx[i]:
+                continue
+            c, l = divmod(i, net.n_layers)
+            out[f"cells.{c}.layers.{l}.{rest}"] = v
+        elif k.startswith(("head.", "trunk.", "upsampler.")):
+            out[k] = v
+    return out
