@@ -1,0 +1,58 @@
+"""report.md of a compress run: the teacher-vs-student table, the architecture and the crops."""
+
+from __future__ import annotations
+
+from .markdown import markdown_table, write_report
+
+
+def _mb(n):
+    return None if n is None else n / 1e6
+
+
+def summary_rows(m: dict) -> list[dict]:
+    return [
+        {"model": "teacher", "macs": (m["teacher_macs"] or 0) / 1e9 or None, "params": (m["teacher_params"] or 0) / 1e6 or None,
+         "size": _mb(m.get("teacher_file_bytes")), "psnr": m["teacher_psnr_y"], "ssim": m["teacher_ssim_y"],
+         "fid": None, "ms": m["teacher_ms_torch"], "ratio": 1.0, "ms_onnx": m.get("teacher_ms_onnx"),
+         "ratio_onnx": 1.0 if m.get("teacher_ms_onnx") else None},
+        {"model": f"student ({m['method']})", "macs": m["student_macs"] / 1e9, "params": m["student_params"] / 1e6,
+         "size": _mb(m.get("student_file_bytes")), "psnr": m["student_psnr_y"], "ssim": m["student_ssim_y"],
+         "fid": m["psnr_to_teacher"], "ms": m["student_ms_torch"], "ratio": m["latency_ratio_torch"],
+         "ms_onnx": m.get("student_ms_onnx"), "ratio_onnx": m.get("latency_ratio_onnx")},
+        {"model": "bicubic", "macs": None, "params": None, "size": None, "psnr": m["bicubic_psnr_y"],
+         "ssim": None, "fid": None, "ms": None, "ratio": None, "ms_onnx": None, "ratio_onnx": None},
+    ]
+
+
+COLUMNS = [("model", "model", "{}"), ("macs", "GMACs", "{:.2f}"), ("params", "params (M)", "{:.3f}"),
+           ("size", "file (MB)", "{:.2f}"), ("psnr", "PSNR-Y (dB)", "{:.2f}"), ("ssim", "SSIM-Y", "{:.4f}"),
+           ("fid", "PSNR to teacher (dB)", "{:.2f}"), ("ms", "latency torch (ms)", "{:.1f}"),
+           ("ratio", "ratio", "{:.3f}"), ("ms_onnx", "latency ORT (ms)", "{:.1f}"),
+           ("ratio_onnx", "ratio ORT", "{:.3f}")]
+
+
+def summary_table(m: dict) -> str:
+    return markdown_table(summary_rows(m), COLUMNS)
+
+
+def write_run_report(run, m: dict):
+    from ..arch.spec import ArchSpec
+
+    spec = ArchSpec.from_dict(m["spec"])
+    crops = sorted((run / "crops").glob("*.png")) if (run / "crops").is_dir() else []
+    per_image = markdown_table(m["per_image"], [
+        ("image", "image", "{}"), ("bicubic_psnr_y", "bicubic", "{:.2f}"), ("teacher_psnr_y", "teacher", "{:.2f}"),
+        ("student_psnr_y", "student", "{:.2f}"), ("psnr_to_teacher", "student vs teacher", "{:.2f}")])
+    sections = [
+        ("Summary", f"Teacher `{m['teacher']}`, x{m['scale']}, evaluated on {m['images']} images "
+                    f"({m['eval_data']}); budget {m['budget_macs'] / 1e9:.2f} GMACs, student "
+                    f"{'within' if m['within_budget'] else 'OVER'} budget.\n\n" + summary_table(m)
+                    + f"\n\n{m['macs_convention']}. PSNR/SSIM on the MATLAB Y channel, border = scale. "
+                    f"Latency: batch 1, input {m['latency_input']}, median, teacher and student in the "
+                    f"same process ({m['threads']} threads)."),
+        ("Architecture", "```\n" + spec.summary() + "\n```"),
+        ("Per image (PSNR-Y, dB)", per_image),
+        ("Crops (bicubic / teacher / student / HR)",
+         "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
+    ]
+    return write_report(run / "report.md", "gancompress report", sections)
