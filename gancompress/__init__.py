@@ -1,3 +1,31 @@
-"""gancompress: turn a big image generator (the teacher) into a small, fast student."""
+"""gancompress: turn a big image generator (the teacher) into a small, fast student.
+
+    from gancompress import CompressConfig, compress, load_student, load_teacher, profile
+    metrics = compress(CompressConfig(teacher="srgan:srgan_x4.pth", budget="1/10", out="runs/x"))
+    student, spec = load_student("runs/x")
+"""
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "compress": "compress", "CompressConfig": "compress",
+    "AGDSearchConfig": "methods.agd", "TrainConfig": "distill.train",
+    "ArchSpec": "arch.spec", "build_student": "arch.build", "spec_macs": "arch.cost",
+    "measure_macs": "arch.cost",
+    "load_teacher": "teachers", "load_student": "export.student", "save_student": "export.student",
+    "export_onnx": "export.student",
+    "profile": "api", "evaluate_run": "api", "export_run": "api", "upscale": "api",
+    "train_sr_teacher": "teachers.train", "UserError": "errors",
+}
+
+
+def __getattr__(name):
+    """Import lazily so `import gancompress` stays fast and the CLI starts quickly."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'gancompress' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

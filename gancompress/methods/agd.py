@@ -112,7 +112,7 @@ def search(cfg: AGDSearchConfig, scale: int, weight_sampler, arch_sampler, val_b
             out = net(lr, width_mode=mode, op_mode="mix_detached")
             loss = distill_loss(out, tgt)
             loss.backward()
-            total_loss += float(loss)
+            total_loss += loss.item()
         average_gradients(w_params)
         opt_w.step()
         return total_loss / 3
@@ -131,7 +131,7 @@ def search(cfg: AGDSearchConfig, scale: int, weight_sampler, arch_sampler, val_b
         opt_a.step()
         state["penalty"] *= cfg.penalty_growth if sign != 0 else 1 / cfg.penalty_growth ** 0.5
         state["penalty"] = float(min(max(state["penalty"], 1e-4), 10.0))
-        return float(d_loss), derived
+        return d_loss.item(), derived
 
     @torch.no_grad()
     def consider(step: int):
@@ -140,7 +140,7 @@ def search(cfg: AGDSearchConfig, scale: int, weight_sampler, arch_sampler, val_b
             ops, ws = repair_to_budget(net, ops, ws, hi)
         macs = spec_macs(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
-        vloss = float(distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt))
+        vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
         in_band = lo <= macs <= hi
         state["history"].append({"step": step, "macs": int(macs), "val_loss": vloss, "in_band": in_band})
         # prefer in-band networks; among them the lowest validation loss

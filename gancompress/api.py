@@ -1,0 +1,115 @@
+"""The Python API behind every CLI command (the CLI only parses arguments and prints)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .arch.cost import MACS_CONVENTION, count_params, latency_ms, measure_macs, spec_macs
+from .errors import UserError
+
+
+def _is_student_ref(ref: str) -> bool:
+    p = Path(ref)
+    return (p.is_dir() and ((p / "student").is_dir() or (p / "student.safetensors").is_file())) or \
+        p.suffix in (".json",) or p.name.endswith("student.safetensors")
+
+
+def load_model(ref: str, scale: int | None = None):
+    """A student (run dir, student folder, student.safetensors, spec.json) or a teacher (KIND:PATH,
+    'demo'). Returns (module, description dict)."""
+    from .export.student import load_student
+    from .teachers import load_teacher
+
+    if _is_student_ref(ref):
+        p = Path(ref)
+        if p.suffix == ".json" and not (p.with_name("student.safetensors")).is_file():
+            from .arch.build import build_student
+            from .arch.spec import ArchSpec
+
+            spec = ArchSpec.load(p)  # a bare spec: profile the architecture (random weights)
+            return build_student(spec).eval(), {"kind": "spec", "spec_macs": spec_macs(spec), "scale": spec.scale}
+        model, spec = load_student(ref)
+        return model, {"kind": "student", "spec_macs": spec_macs(spec), "scale": spec.scale}
+    t = load_teacher(ref, scale=scale)
+    return t, {"kind": f"teacher ({t.kind})", "scale": t.scale}
+
+
+def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = None) -> dict:
+    """MACs (FlopCounterMode), params, file size and latency of a student or teacher."""
+    model, info = load_model(ref, scale)
+    x_hw = (size, size)
+    res = {"model": ref, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_CONVENTION}
+    if not info["kind"].startswith("teacher (onnx"):
+        res["macs"] = measure_macs(model, x_hw)
+    res["params"] = count_params(model) if isinstance(model, torch.nn.Module) else None
+    res["latency_ms_torch"] = latency_ms(model, torch.rand(1, 3, *x_hw), repeats=repeats)
+    return res
+
+
+def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: int | None = None,
+                 quiet: bool = False) -> dict:
+    """Evaluate a finished run's student (and its teacher) on another eval folder."""
+    from .data.sr_sets import load_sr_eval_set
+    from .evaluate import quality
+    from .export.student import load_student
+    from .teachers import load_teacher
+
+    run_p = Path(run)
+    student, spec = load_student(run_p)
+    cfg = _run_config(run_p)
+    t = load_teacher(teacher or cfg.get("teacher", "demo"), scale=spec.scale,
+                     weights=None if teacher else cfg.get("teacher_weights"))
+    data = load_sr_eval_set(eval_data, spec.scale)
+    summary, rows, _ = quality(student, t, data, spec.scale, quiet)
+    res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}
+    out = run_p / f"eval_{Path(eval_data).name or 'data'}.json"
+    from .arch.spec import atomic_write_text
+
+    atomic_write_text(out, json.dumps(res, indent=1))
+    res["written"] = str(out)
+    return res
+
+
+def _run_config(run: Path) -> dict:
+    f = run / "config.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def export_run(run: str, out: str | None = None) -> dict:
+    """(Re-)export a run's student to ONNX, checked against PyTorch."""
+    from .export.student import export_onnx, load_student
+
+    model, _ = load_student(run)
+    path = Path(out) if out else Path(run) / "student" / "student.onnx"
+    diff = export_onnx(model, path)
+    return {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
+
+
+def upscale(run: str, images: list[str], out: str, quiet: bool = False) -> list[str]:
+    """Super-resolve image files with a compressed student; writes PNGs into `out`."""
+    from tqdm.auto import tqdm
+
+    from .data.images import load_image, save_image
+    from .evaluate import predict_tiled
+    from .export.student import load_student
+
+    if not images:
+        raise UserError("no input images given; pass one or more image files")
+    model, spec = load_student(run)
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder")
+    written = []
+    for img in tqdm(images, desc="upscale", disable=quiet):
+        p = Path(img)
+        if not p.is_file():
+            raise UserError(f"input image {p} not found")
+        x = load_image(p)
+        y = predict_tiled(model, x, spec.scale)
+        target = out_dir / f"{p.stem}_x{spec.scale}.png"
+        save_image(y, target)
+        written.append(str(target))
+    return written

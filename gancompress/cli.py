@@ -1,0 +1,249 @@
+"""The `gancompress` command. Parses arguments, calls the Python API, prints results.
+
+Every problem the user can fix ends as one line `error: ...` and exit code 2 (no traceback);
+an interrupt says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import UserError
+
+
+def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    from .compress import CompressConfig
+    from .distill.train import TrainConfig
+    from .methods.agd import AGDSearchConfig
+
+    c, s, r = CompressConfig(), AGDSearchConfig(), TrainConfig()
+    g = p.add_argument_group("what to compress")
+    if not demo:
+        g.add_argument("--task", default="sr", help="sr (super-resolution; translation is not available yet)")
+        g.add_argument("--scale", type=int, default=4, help="upscaling factor: 2, 3 or 4 (default 4)")
+        g.add_argument("--teacher", default="demo",
+                       help="KIND:PATH (srgan, esrgan, srresnet, torchscript, export, onnx, "
+                            "module:pkg.mod:factory=WEIGHTS) or 'demo' (the bundled x4 teacher)")
+        g.add_argument("--teacher-weights", default=None, help="weights for a module:pkg.mod:factory teacher")
+        g.add_argument("--train-data", default=None,
+                       help="folder of HR training images (default: the bundled photographs)")
+        g.add_argument("--eval-data", default=None,
+                       help="SR eval set: x{s}/HR+LR, HR/+LR/ or a folder of HR images "
+                            "(default: the bundled held-out photographs)")
+        g.add_argument("--method", default="agd", choices=["agd", "uniform"],
+                       help="agd (search) or uniform (the uniform-width conv3x3 baseline)")
+    g.add_argument("--budget", default=c.budget,
+                   help="MACs budget at 256x256 LR: absolute (9.2G, 800M) or relative (1/10, 0.1x) "
+                        f"(default {c.budget})")
+    g.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
+                   help="run directory (created; re-run the same command to resume)")
+    a = p.add_argument_group("search space and search (AGD)")
+    a.add_argument("--nf", type=int, default=s.nf, help=f"trunk width (default {s.nf})")
+    a.add_argument("--cells", type=int, default=s.n_cells, help=f"searchable cells (default {s.n_cells})")
+    a.add_argument("--layers", type=int, default=s.n_layers, help=f"layers per cell (default {s.n_layers})")
+    a.add_argument("--ops", default=",".join(s.ops),
+                   help="candidate operators, comma separated, from conv3x3,conv1x1,resblock,irb,dil3x3 "
+                        f"(default {','.join(s.ops)})")
+    a.add_argument("--upsampler", default=s.upsampler, choices=["pixelshuffle", "progressive"])
+    a.add_argument("--up-width", type=int, default=s.up_width, help="width of a progressive upsampler")
+    a.add_argument("--warmup-steps", type=int, default=s.warmup_steps)
+    a.add_argument("--search-steps", type=int, default=s.search_steps)
+    a.add_argument("--search-patch", type=int, default=s.patch, help="LR patch size during search")
+    a.add_argument("--search-batch", type=int, default=s.batch)
+    t = p.add_argument_group("retraining the derived student")
+    t.add_argument("--retrain-steps", type=int, default=r.steps)
+    t.add_argument("--patch", type=int, default=r.patch, help="LR patch size during retraining")
+    t.add_argument("--batch", type=int, default=r.batch)
+    t.add_argument("--lr", type=float, default=r.lr)
+    t.add_argument("--init", default=c.init, choices=["supernet", "scratch"],
+                   help="start retraining from the supernet's weights or from scratch")
+    t.add_argument("--perceptual-weights", default=None,
+                   help="VGG19 state dict (torchvision layout) to add a perceptual loss; none is downloaded")
+    t.add_argument("--perceptual-weight", type=float, default=0.0)
+    o = p.add_argument_group("run")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--latency-size", type=int, default=c.latency_size, help="LR side for latency (default 256)")
+    o.add_argument("--latency-repeats", type=int, default=c.latency_repeats)
+    o.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    o.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    o.add_argument("--force", action="store_true", help="start over in an --out made with another config")
+    o.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+
+
+def config_from_args(args, demo: bool = False):
+    from .compress import CompressConfig
+    from .distill.train import TrainConfig
+    from .methods.agd import AGDSearchConfig
+
+    ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
+    from .arch.ops import OPS
+
+    bad = [o for o in ops if o not in OPS]
+    if bad or not ops:
+        raise UserError(f"unknown operator(s) {bad} in --ops; choose from {','.join(OPS)}")
+    search = AGDSearchConfig(nf=args.nf, n_cells=args.cells, n_layers=args.layers, ops=ops,
+                             upsampler=args.upsampler, up_width=args.up_width, patch=args.search_patch,
+                             batch=args.search_batch, warmup_steps=args.warmup_steps,
+                             search_steps=args.search_steps, seed=args.seed)
+    retrain = TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
+                          perceptual_weight=args.perceptual_weight)
+    kw = {} if demo else dict(task=args.task, scale=args.scale, teacher=args.teacher,
+                              teacher_weights=args.teacher_weights, train_data=args.train_data,
+                              eval_data=args.eval_data, method=args.method)
+    return CompressConfig(budget=args.budget, search=search, retrain=retrain, init=args.init,
+                          perceptual_weights=args.perceptual_weights, seed=args.seed,
+                          latency_size=args.latency_size, latency_repeats=args.latency_repeats,
+                          out=args.out, device=args.device, quiet=args.quiet, **kw)
+
+
+# demo defaults: small enough for 10 minutes on 2 CPU cores, same method and stages as compress
+DEMO_DEFAULTS = dict(cells=3, layers=3, warmup_steps=60, search_steps=120, retrain_steps=500,
+                     latency_size=128, latency_repeats=3)
+
+
+def _print_summary(m: dict) -> None:
+    from .report.run_report import summary_table
+
+    print()
+    print(summary_table(m))
+    print(f"{m['macs_convention']}; eval: {m['eval_data']} ({m['images']} images)")
+
+
+def cmd_compress(args, demo=False):
+    from .compress import compress
+
+    cfg = config_from_args(args, demo)
+    m = compress(cfg, force=args.force)
+    if m and not cfg.quiet:
+        _print_summary(m)
+        print(f"report: {cfg.out}/report.md")
+    elif m:
+        print(f"{cfg.out}/report.md")
+
+
+def cmd_train_teacher(args):
+    if args.task != "sr":
+        raise UserError(f"train-teacher --task {args.task} is not available yet; use --task sr")
+    from .teachers.train import train_sr_teacher
+
+    out = train_sr_teacher(args.out, scale=args.scale, data=args.data, nf=args.nf, nb=args.nb, gc=args.gc,
+                           steps=args.steps, patch=args.patch, batch=args.batch, lr=args.lr, seed=args.seed,
+                           device=args.device, quiet=args.quiet)
+    print(f"teacher written to {out}; use it as --teacher esrgan:{out}")
+
+
+def cmd_profile(args):
+    from .api import profile
+
+    res = profile(args.model, size=args.size, repeats=args.repeats, scale=args.scale)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return
+    for k, v in res.items():
+        if k == "macs" or k == "spec_macs":
+            v = f"{v / 1e9:.3f} G"
+        elif k == "latency_ms_torch":
+            v = f"{v:.1f} ms"
+        print(f"{k:>18}: {v}")
+
+
+def cmd_eval(args):
+    from .api import evaluate_run
+
+    res = evaluate_run(args.run, args.eval_data, teacher=args.teacher, quiet=args.quiet)
+    for k in ("images", "student_psnr_y", "student_ssim_y", "teacher_psnr_y", "bicubic_psnr_y", "psnr_to_teacher"):
+        print(f"{k:>16}: {res[k]:.4f}" if isinstance(res[k], float) else f"{k:>16}: {res[k]}")
+    print(f"written: {res['written']}")
+
+
+def cmd_export(args):
+    from .api import export_run
+
+    res = export_run(args.run, args.onnx)
+    print(f"ONNX written to {res['onnx']} ({res['bytes'] / 1e6:.2f} MB; max |ONNX - PyTorch| = "
+          f"{res['max_abs_diff']:.1e})")
+
+
+def cmd_upscale(args):
+    from .api import upscale
+
+    for p in upscale(args.run, args.images, args.out, quiet=args.quiet):
+        print(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gancompress", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="compress the bundled x4 SR teacher on bundled photographs (~5 min)")
+    _add_compress_options(d, demo=True)
+    d.set_defaults(**DEMO_DEFAULTS)
+    c = sub.add_parser("compress", help="compress a teacher into a student that fits a MACs budget")
+    _add_compress_options(c)
+    t = sub.add_parser("train-teacher", help="train an SR teacher (ESRGAN-style RRDB net) from HR images")
+    t.add_argument("--task", default="sr")
+    t.add_argument("--scale", type=int, default=4)
+    t.add_argument("--data", default=None, help="HR image folder (default: the bundled training photographs)")
+    t.add_argument("--out", required=True, help="output .safetensors file")
+    t.add_argument("--nf", type=int, default=32)
+    t.add_argument("--nb", type=int, default=2)
+    t.add_argument("--gc", type=int, default=16)
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--patch", type=int, default=32)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--quiet", action="store_true")
+    pr = sub.add_parser("profile", help="MACs, params and latency of a student or teacher")
+    pr.add_argument("model", help="run dir, student.safetensors, spec.json, KIND:PATH teacher or 'demo'")
+    pr.add_argument("--size", type=int, default=256, help="LR input side (default 256)")
+    pr.add_argument("--scale", type=int, default=None, help="scale of a black-box teacher")
+    pr.add_argument("--repeats", type=int, default=5)
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--threads", type=int, default=None)
+    e = sub.add_parser("eval", help="evaluate a finished run on an eval folder")
+    e.add_argument("run")
+    e.add_argument("--eval-data", required=True)
+    e.add_argument("--teacher", default=None, help="override the run's teacher")
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--quiet", action="store_true")
+    x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
+    x.add_argument("run")
+    x.add_argument("--onnx", default=None, help="output path (default RUN/student/student.onnx)")
+    x.add_argument("--threads", type=int, default=None)
+    u = sub.add_parser("upscale", help="super-resolve images with a compressed student")
+    u.add_argument("run")
+    u.add_argument("images", nargs="+")
+    u.add_argument("--out", required=True, help="output folder")
+    u.add_argument("--threads", type=int, default=None)
+    u.add_argument("--quiet", action="store_true")
+    return p
+
+
+COMMANDS = {"demo": lambda a: cmd_compress(a, demo=True), "compress": cmd_compress,
+            "train-teacher": cmd_train_teacher, "profile": cmd_profile, "eval": cmd_eval,
+            "export": cmd_export, "upscale": cmd_upscale}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

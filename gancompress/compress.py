@@ -1,0 +1,329 @@
+"""`compress`: teacher in, student out, for super-resolution, as resumable stages in a run directory.
+
+Stages (each skipped when already finished, long ones resumable mid-way):
+  targets   teacher outputs on the training images (the only supervision: distillation)
+  search    AGD search + derive (or, for the uniform baseline, the widest uniform net in budget)
+  retrain   distil the derived student from scratch or from the supernet's weights
+  evaluate  quality on held-out images, MACs/params/size, latency vs the teacher
+  export    safetensors + spec.json + ONNX (checked against PyTorch)
+  report    report.md with the table and side-by-side crops
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .arch.build import build_student, load_sliced
+from .arch.cost import MACS_CONVENTION, fmt_macs, measure_macs, resolve_budget, spec_macs
+from .arch.spec import ArchSpec, UpsamplerSpec, atomic_write_text, uniform_sr_spec
+from .distill.loop import init_distributed, is_main, world
+from .distill.train import TrainConfig, fit_pixels
+from .errors import UserError
+from .methods.agd import AGDSearchConfig, make_supernet, search
+from .methods.agd_supernet import student_state_from_supernet
+from .rundir import RunDir
+
+METHODS = ("agd", "uniform")
+
+
+@dataclass
+class CompressConfig:
+    task: str = "sr"
+    scale: int = 4
+    teacher: str = "demo"
+    teacher_weights: str | None = None
+    train_data: str | None = None  # None: the bundled training photographs
+    eval_data: str | None = None  # None: the bundled evaluation photographs (never trained on)
+    budget: str = "1/10"
+    method: str = "agd"
+    search: AGDSearchConfig = field(default_factory=AGDSearchConfig)
+    retrain: TrainConfig = field(default_factory=TrainConfig)
+    init: str = "supernet"  # retrain start: "supernet" (sliced weights) or "scratch"
+    perceptual_weights: str | None = None
+    seed: int = 0
+    latency_size: int = 256
+    latency_repeats: int = 5
+    out: str = "runs/compress"
+    device: str = "cpu"
+    quiet: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["search"] = self.search.to_dict()
+        d["retrain"] = self.retrain.to_dict()
+        return d
+
+
+def _log(cfg, msg):
+    if not cfg.quiet and is_main():
+        print(msg, flush=True)
+
+
+# ---- data -----------------------------------------------------------------------------------
+def training_images(cfg: CompressConfig):
+    from .data.bundled import bundled_photographs
+    from .data.images import load_folder
+
+    min_side = cfg.scale * max(cfg.search.patch, cfg.retrain.patch)
+    if cfg.train_data:
+        return load_folder(cfg.train_data, min_size=min_side)
+    return [(n, im) for n, im in bundled_photographs("train") if min(im.shape[-2:]) >= min_side]
+
+
+def eval_set(cfg: CompressConfig):
+    from .data.bundled import bundled_photographs
+    from .data.degrade import bicubic_downscale
+    from .data.sr_sets import load_sr_eval_set
+
+    if cfg.eval_data:
+        return load_sr_eval_set(cfg.eval_data, cfg.scale)
+    out = []
+    for name, hr in bundled_photographs("eval"):
+        hr_c, lr = bicubic_downscale(hr, cfg.scale, name=name)
+        out.append((name, lr, hr_c))
+    return out
+
+
+def teacher_targets(cfg: CompressConfig, run: RunDir, teacher):
+    """(names, [(lr, teacher(lr))]) for the training images, cached in the run directory."""
+    from .data.degrade import bicubic_downscale
+    from .evaluate import predict_tiled
+
+    path = run / "teacher_targets.safetensors"
+    if path.is_file():
+        d = load_file(str(path))
+        names = json.loads((run / "teacher_targets.json").read_text())
+        return names, [(d[f"{i}.lr"], d[f"{i}.t"]) for i in range(len(names))]
+    from tqdm.auto import tqdm
+
+    names, pairs = [], []
+    for name, hr in tqdm(training_images(cfg), desc="teacher targets", disable=cfg.quiet or not is_main()):
+        _, lr = bicubic_downscale(hr, cfg.scale, name=name)
+        pairs.append((lr, predict_tiled(teacher, lr, cfg.scale)))
+        names.append(name)
+    if is_main():
+        tensors = {}
+        for i, (lr, t) in enumerate(pairs):
+            tensors[f"{i}.lr"], tensors[f"{i}.t"] = lr.contiguous(), t.contiguous()
+        tmp = path.with_name(".tt.tmp")
+        save_file(tensors, str(tmp))
+        atomic_write_text(run / "teacher_targets.json", json.dumps(names))
+        os.replace(tmp, path)
+    return names, pairs
+
+
+# ---- budget ---------------------------------------------------------------------------------
+def uniform_spec_for_budget(cfg: CompressConfig, budget: int) -> ArchSpec:
+    """The uniform-width baseline: same skeleton, every layer conv 3x3 at one width w (nf = w),
+    w the largest that fits the budget."""
+    s = cfg.search
+    best = None
+    for w in range(1, 257):
+        spec = uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
+                               upsampler=UpsamplerSpec(s.upsampler, s.up_width))
+        if spec_macs(spec) > budget:
+            break
+        best = spec
+    if best is None:
+        raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network")
+    best.meta = {"method": "uniform", "budget_macs": int(budget), "macs": int(spec_macs(best))}
+    return best
+
+
+def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
+    net = make_supernet(cfg.search, cfg.scale)
+    lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
+    if budget < lo:
+        raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
+                        f"({fmt_macs(lo)} at 256x256 LR); raise --budget to at least that, or shrink "
+                        "the space (--cells/--layers)")
+    if t_macs is not None and budget >= t_macs:
+        raise UserError(f"budget {fmt_macs(budget)} is not below the teacher's {fmt_macs(t_macs)}: "
+                        "there is nothing to compress; give a smaller --budget (e.g. 1/10)")
+    if budget > hi:
+        _log(cfg, f"note: budget {fmt_macs(budget)} exceeds the largest network of the space "
+                  f"({fmt_macs(hi)}); the search cannot use all of it (raise --nf to widen the space)")
+
+
+# ---- the pipeline ---------------------------------------------------------------------------
+def compress(cfg: CompressConfig, force: bool = False) -> dict:
+    """Run (or resume) every stage; returns the metrics dict (also in RUN/metrics.json)."""
+    from .teachers import load_teacher
+
+    if cfg.task != "sr":
+        raise UserError(f"task {cfg.task!r} is not available yet; this release compresses --task sr")
+    if cfg.scale not in (2, 3, 4):
+        raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}")
+    if cfg.init not in ("supernet", "scratch"):
+        raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
+    cfg.device = init_distributed(cfg.device)
+    torch.manual_seed(cfg.seed)
+    teacher = load_teacher(cfg.teacher, scale=cfg.scale, weights=cfg.teacher_weights, device=cfg.device)
+    if teacher.scale != cfg.scale:
+        raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
+                        f"use --scale {teacher.scale}")
+    t_macs = teacher_macs_cached(teacher)
+    budget = resolve_budget(cfg.budget, t_macs)
+    check_budget(cfg, budget, t_macs)
+    # validate data before creating anything on disk
+    evalset = eval_set(cfg)
+    if not cfg.train_data:
+        training_images(cfg)
+    run = RunDir(cfg.out, cfg.to_dict(), force=force, create=is_main())
+    _log(cfg, f"run directory: {run.path}  (teacher {teacher.kind}, {fmt_macs(t_macs or 0)} MACs; "
+              f"budget {fmt_macs(budget)})")
+    perceptual = None
+    if cfg.perceptual_weights:
+        from .distill.perceptual import PerceptualLoss
+
+        perceptual = PerceptualLoss(cfg.perceptual_weights).to(cfg.device)
+    if run.done("report"):
+        _log(cfg, f"{run.path} is already complete; nothing to do (report: {run / 'report.md'})")
+        return json.loads((run / "metrics.json").read_text())
+
+    names, pairs = teacher_targets(cfg, run, teacher)
+    spec, init_state = stage_search(cfg, run, names, pairs, budget, perceptual)
+    student = stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual)
+    if not is_main():
+        return {}
+    metrics = stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs)
+    from .report.run_report import write_run_report
+
+    write_run_report(run, metrics)
+    run.mark("report")
+    _log(cfg, f"report: {run / 'report.md'}")
+    return metrics
+
+
+def teacher_macs_cached(teacher):
+    from .evaluate import teacher_macs
+
+    return teacher_macs(teacher)
+
+
+def _samplers(cfg, names, pairs, patch, batch, seed):
+    from .data.patches import PatchSampler, split_pairs
+
+    rank, ws = world()
+    a, b, na, nb = split_pairs(pairs, seed, names=names)
+    sa = PatchSampler(a, patch, cfg.scale, batch, seed, names=na, rank=rank, world_size=ws)
+    sb = PatchSampler(b, patch, cfg.scale, batch, seed + 1, names=nb, rank=rank, world_size=ws)
+    return sa, sb
+
+
+def stage_search(cfg, run, names, pairs, budget, perceptual):
+    spec_path = run / "search" / "spec.json"
+    init_path = run / "search" / "init.safetensors"
+    if run.done("search"):
+        spec = ArchSpec.load(spec_path)
+        return spec, (load_file(str(init_path)) if init_path.is_file() else None)
+    (run / "search").mkdir(exist_ok=True)
+    if cfg.method == "uniform":
+        spec = uniform_spec_for_budget(cfg, budget)
+        init_state = None
+        _log(cfg, f"uniform baseline: width {spec.nf}, {fmt_macs(spec_macs(spec))} MACs")
+    else:
+        s = cfg.search
+        wa, ab = _samplers(cfg, names, pairs, s.patch, s.batch, cfg.seed)
+        from .data.patches import PatchSampler
+
+        val = PatchSampler(pairs, s.patch, cfg.scale, 2 * s.batch, cfg.seed + 7, names=names).next_batch()
+        loss = _distill_loss(perceptual, cfg)
+        res = search(s, cfg.scale, wa, ab, val, budget, run / "search", loss, cfg.device, cfg.quiet)
+        spec = res.spec
+        net = make_supernet(s, cfg.scale)
+        net.load_state_dict(res.supernet_state)
+        init_state = student_state_from_supernet(net, res.op_idx)
+        if is_main():
+            save_file({k: v.contiguous() for k, v in init_state.items()}, str(init_path))
+            atomic_write_text(run / "search" / "history.json", json.dumps(res.history, indent=1))
+    if is_main():
+        spec.save(spec_path)
+        run.mark("search", {"macs": spec_macs(spec)})
+    return spec, init_state
+
+
+def _distill_loss(perceptual, cfg):
+    import torch.nn.functional as F
+
+    if perceptual is None or cfg.retrain.perceptual_weight <= 0:
+        return F.l1_loss
+    w = cfg.retrain.perceptual_weight
+    return lambda out, tgt: F.l1_loss(out, tgt) + w * perceptual(out, tgt)
+
+
+def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
+    from .data.patches import PatchSampler
+    from .export.student import load_student
+
+    if run.done("retrain"):
+        return load_student(run / "student")[0]
+    student = build_student(spec)
+    if init_state is not None and cfg.init == "supernet":
+        load_sliced(student, init_state)
+    rank, ws = world()
+    r = cfg.retrain
+    sampler = PatchSampler(pairs, r.patch, cfg.scale, r.batch, cfg.seed + 11, names=names, rank=rank,
+                           world_size=ws)
+    fit_pixels(student, sampler, r, run / "retrain.ckpt", "retrain", cfg.device, cfg.quiet, perceptual)
+    student = student.cpu().eval()
+    if is_main():
+        from .export.student import save_student
+
+        save_student(student, spec, run / "student")
+        run.mark("retrain")
+    return student
+
+
+def stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs):
+    from .evaluate import file_size, quality, speed, teacher_onnx_path
+    from .export.student import export_onnx
+
+    student = student.cpu().eval()
+    teacher = teacher.cpu()
+    onnx_path = run / "student" / "student.onnx"
+    onnx_err = None
+    if not onnx_path.is_file():
+        onnx_err = export_onnx(student, onnx_path)
+    t_onnx = teacher_onnx_path(teacher, run.path)
+    q, per_image, kept = quality(student, teacher, evalset, cfg.scale, cfg.quiet)
+    sp = speed(student, teacher, cfg.latency_size, cfg.latency_repeats, onnx_path, t_onnx)
+    s_macs = spec_macs(spec)
+    measured = measure_macs(student)
+    metrics = {
+        "method": cfg.method, "teacher": cfg.teacher, "scale": cfg.scale,
+        "macs_convention": MACS_CONVENTION,
+        "budget_macs": int(budget), "teacher_macs": t_macs, "student_macs": int(s_macs),
+        "student_macs_flopcounter": int(measured),
+        "within_budget": bool(s_macs <= budget),
+        "compression_macs": (t_macs / s_macs) if t_macs else None,
+        "teacher_params": teacher.num_params(), "student_params": sum(p.numel() for p in student.parameters()),
+        "student_file_bytes": file_size(run / "student" / "student.safetensors"),
+        "student_onnx_bytes": file_size(onnx_path),
+        "teacher_file_bytes": file_size(teacher.source) if teacher.source else None,
+        "onnx_max_abs_diff": onnx_err,
+        "eval_data": cfg.eval_data or "bundled eval photographs", **q, **sp,
+        "per_image": per_image, "spec": spec.to_dict(),
+    }
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1))
+    run.mark("evaluate")
+    _save_crops(run, kept, cfg.scale)
+    return metrics
+
+
+def _save_crops(run, kept, scale):
+    from .report.images import pick_crop, side_by_side
+
+    (run / "crops").mkdir(exist_ok=True)
+    for name, lr, hr, bic, t_out, s_out in kept:
+        crop = pick_crop(hr, 48 * scale // 2, seed=0)
+        side_by_side([("bicubic", bic), ("teacher", t_out), ("student", s_out), ("HR", hr)],
+                     run / "crops" / f"{name}.png", crop=crop)

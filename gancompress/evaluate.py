@@ -1,0 +1,123 @@
+"""Honest evaluation of an SR student against its teacher, on images it never trained on.
+
+Quality: PSNR/SSIM on the MATLAB Y channel with border = scale (the SR literature's convention),
+for the student, the teacher and bicubic; fidelity: PSNR (Y, same border) of student vs teacher
+output. Cost: MACs (FlopCounterMode, FLOPs/2, 256x256 LR), params, file size. Speed: latency of
+student and teacher measured in the same process, batch 1, same input, median of N, so the
+ratio is meaningful on a noisy machine; for PyTorch eager and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .arch.cost import latency_ms, measure_macs
+from .data.degrade import bicubic_upscale
+from .metrics.sr import psnr_y, ssim_y
+
+
+@torch.no_grad()
+def predict_tiled(fn, lr: torch.Tensor, scale: int, tile: int = 256, overlap: int = 16) -> torch.Tensor:
+    """Run an SR network on a (3, h, w) image in overlapping tiles so memory stays bounded on big
+    inputs; the output is clamped to [0, 1]. Small images run in one piece."""
+    x = lr.unsqueeze(0) if lr.dim() == 3 else lr
+    _, c, h, w = x.shape
+    if h <= tile and w <= tile:
+        return fn(x).clamp_(0, 1)[0]
+    out = torch.zeros(1, 3, h * scale, w * scale)
+    step = tile - 2 * overlap
+    for y0 in range(0, h, step):
+        for x0 in range(0, w, step):
+            ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
+            yb, xb = min(h, y0 + step + overlap), min(w, x0 + step + overlap)
+            piece = fn(x[:, :, ya:yb, xa:xb]).clamp_(0, 1)
+            y1, x1 = min(h, y0 + step), min(w, x0 + step)
+            oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                piece[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+    return out[0]
+
+
+def quality(student, teacher, eval_set, scale: int, quiet: bool = False, keep_outputs: int = 3):
+    """Per-image and mean quality. `student`/`teacher`: callables on (1,3,h,w) in [0,1].
+
+    Returns (summary dict, per-image list, outputs of the first `keep_outputs` images for crops).
+    """
+    rows, kept = [], []
+    for i, (name, lr, hr) in enumerate(tqdm(eval_set, desc="evaluate", disable=quiet, mininterval=2.0)):
+        s_out = predict_tiled(student, lr, scale)
+        t_out = predict_tiled(teacher, lr, scale)
+        bic = bicubic_upscale(lr, scale)
+        rows.append({
+            "image": name,
+            "student_psnr_y": psnr_y(s_out, hr, scale), "student_ssim_y": ssim_y(s_out, hr, scale),
+            "teacher_psnr_y": psnr_y(t_out, hr, scale), "teacher_ssim_y": ssim_y(t_out, hr, scale),
+            "bicubic_psnr_y": psnr_y(bic, hr, scale),
+            "psnr_to_teacher": psnr_y(s_out, t_out, scale),
+        })
+        if i < keep_outputs:
+            kept.append((name, lr, hr, bic, t_out, s_out))
+    keys = [k for k in rows[0] if k != "image"]
+    summary = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    summary["images"] = len(rows)
+    return summary, rows, kept
+
+
+def file_size(path) -> int | None:
+    return os.path.getsize(path) if path and Path(path).is_file() else None
+
+
+def speed(student: torch.nn.Module, teacher, size: int, repeats: int, student_onnx=None,
+          teacher_onnx=None, threads: int | None = None) -> dict:
+    """Latency (ms, median) of teacher and student at a size x size LR input, same process."""
+    from .export.student import onnx_runner
+
+    x = torch.rand(1, 3, size, size)
+    res = {"latency_input": f"1x3x{size}x{size}", "threads": torch.get_num_threads()}
+    res["student_ms_torch"] = latency_ms(student, x, repeats=repeats)
+    res["teacher_ms_torch"] = latency_ms(teacher, x, repeats=repeats)
+    res["latency_ratio_torch"] = res["student_ms_torch"] / res["teacher_ms_torch"]
+    if student_onnx is not None:
+        res["student_ms_onnx"] = latency_ms(onnx_runner(student_onnx, threads), x, repeats=repeats)
+        if teacher_onnx is not None:
+            res["teacher_ms_onnx"] = latency_ms(onnx_runner(teacher_onnx, threads), x, repeats=repeats)
+            res["latency_ratio_onnx"] = res["student_ms_onnx"] / res["teacher_ms_onnx"]
+    return res
+
+
+def teacher_onnx_path(teacher, workdir: Path) -> Path | None:
+    """An ONNX file of the teacher for the ONNX Runtime latency comparison (None if impossible)."""
+    if teacher.kind.split()[0] == "onnx":
+        return Path(teacher.source)
+    if not isinstance(teacher.model, torch.nn.Module):
+        return None
+    path = Path(workdir) / "teacher.onnx"
+    if path.is_file():
+        return path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tmp = Path(tempfile.mkdtemp(dir=workdir)) / "t.onnx"
+            torch.onnx.export(teacher, (torch.rand(1, 3, 32, 32),), str(tmp), input_names=["lr"],
+                              output_names=["sr"], dynamic_axes={"lr": {2: "h", 3: "w"}, "sr": {2: "H", 3: "W"}},
+                              opset_version=17, dynamo=False)
+        os.replace(tmp, path)
+        tmp.parent.rmdir()
+        return path
+    except Exception as e:  # a teacher the exporter cannot trace: report PyTorch latency only
+        warnings.warn(f"teacher could not be exported to ONNX for the latency comparison: {e}")
+        return None
+
+
+def teacher_macs(teacher) -> int | None:
+    """Teacher MACs at 256x256 LR by FlopCounterMode; None for black boxes it cannot see into."""
+    if teacher.kind.split()[0] == "onnx":
+        return None
+    m = measure_macs(teacher)
+    return m or None
