@@ -30,6 +30,7 @@ def save_student(model: torch.nn.Module, spec: ArchSpec, folder: str | os.PathLi
     tmp = folder / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"format": "gancompress-student", "spec": spec.to_json()})
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; a model file is meant to be shared
     os.replace(tmp, path)
     spec.save(folder / SPEC_NAME)
     return path

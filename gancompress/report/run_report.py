@@ -13,20 +13,20 @@ def summary_rows(m: dict) -> list[dict]:
     return [
         {"model": "teacher", "macs": (m["teacher_macs"] or 0) / 1e9 or None, "params": (m["teacher_params"] or 0) / 1e6 or None,
          "size": _mb(m.get("teacher_file_bytes")), "psnr": m["teacher_psnr_y"], "ssim": m["teacher_ssim_y"],
-         "fid": None, "ms": m["teacher_ms_torch"], "ratio": 1.0, "ms_onnx": m.get("teacher_ms_onnx"),
+         "to_teacher": None, "ms": m["teacher_ms_torch"], "ratio": 1.0, "ms_onnx": m.get("teacher_ms_onnx"),
          "ratio_onnx": 1.0 if m.get("teacher_ms_onnx") else None},
         {"model": f"student ({m['method']})", "macs": m["student_macs"] / 1e9, "params": m["student_params"] / 1e6,
          "size": _mb(m.get("student_file_bytes")), "psnr": m["student_psnr_y"], "ssim": m["student_ssim_y"],
-         "fid": m["psnr_to_teacher"], "ms": m["student_ms_torch"], "ratio": m["latency_ratio_torch"],
+         "to_teacher": m["psnr_to_teacher"], "ms": m["student_ms_torch"], "ratio": m["latency_ratio_torch"],
          "ms_onnx": m.get("student_ms_onnx"), "ratio_onnx": m.get("latency_ratio_onnx")},
         {"model": "bicubic", "macs": None, "params": None, "size": None, "psnr": m["bicubic_psnr_y"],
-         "ssim": None, "fid": None, "ms": None, "ratio": None, "ms_onnx": None, "ratio_onnx": None},
+         "ssim": None, "to_teacher": None, "ms": None, "ratio": None, "ms_onnx": None, "ratio_onnx": None},
     ]
 
 
 COLUMNS = [("model", "model", "{}"), ("macs", "GMACs", "{:.2f}"), ("params", "params (M)", "{:.3f}"),
            ("size", "file (MB)", "{:.2f}"), ("psnr", "PSNR-Y (dB)", "{:.2f}"), ("ssim", "SSIM-Y", "{:.4f}"),
-           ("fid", "PSNR to teacher (dB)", "{:.2f}"), ("ms", "latency torch (ms)", "{:.1f}"),
+           ("to_teacher", "PSNR to teacher (dB)", "{:.2f}"), ("ms", "latency torch (ms)", "{:.1f}"),
            ("ratio", "ratio", "{:.3f}"), ("ms_onnx", "latency ORT (ms)", "{:.1f}"),
            ("ratio_onnx", "ratio ORT", "{:.3f}")]
 

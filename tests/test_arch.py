@@ -1,0 +1,188 @@
+"""ArchSpec, operators, builder, analytic cost, and the AGD supernet's core invariants."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from gancompress.arch.build import build_student, load_sliced
+from gancompress.arch.cost import measure_macs, resolve_budget, spec_macs, spec_params
+from gancompress.arch.ops import OPS
+from gancompress.arch.spec import ArchSpec, LayerSpec, UpsamplerSpec, uniform_sr_spec
+from gancompress.errors import UserError
+from gancompress.methods.agd_supernet import SRSupernet, repair_to_budget, student_state_from_supernet
+
+ALL_OPS = sorted(OPS)
+
+
+def random_spec(rng, scale=4, nf=12, up="pixelshuffle"):
+    cells = []
+    for _ in range(rng.randint(1, 3)):
+        n = rng.randint(1, 3)
+        cell = [LayerSpec(rng.choice(ALL_OPS), rng.randint(1, 16)) for _ in range(n - 1)]
+        cells.append(cell + [LayerSpec(rng.choice(ALL_OPS), nf)])
+    return ArchSpec("sr", scale, nf, cells, UpsamplerSpec(up, 6 if up == "progressive" else 0))
+
+
+def test_spec_json_round_trip(tmp_path):
+    spec = random_spec(random.Random(1), up="progressive")
+    spec.meta = {"method": "agd", "budget_macs": 123}
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec
+    spec.save(tmp_path / "s.json")
+    assert ArchSpec.load(tmp_path / "s.json") == spec
+    assert json.loads(spec.to_json())["version"] == 1
+
+
+def test_spec_validation_messages():
+    good = uniform_sr_spec(4, 8, 1, 2)
+    d = good.to_dict()
+    d["cells"][0][-1][1] = 5
+    with pytest.raises(UserError, match="last layer must output nf=8"):
+        ArchSpec.from_dict(d)
+    d = good.to_dict()
+    d["cells"][0][0][0] = "conv7x7"
+    with pytest.raises(UserError, match="unknown operator 'conv7x7'"):
+        ArchSpec.from_dict(d)
+    d = good.to_dict()
+    d["scale"] = 8
+    with pytest.raises(UserError, match="unsupported scale x8"):
+        ArchSpec.from_dict(d)
+    with pytest.raises(UserError, match="not valid JSON"):
+        ArchSpec.from_json("{nope")
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("up", ["pixelshuffle", "progressive"])
+def test_analytic_macs_equal_flopcounter(scale, up):
+    rng = random.Random(scale * 7 + len(up))
+    for _ in range(3):
+        spec = random_spec(rng, scale=scale, up=up)
+        model = build_student(spec)
+        for hw in [(16, 16), (9, 13)]:
+            assert spec_macs(spec, hw) == measure_macs(model, hw)
+        assert spec_params(spec) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_each_op_shapes_at_every_width(op):
+    widths = [4, 6, 8, 10, 12]
+    x = {c: torch.rand(2, c, 7, 9) for c in widths}
+    for cin in widths:
+        for cout in widths:
+            m = OPS[op].build(cin, cout)
+            y = m(x[cin])
+            assert y.shape == (2, cout, 7, 9)
+            assert OPS[op].macs(cin, cout) * 63 == measure_macs_of_op(m, cin)
+
+
+def measure_macs_of_op(m, cin):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as c:
+        m(torch.zeros(1, cin, 7, 9))
+    return c.get_total_flops() // 2
+
+
+def test_student_output_shape_and_onnx_friendly_forward():
+    spec = uniform_sr_spec(3, 8, 2, 2, op="irb")
+    y = build_student(spec)(torch.rand(1, 3, 10, 11))
+    assert y.shape == (1, 3, 30, 33)
+
+
+def tiny_supernet(**kw):
+    torch.manual_seed(0)
+    args = dict(scale=4, nf=12, n_cells=2, n_layers=3, ops=ALL_OPS, width_ratios=(1 / 3, 1 / 2, 2 / 3, 5 / 6, 1),
+                upsampler=UpsamplerSpec("pixelshuffle"))
+    args.update(kw)
+    return SRSupernet(**args)
+
+
+def test_supernet_subnet_equals_built_student_with_sliced_weights():
+    net = tiny_supernet(upsampler=UpsamplerSpec("progressive", 6))
+    rng = random.Random(0)
+    x = torch.rand(2, 3, 10, 10)
+    for _ in range(6):
+        ops = [rng.randrange(len(ALL_OPS)) for _ in net.layer_widths]
+        ws = [rng.randrange(len(w)) for w in net.layer_widths]
+        spec = net.spec_from_indices(ops, ws)
+        student = build_student(spec)
+        copied = load_sliced(student, student_state_from_supernet(net, ops))
+        assert copied == len(student.state_dict())
+        with torch.no_grad():
+            a = net(x, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops)
+            b = student(x)
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_expected_macs_is_exact_for_a_certain_architecture():
+    net = tiny_supernet()
+    rng = random.Random(3)
+    ops = [rng.randrange(len(ALL_OPS)) for _ in net.layer_widths]
+    ws = [rng.randrange(len(w)) for w in net.layer_widths]
+    with torch.no_grad():
+        for i, (o, w) in enumerate(zip(ops, ws)):
+            net.alpha[i].fill_(-60.0)
+            net.alpha[i, o] = 60.0
+            net.betas[i].fill_(-60.0)
+            net.betas[i][w] = 60.0
+    assert net.expected_macs().item() == pytest.approx(spec_macs(net.spec_from_indices(ops, ws)), rel=1e-5)
+
+
+def test_gradients_reach_architecture_parameters():
+    net = tiny_supernet()
+    x, t = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    out = net(x, width_mode="gumbel", op_mode="mix", tau=1.0)
+    loss = torch.nn.functional.l1_loss(out, t) + 0.01 * torch.log(net.expected_macs())
+    loss.backward()
+    assert net.alpha.grad is not None and net.alpha.grad.abs().sum() > 0
+    searchable = [b for b, w in zip(net.betas, net.layer_widths) if len(w) > 1]
+    assert all(b.grad is not None and b.grad.abs().sum() > 0 for b in searchable)
+
+
+def test_resource_term_alone_moves_towards_cheaper_choices():
+    net = tiny_supernet()
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.05)
+    before = net.expected_macs().item()
+    for _ in range(30):
+        opt.zero_grad()
+        torch.log(net.expected_macs()).backward()
+        opt.step()
+    assert net.expected_macs().item() < 0.7 * before
+
+
+def test_repair_respects_budget_and_prefers_likely_choices():
+    net = tiny_supernet()
+    with torch.no_grad():
+        net.alpha.normal_()
+        for b in net.betas:
+            b.normal_()
+    ops, ws = net.argmax_indices()
+    full = spec_macs(net.spec_from_indices(ops, ws))
+    lo = spec_macs(net.min_spec())
+    for frac in (0.9, 0.6, 0.3):
+        budget = int(lo + frac * (full - lo))
+        o2, w2 = repair_to_budget(net, ops, ws, budget)
+        assert spec_macs(net.spec_from_indices(o2, w2)) <= budget
+
+
+def test_min_and_max_spec_bound_the_space():
+    net = tiny_supernet()
+    lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
+    rng = random.Random(5)
+    for _ in range(20):
+        ops = [rng.randrange(len(ALL_OPS)) for _ in net.layer_widths]
+        ws = [rng.randrange(len(w)) for w in net.layer_widths]
+        assert lo <= spec_macs(net.spec_from_indices(ops, ws)) <= hi
+
+
+def test_resolve_budget_forms():
+    assert resolve_budget("9.2G", None) == 9_200_000_000
+    assert resolve_budget("800M", None) == 800_000_000
+    assert resolve_budget("1/10", 92_000) == 9_200
+    assert resolve_budget("0.5x", 1000) == 500
+    with pytest.raises(UserError, match="relative to the teacher"):
+        resolve_budget("1/10", None)
+    with pytest.raises(UserError, match="cannot read budget"):
+        resolve_budget("lots", 1)
