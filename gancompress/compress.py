@@ -72,7 +72,7 @@ def training_images(cfg: CompressConfig):
 
     min_side = cfg.scale * max(cfg.search.patch, cfg.retrain.patch)
     if cfg.train_data:
-        return load_folder(cfg.train_data, min_size=min_side)
+        return load_folder(cfg.train_data, min_size=min_side, hint="point --train-data at a folder of HR images")
     return [(n, im) for n, im in bundled_photographs("train") if min(im.shape[-2:]) >= min_side]
 
 
@@ -90,7 +90,7 @@ def eval_set(cfg: CompressConfig):
     return out
 
 
-def teacher_targets(cfg: CompressConfig, run: RunDir, teacher):
+def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
     """(names, [(lr, teacher(lr))]) for the training images, cached in the run directory."""
     from .data.degrade import bicubic_downscale
     from .evaluate import predict_tiled
@@ -103,7 +103,7 @@ def teacher_targets(cfg: CompressConfig, run: RunDir, teacher):
     from tqdm.auto import tqdm
 
     names, pairs = [], []
-    for name, hr in tqdm(training_images(cfg), desc="teacher targets", disable=cfg.quiet or not is_main()):
+    for name, hr in tqdm(images, desc="teacher targets", disable=cfg.quiet or not is_main()):
         _, lr = bicubic_downscale(hr, cfg.scale, name=name)
         pairs.append((lr, predict_tiled(teacher, lr, cfg.scale)))
         names.append(name)
@@ -175,8 +175,7 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
     check_budget(cfg, budget, t_macs)
     # validate data before creating anything on disk
     evalset = eval_set(cfg)
-    if not cfg.train_data:
-        training_images(cfg)
+    images = training_images(cfg)
     run = RunDir(cfg.out, cfg.to_dict(), force=force, create=is_main())
     _log(cfg, f"run directory: {run.path}  (teacher {teacher.kind}, {fmt_macs(t_macs or 0)} MACs; "
               f"budget {fmt_macs(budget)})")
@@ -189,7 +188,7 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
         _log(cfg, f"{run.path} is already complete; nothing to do (report: {run / 'report.md'})")
         return json.loads((run / "metrics.json").read_text())
 
-    names, pairs = teacher_targets(cfg, run, teacher)
+    names, pairs = teacher_targets(cfg, run, teacher, images)
     spec, init_state = stage_search(cfg, run, names, pairs, budget, perceptual)
     student = stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual)
     if not is_main():

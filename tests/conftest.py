@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny teacher and tiny image folders made from the bundled photographs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> str:
+    """A small randomly initialised ESRGAN-layout x4 teacher, saved like a user's checkpoint."""
+    from gancompress.teachers import RRDBNet, save_zoo_teacher
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "rrdb_tiny.safetensors"
+    save_zoo_teacher(RRDBNet(nf=8, nb=1, gc=4, scale=4), path)
+    return f"esrgan:{path}"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> tuple[str, str]:
+    """(train folder, eval folder): two 96 px bundled training crops; two held-out eval crops."""
+    from gancompress.data.bundled import bundled_photographs, bundled_tiny
+    from gancompress.data.images import save_image
+
+    root = tmp_path_factory.mktemp("data")
+    for name, im in bundled_tiny(2, 96):
+        save_image(im, root / "train" / f"{name}.png")
+    for name, im in bundled_photographs("eval")[:2]:
+        h, w = im.shape[-2:]
+        save_image(im[:, h // 2 - 48:h // 2 + 48, w // 2 - 48:w // 2 + 48], root / "eval" / f"{name}.png")
+    return str(root / "train"), str(root / "eval")
+
+
+def tiny_config(teacher, train, evald, out, **kw):
+    from gancompress.compress import CompressConfig
+    from gancompress.distill.train import TrainConfig
+    from gancompress.methods.agd import AGDSearchConfig
+
+    search = AGDSearchConfig(nf=8, n_cells=2, n_layers=2, patch=8, batch=2, warmup_steps=3, search_steps=6,
+                             eval_every=2)
+    retrain = TrainConfig(steps=10, patch=8, batch=2)
+    args = dict(teacher=teacher, train_data=train, eval_data=evald, budget="1/4", search=search,
+                retrain=retrain, out=str(out), latency_size=32, latency_repeats=1, quiet=True)
+    args.update(kw)
+    return CompressConfig(**args)

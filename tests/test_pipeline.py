@@ -1,0 +1,125 @@
+"""End to end: a tiny compress run, its outputs, resume, no-op re-run, and the user-facing commands."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from gancompress.arch.cost import spec_macs
+from gancompress.cli import main
+from gancompress.compress import compress
+from gancompress.export.student import load_student, onnx_runner
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_teacher, tiny_data, tmp_path_factory):
+    train, evald = tiny_data
+    out = tmp_path_factory.mktemp("runs") / "agd"
+    cfg = tiny_config(tiny_teacher, train, evald, out)
+    metrics = compress(cfg)
+    return cfg, out, metrics
+
+
+def test_compress_produces_a_complete_run(finished_run):
+    cfg, out, m = finished_run
+    for f in ["config.json", "metrics.json", "report.md", "student/spec.json", "student/student.safetensors",
+              "student/student.onnx", "search/spec.json"]:
+        assert (out / f).is_file(), f
+    assert list((out / "crops").glob("*.png"))
+    assert m["within_budget"] and m["student_macs"] <= m["budget_macs"]
+    assert m["student_macs"] == m["student_macs_flopcounter"]
+    assert m["student_macs"] < m["teacher_macs"]
+    assert m["images"] == 2 and m["latency_ratio_torch"] > 0
+    report = (out / "report.md").read_text()
+    assert "PSNR-Y" in report and "FlopCounterMode" in report
+
+
+def test_student_loads_back_in_one_call_and_onnx_matches(finished_run):
+    _, out, m = finished_run
+    model, spec = load_student(out)
+    assert spec_macs(spec) == m["student_macs"]
+    x = torch.rand(1, 3, 19, 23)
+    with torch.no_grad():
+        ref = model(x)
+    got = onnx_runner(out / "student" / "student.onnx")(x)
+    assert ref.shape == (1, 3, 76, 92)
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+def test_rerunning_a_finished_run_does_nothing(finished_run):
+    cfg, out, m = finished_run
+    weights = out / "student" / "student.safetensors"
+    before = (weights.stat().st_mtime_ns, (out / "stages.json").read_text())
+    again = compress(cfg)
+    assert again["student_macs"] == m["student_macs"]
+    assert (weights.stat().st_mtime_ns, (out / "stages.json").read_text()) == before
+
+
+def test_retraining_resumes_after_an_interrupt_exactly(tmp_path):
+    """Interrupt fit_pixels mid-way; the resumed run ends with the same weights as an uninterrupted one."""
+    from gancompress.arch.build import build_student
+    from gancompress.arch.spec import uniform_sr_spec
+    from gancompress.data.patches import PatchSampler
+    from gancompress.distill.train import TrainConfig, fit_pixels
+
+    torch.manual_seed(0)
+    pairs = [(torch.rand(3, 16, 16), torch.rand(3, 64, 64)), (torch.rand(3, 20, 16), torch.rand(3, 80, 64))]
+    cfg = TrainConfig(steps=120, patch=8, batch=2)
+
+    def fresh():
+        torch.manual_seed(1)
+        return build_student(uniform_sr_spec(4, 4, 1, 2)), PatchSampler(pairs, 8, 4, 2, seed=3)
+
+    model_a, sampler_a = fresh()
+    fit_pixels(model_a, sampler_a, cfg, tmp_path / "a.ckpt", "a", quiet=True)
+
+    model_b, sampler_b = fresh()
+    calls = {"n": 0}
+    real = sampler_b.next_batch
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 71:
+            raise KeyboardInterrupt
+        return real()
+
+    sampler_b.next_batch = flaky
+    with pytest.raises(KeyboardInterrupt):
+        fit_pixels(model_b, sampler_b, cfg, tmp_path / "b.ckpt", "b", quiet=True)
+    model_c, sampler_c = fresh()  # a new process: fresh objects, state from the checkpoint
+    fit_pixels(model_c, sampler_c, cfg, tmp_path / "b.ckpt", "b", quiet=True)
+    for (k, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
+        assert torch.equal(a, c), k
+
+
+def test_uniform_baseline_fills_the_budget(tiny_teacher, tiny_data, tmp_path):
+    from gancompress.compress import uniform_spec_for_budget
+
+    train, evald = tiny_data
+    cfg = tiny_config(tiny_teacher, train, evald, tmp_path / "u", method="uniform")
+    spec = uniform_spec_for_budget(cfg, 50_000_000)
+    assert spec_macs(spec) <= 50_000_000
+    wider = type(spec).from_dict({**spec.to_dict(), "nf": spec.nf + 1,
+                                  "cells": [[[op, spec.nf + 1] for op, _ in c] for c in spec.to_dict()["cells"]]})
+    assert spec_macs(wider) > 50_000_000
+    assert all(l.op == "conv3x3" and l.width == spec.nf for c in spec.cells for l in c)
+
+
+def test_cli_profile_export_upscale_eval(finished_run, tiny_data, tmp_path, capsys):
+    _, out, _ = finished_run
+    _, evald = tiny_data
+    assert main(["profile", str(out), "--size", "32", "--repeats", "1", "--json"]) == 0
+    prof = json.loads(capsys.readouterr().out)
+    assert prof["kind"] == "student" and prof["macs"] == prof["spec_macs"] * 32 * 32 // (256 * 256)
+    assert main(["export", str(out), "--onnx", str(tmp_path / "s.onnx")]) == 0
+    assert (tmp_path / "s.onnx").is_file()
+    img = sorted(os.listdir(evald))[0]
+    assert main(["upscale", str(out), os.path.join(evald, img), "--out", str(tmp_path / "up"), "--quiet"]) == 0
+    from gancompress.data.images import load_image
+
+    up = load_image(tmp_path / "up" / (os.path.splitext(img)[0] + "_x4.png"))
+    assert up.shape[-2:] == (384, 384)
+    assert main(["eval", str(out), "--eval-data", evald, "--quiet"]) == 0
+    assert "student_psnr_y" in capsys.readouterr().out
