@@ -170,7 +170,9 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
                         f"use --scale {teacher.scale}")
-    t_macs = teacher_macs_cached(teacher)
+    from .evaluate import teacher_macs
+
+    t_macs = teacher_macs(teacher)
     budget = resolve_budget(cfg.budget, t_macs)
     check_budget(cfg, budget, t_macs)
     # validate data before creating anything on disk
@@ -188,12 +190,15 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
         _log(cfg, f"{run.path} is already complete; nothing to do (report: {run / 'report.md'})")
         return json.loads((run / "metrics.json").read_text())
 
-    names, pairs = teacher_targets(cfg, run, teacher, images)
-    spec, init_state = stage_search(cfg, run, names, pairs, budget, perceptual)
-    student = stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual)
+    clock = StageClock(run)
+    names, pairs = clock("targets", lambda: teacher_targets(cfg, run, teacher, images))
+    spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual))
+    student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual))
     if not is_main():
         return {}
-    metrics = stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs)
+    metrics = clock("evaluate", lambda: stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs))
+    metrics["stage_seconds"] = clock.seconds
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1))
     from .report.run_report import write_run_report
 
     write_run_report(run, metrics)
@@ -202,10 +207,22 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
     return metrics
 
 
-def teacher_macs_cached(teacher):
-    from .evaluate import teacher_macs
+class StageClock:
+    """Wall seconds per stage, summed over resumptions (kept in RUN/stage_seconds.json)."""
 
-    return teacher_macs(teacher)
+    def __init__(self, run: RunDir):
+        self.path = run / "stage_seconds.json"
+        self.seconds = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def __call__(self, name, fn):
+        import time
+
+        t = time.perf_counter()
+        out = fn()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+        if is_main():
+            atomic_write_text(self.path, json.dumps(self.seconds, indent=1))
+        return out
 
 
 def _samplers(cfg, names, pairs, patch, batch, seed):

@@ -47,7 +47,7 @@ class AGDSearchConfig:
     upsampler: str = "pixelshuffle"
     up_width: int = 0
     patch: int = 24
-    batch: int = 16
+    batch: int = 8
     warmup_steps: int = 150
     search_steps: int = 300
     lr_weights: float = 5e-4
