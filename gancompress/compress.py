@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from .arch.build import build_student, load_sliced
 from .arch.cost import MACS_CONVENTION, fmt_macs, measure_macs, resolve_budget, spec_macs
 from .arch.spec import ArchSpec, UpsamplerSpec, atomic_write_text, uniform_sr_spec
-from .distill.loop import init_distributed, is_main, world
+from .distill.loop import barrier, finish_distributed, init_distributed, is_main, world
 from .distill.train import TrainConfig, fit_pixels
 from .errors import UserError
 from .methods.agd import AGDSearchConfig, make_supernet, search
@@ -153,7 +153,16 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
 
 # ---- the pipeline ---------------------------------------------------------------------------
 def compress(cfg: CompressConfig, force: bool = False) -> dict:
-    """Run (or resume) every stage; returns the metrics dict (also in RUN/metrics.json)."""
+    """Run (or resume) every stage; returns the metrics dict (also in RUN/metrics.json).
+
+    Under torchrun every rank trains; rank 0 alone writes and evaluates, the others return {}."""
+    try:
+        return _compress(cfg, force)
+    finally:
+        finish_distributed()
+
+
+def _compress(cfg: CompressConfig, force: bool) -> dict:
     from .teachers import load_teacher
 
     if cfg.task != "sr":
@@ -178,7 +187,10 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
     # validate data before creating anything on disk
     evalset = eval_set(cfg)
     images = training_images(cfg)
-    run = RunDir(cfg.out, cfg.to_dict(), force=force, create=is_main())
+    # rank 0 creates (or checks) the run directory; the other ranks open it once it is there
+    run = RunDir(cfg.out, cfg.to_dict(), force=force) if is_main() else None
+    barrier()
+    run = run or RunDir(cfg.out, cfg.to_dict(), create=False)
     _log(cfg, f"run directory: {run.path}  (teacher {teacher.kind}, {fmt_macs(t_macs or 0)} MACs; "
               f"budget {fmt_macs(budget)})")
     perceptual = None
@@ -192,6 +204,7 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
 
     clock = StageClock(run)
     names, pairs = clock("targets", lambda: teacher_targets(cfg, run, teacher, images))
+    barrier()
     spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual))
     student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual))
     if not is_main():

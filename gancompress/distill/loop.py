@@ -40,6 +40,20 @@ def init_distributed(device: str) -> str:
     return device
 
 
+def barrier() -> None:
+    """Wait for every rank (no-op without torchrun): rank 0 writes, the others read after this."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def finish_distributed() -> None:
+    """Let every rank leave together and tear the process group down cleanly (a rank that simply
+    exits while another still works aborts inside the communication library)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def average_gradients(params) -> None:
     """All-reduce gradients (DDP semantics) so every rank takes the same step. Done by hand rather
     than with the DDP wrapper because the search runs several forward passes per step over
