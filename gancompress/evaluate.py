@@ -17,26 +17,29 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .arch.cost import latency_ms, measure_macs
+from .arch.cost import latency_ms, measure_macs, module_device
 from .data.degrade import bicubic_upscale
 from .metrics.sr import psnr_y, ssim_y
 
 
 @torch.no_grad()
 def predict_tiled(fn, lr: torch.Tensor, scale: int, tile: int = 256, overlap: int = 16) -> torch.Tensor:
-    """Run an SR network on a (3, h, w) image in overlapping tiles so memory stays bounded on big
-    inputs; the output is clamped to [0, 1]. Small images run in one piece."""
+    """Run an SR network on a (3, h, w) CPU image in overlapping tiles so memory stays bounded on
+    big inputs; the output is clamped to [0, 1] and returned on the CPU (the network may live on a
+    GPU). Small images run in one piece."""
     x = lr.unsqueeze(0) if lr.dim() == 3 else lr
+    dev = module_device(fn)
+    run = (lambda t: fn(t.to(dev)).cpu()) if dev.type != "cpu" else fn
     _, c, h, w = x.shape
     if h <= tile and w <= tile:
-        return fn(x).clamp_(0, 1)[0]
+        return run(x).clamp_(0, 1)[0]
     out = torch.zeros(1, 3, h * scale, w * scale)
     step = tile - 2 * overlap
     for y0 in range(0, h, step):
         for x0 in range(0, w, step):
             ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
             yb, xb = min(h, y0 + step + overlap), min(w, x0 + step + overlap)
-            piece = fn(x[:, :, ya:yb, xa:xb]).clamp_(0, 1)
+            piece = run(x[:, :, ya:yb, xa:xb]).clamp_(0, 1)
             y1, x1 = min(h, y0 + step), min(w, x0 + step)
             oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
             out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \

@@ -57,10 +57,20 @@ def measure_macs(model: nn.Module, hw: tuple[int, int] = DEFAULT_HW, channels: i
     """MACs of one forward pass on a 1 x C x H x W input, by FlopCounterMode (FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, channels, *hw)
+    x = torch.zeros(1, channels, *hw, device=module_device(model))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() // 2
+
+
+def module_device(model) -> torch.device:
+    """Where a module's parameters live (CPU for parameter-free or non-module callables)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+        for b in model.buffers():
+            return b.device
+    return torch.device("cpu")
 
 
 def count_params(model: nn.Module) -> int:
