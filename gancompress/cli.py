@@ -27,6 +27,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                        help="KIND:PATH (srgan, esrgan, srresnet, torchscript, export, onnx, "
                             "module:pkg.mod:factory=WEIGHTS) or 'demo' (the bundled x4 teacher)")
         g.add_argument("--teacher-weights", default=None, help="weights for a module:pkg.mod:factory teacher")
+        g.add_argument("--teacher-range", default=None, metavar="LO,HI",
+                       help="value range of a black-box teacher's input and output, e.g. -1,1 (default 0,1)")
         g.add_argument("--train-data", default=None,
                        help="folder of HR training images (default: the bundled photographs)")
         g.add_argument("--eval-data", default=None,
@@ -46,6 +48,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     a.add_argument("--ops", default=",".join(s.ops),
                    help="candidate operators, comma separated, from conv3x3,conv1x1,resblock,irb,dil3x3 "
                         f"(default {','.join(s.ops)})")
+    a.add_argument("--widths", default=",".join(_ratio_text(r) for r in s.width_ratios),
+                   help="width choices as ratios of nf, comma separated (default 1/3,1/2,2/3,5/6,1)")
     a.add_argument("--upsampler", default=s.upsampler, choices=["pixelshuffle", "progressive"])
     a.add_argument("--up-width", type=int, default=s.up_width, help="width of a progressive upsampler")
     a.add_argument("--warmup-steps", type=int, default=s.warmup_steps)
@@ -61,7 +65,9 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                    help="start retraining from the supernet's weights or from scratch")
     t.add_argument("--perceptual-weights", default=None,
                    help="VGG19 state dict (torchvision layout) to add a perceptual loss; none is downloaded")
-    t.add_argument("--perceptual-weight", type=float, default=0.0)
+    t.add_argument("--perceptual-weight", type=float, default=None,
+                   help="weight of the perceptual term (default 0.01 when --perceptual-weights is given; "
+                        "untuned: no VGG weights are available to the project)")
     o = p.add_argument_group("run")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--latency-size", type=int, default=c.latency_size, help="LR side for latency (default 256)")
@@ -70,6 +76,38 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     o.add_argument("--force", action="store_true", help="start over in an --out made with another config")
     o.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+
+
+def _ratio_text(r: float) -> str:
+    from fractions import Fraction
+
+    f = Fraction(r).limit_denominator(12)
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+
+
+def _parse_ratios(text: str) -> tuple:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            num, _, den = part.partition("/")
+            r = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"cannot read width ratio {part!r} in --widths; write e.g. 1/3,1/2,1") from None
+        if not 0 < r <= 1:
+            raise UserError(f"width ratio {part} in --widths must be in (0, 1]")
+        out.append(r)
+    return tuple(out)
+
+
+def _parse_range(text):
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"cannot read --teacher-range {text!r}; write LO,HI such as -1,1") from None
+    return (lo, hi)
 
 
 def config_from_args(args, demo: bool = False):
@@ -84,13 +122,18 @@ def config_from_args(args, demo: bool = False):
     if bad or not ops:
         raise UserError(f"unknown operator(s) {bad} in --ops; choose from {','.join(OPS)}")
     search = AGDSearchConfig(nf=args.nf, n_cells=args.cells, n_layers=args.layers, ops=ops,
+                             width_ratios=_parse_ratios(args.widths),
                              upsampler=args.upsampler, up_width=args.up_width, patch=args.search_patch,
                              batch=args.search_batch, warmup_steps=args.warmup_steps,
                              search_steps=args.search_steps, seed=args.seed)
+    pw = args.perceptual_weight
+    if pw is None:
+        pw = 0.01 if args.perceptual_weights else 0.0
     retrain = TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
-                          perceptual_weight=args.perceptual_weight)
+                          perceptual_weight=pw)
     kw = {} if demo else dict(task=args.task, scale=args.scale, teacher=args.teacher,
-                              teacher_weights=args.teacher_weights, train_data=args.train_data,
+                              teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
+                              train_data=args.train_data,
                               eval_data=args.eval_data, method=args.method)
     return CompressConfig(budget=args.budget, search=search, retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,

@@ -38,6 +38,7 @@ class CompressConfig:
     scale: int = 4
     teacher: str = "demo"
     teacher_weights: str | None = None
+    teacher_range: tuple | None = None  # value range of a black-box teacher, e.g. (-1, 1)
     train_data: str | None = None  # None: the bundled training photographs
     eval_data: str | None = None  # None: the bundled evaluation photographs (never trained on)
     budget: str = "1/10"
@@ -45,7 +46,7 @@ class CompressConfig:
     search: AGDSearchConfig = field(default_factory=AGDSearchConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
     init: str = "supernet"  # retrain start: "supernet" (sliced weights) or "scratch"
-    perceptual_weights: str | None = None
+    perceptual_weights: str | None = None  # VGG19 weights; enables the perceptual term (retrain.perceptual_weight)
     seed: int = 0
     latency_size: int = 256
     latency_repeats: int = 5
@@ -90,6 +91,69 @@ def eval_set(cfg: CompressConfig):
     return out
 
 
+def validate_options(cfg: CompressConfig) -> None:
+    """Cheap checks of the options themselves, before any model or data is loaded."""
+    if cfg.task != "sr":
+        raise UserError(f"task {cfg.task!r} is not available yet; this release compresses --task sr")
+    if cfg.scale not in (2, 3, 4):
+        raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}")
+    if cfg.init not in ("supernet", "scratch"):
+        raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
+    for name, v in (("--patch", cfg.retrain.patch), ("--batch", cfg.retrain.batch),
+                    ("--search-patch", cfg.search.patch), ("--search-batch", cfg.search.batch),
+                    ("--nf", cfg.search.nf), ("--cells", cfg.search.n_cells), ("--layers", cfg.search.n_layers)):
+        if v < 1:
+            raise UserError(f"{name} must be >= 1, got {v}")
+    for name, v in (("--retrain-steps", cfg.retrain.steps), ("--warmup-steps", cfg.search.warmup_steps),
+                    ("--search-steps", cfg.search.search_steps)):
+        if v < 0:
+            raise UserError(f"{name} must be >= 0, got {v}")
+    dev = cfg.device
+    try:
+        d = torch.device(dev)
+    except RuntimeError:
+        raise UserError(f"unknown --device {dev!r}; use cpu or cuda[:N]") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {dev} asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if d.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {dev!r} is not supported; use cpu or cuda[:N]")
+    if cfg.perceptual_weights and not Path(cfg.perceptual_weights).is_file():
+        raise UserError(f"--perceptual-weights {cfg.perceptual_weights} not found")
+
+
+def finished_metrics(cfg: CompressConfig) -> dict | None:
+    """The metrics of a finished run made with this same config, else None."""
+    from .rundir import same_config
+
+    out = Path(cfg.out)
+    try:
+        stages = json.loads((out / "stages.json").read_text())
+        old = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if "report" in stages and same_config(old, cfg.to_dict()) and (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    return None
+
+
+def check_teacher_accepts_any_size(teacher) -> None:
+    """Distillation runs the teacher on whole images of any size: refuse a fixed-shape export."""
+    x = torch.rand(1, 3, 17, 23, device=next(iter([p.device for p in teacher.parameters()]), "cpu"))
+    try:
+        with torch.no_grad():
+            y = teacher(x)
+    except Exception as e:  # noqa: BLE001 - whatever the user's model raises
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"teacher {teacher.source} does not run on a 17x23 input ({first}); it must "
+                        "accept any height and width: re-export it with dynamic H and W") from None
+    s = teacher.scale
+    if tuple(y.shape[-2:]) != (17 * s, 23 * s):
+        raise UserError(f"teacher {teacher.source} maps 17x23 to {tuple(y.shape[-2:])}, not x{s}; "
+                        "it must accept any input size")
+
+
 def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
     """(names, [(lr, teacher(lr))]) for the training images, cached in the run directory."""
     from .data.degrade import bicubic_downscale
@@ -131,21 +195,27 @@ def uniform_spec_for_budget(cfg: CompressConfig, budget: int) -> ArchSpec:
             break
         best = spec
     if best is None:
-        raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network")
+        smallest = spec_macs(uniform_sr_spec(cfg.scale, 1, s.n_cells, s.n_layers, "conv3x3",
+                                             upsampler=UpsamplerSpec(s.upsampler, s.up_width)))
+        raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network "
+                        f"({fmt_macs(smallest)} at 256x256 LR); raise --budget")
     best.meta = {"method": "uniform", "budget_macs": int(budget), "macs": int(spec_macs(best))}
     return best
 
 
 def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
+    if t_macs is not None and budget >= t_macs:
+        raise UserError(f"budget {fmt_macs(budget)} is not below the teacher's {fmt_macs(t_macs)}: "
+                        "there is nothing to compress; give a smaller --budget (e.g. 1/10)")
+    if cfg.method == "uniform":
+        uniform_spec_for_budget(cfg, budget)  # raises with the minimum if nothing fits
+        return
     net = make_supernet(cfg.search, cfg.scale)
     lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
     if budget < lo:
         raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
                         f"({fmt_macs(lo)} at 256x256 LR); raise --budget to at least that, or shrink "
                         "the space (--cells/--layers)")
-    if t_macs is not None and budget >= t_macs:
-        raise UserError(f"budget {fmt_macs(budget)} is not below the teacher's {fmt_macs(t_macs)}: "
-                        "there is nothing to compress; give a smaller --budget (e.g. 1/10)")
     if budget > hi:
         _log(cfg, f"note: budget {fmt_macs(budget)} exceeds the largest network of the space "
                   f"({fmt_macs(hi)}); the search cannot use all of it (raise --nf to widen the space)")
@@ -165,43 +235,42 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
 def _compress(cfg: CompressConfig, force: bool) -> dict:
     from .teachers import load_teacher
 
-    if cfg.task != "sr":
-        raise UserError(f"task {cfg.task!r} is not available yet; this release compresses --task sr")
-    if cfg.scale not in (2, 3, 4):
-        raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
-    if cfg.method not in METHODS:
-        raise UserError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}")
-    if cfg.init not in ("supernet", "scratch"):
-        raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
+    validate_options(cfg)
+    finished = finished_metrics(cfg)
+    if finished is not None:  # a finished run with the same config: nothing to do, touch nothing
+        _log(cfg, f"{cfg.out} is already complete; nothing to do (report: {Path(cfg.out) / 'report.md'})")
+        return finished
     cfg.device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
-    teacher = load_teacher(cfg.teacher, scale=cfg.scale, weights=cfg.teacher_weights, device=cfg.device)
+    # scale=None: zoo teachers read it from the checkpoint, black boxes from a probe run
+    teacher = load_teacher(cfg.teacher, weights=cfg.teacher_weights, device=cfg.device,
+                           value_range=tuple(cfg.teacher_range) if cfg.teacher_range else None)
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
                         f"use --scale {teacher.scale}")
+    check_teacher_accepts_any_size(teacher)
     from .evaluate import teacher_macs
 
     t_macs = teacher_macs(teacher)
     budget = resolve_budget(cfg.budget, t_macs)
     check_budget(cfg, budget, t_macs)
-    # validate data before creating anything on disk
+    # validate everything else before anything is written
     evalset = eval_set(cfg)
     images = training_images(cfg)
-    # rank 0 creates (or checks) the run directory; the other ranks open it once it is there
-    run = RunDir(cfg.out, cfg.to_dict(), force=force) if is_main() else None
-    barrier()
-    run = run or RunDir(cfg.out, cfg.to_dict(), create=False)
-    _log(cfg, f"run directory: {run.path}  (teacher {teacher.kind}, {fmt_macs(t_macs or 0)} MACs; "
-              f"budget {fmt_macs(budget)})")
     perceptual = None
     if cfg.perceptual_weights:
         from .distill.perceptual import PerceptualLoss
 
         perceptual = PerceptualLoss(cfg.perceptual_weights).to(cfg.device)
-    if run.done("report"):
-        _log(cfg, f"{run.path} is already complete; nothing to do (report: {run / 'report.md'})")
-        return json.loads((run / "metrics.json").read_text())
-
+    # every rank checks the run directory read-only (so a refusal stops all ranks alike), then
+    # rank 0 creates it and the others open it once it is there
+    RunDir(cfg.out, cfg.to_dict(), force=force, create=False)
+    barrier()
+    run = RunDir(cfg.out, cfg.to_dict(), force=force) if is_main() else None
+    barrier()
+    run = run or RunDir(cfg.out, cfg.to_dict(), create=False)
+    _log(cfg, f"run directory: {run.path}  (teacher {teacher.kind}, {fmt_macs(t_macs or 0)} MACs; "
+              f"budget {fmt_macs(budget)})")
     clock = StageClock(run)
     names, pairs = clock("targets", lambda: teacher_targets(cfg, run, teacher, images))
     barrier()
@@ -316,12 +385,12 @@ def stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs):
     from .evaluate import file_size, quality, speed, teacher_onnx_path
     from .export.student import export_onnx
 
+    if run.done("evaluate") and (run / "metrics.json").is_file():
+        return json.loads((run / "metrics.json").read_text())
     student = student.cpu().eval()
     teacher = teacher.cpu()
     onnx_path = run / "student" / "student.onnx"
-    onnx_err = None
-    if not onnx_path.is_file():
-        onnx_err = export_onnx(student, onnx_path)
+    onnx_err = export_onnx(student, onnx_path)  # (re)written and checked against PyTorch
     t_onnx = teacher_onnx_path(teacher, run.path)
     q, per_image, kept = quality(student, teacher, evalset, cfg.scale, cfg.quiet)
     sp = speed(student, teacher, cfg.latency_size, cfg.latency_repeats, onnx_path, t_onnx)

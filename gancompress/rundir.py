@@ -27,7 +27,7 @@ class RunDir:
         cfg_file = self.path / CONFIG
         if cfg_file.is_file():
             old = json.loads(cfg_file.read_text())
-            if _comparable(old) != _comparable(config):
+            if not same_config(old, config):
                 if not force:
                     diff = sorted(k for k in set(_comparable(old)) | set(_comparable(config))
                                   if _comparable(old).get(k) != _comparable(config).get(k))
@@ -35,7 +35,8 @@ class RunDir:
                         f"{self.path} holds a run made with a different config (differs in: "
                         f"{', '.join(diff[:6])}); use another --out, re-run with the same options to "
                         "resume, or add --force to start over there")
-                self._clear()
+                if create:
+                    self._clear()
         elif self.path.is_dir() and any(self.path.iterdir()) and not force:
             raise UserError(f"{self.path} is not empty and is not a gancompress run; choose another --out "
                             "or add --force")
@@ -72,6 +73,11 @@ class RunDir:
 
 # keys that do not change results: they may differ between a run and its resumption
 _VOLATILE = {"quiet", "device", "threads", "force", "out"}
+
+
+def same_config(a: dict, b: dict) -> bool:
+    """Whether two run configs give the same results (device, quiet etc. may differ)."""
+    return _comparable(json.loads(json.dumps(a))) == _comparable(json.loads(json.dumps(b)))
 
 
 def _comparable(cfg: dict) -> dict:

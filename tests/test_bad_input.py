@@ -155,3 +155,35 @@ def test_spec_file_errors(tmp_path, capsys):
     (tmp_path / "spec.json").write_text(json.dumps({"task": "sr"}))
     code, err, line = run_cli(capsys, ["profile", str(tmp_path / "spec.json")])
     assert_clean_error(code, err, line, "spec")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--budget", ""], ["empty --budget"]),
+    (["--device", "gpu"], ["--device"]),
+    (["--batch", "0"], ["--batch must be >= 1"]),
+    (["--widths", "1/3,2"], ["--widths"]),
+    (["--perceptual-weights", "/nonexistent/vgg19.pth"], ["not found"]),
+])
+def test_bad_options(args, capsys, tmp_path, extra, words):
+    code, err, line = run_cli(capsys, args(extra=extra))
+    assert_clean_error(code, err, line, *words)
+    assert not (tmp_path / "run").exists()
+
+
+class _X2(torch.nn.Module):
+    def forward(self, x):
+        return x.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
+
+
+def test_fixed_shape_exported_teacher(args, capsys, tmp_path):
+    ep = torch.export.export(_X2(), (torch.rand(1, 3, 16, 16),))  # static H, W
+    torch.export.save(ep, str(tmp_path / "fixed.pt2"))
+    code, err, line = run_cli(capsys, args(teacher=f"export:{tmp_path / 'fixed.pt2'}", extra=["--scale", "2"]))
+    assert_clean_error(code, err, line, "re-export", "dynamic")
+
+
+def test_black_box_teacher_scale_is_checked_before_anything_is_written(args, capsys, tmp_path):
+    torch.jit.save(torch.jit.trace(_X2(), torch.rand(1, 3, 8, 8)), str(tmp_path / "x2.ts"))
+    code, err, line = run_cli(capsys, args(teacher=f"torchscript:{tmp_path / 'x2.ts'}"))  # --scale 4 default
+    assert_clean_error(code, err, line, "x2", "--scale 2")
+    assert not (tmp_path / "run").exists()

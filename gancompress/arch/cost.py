@@ -91,6 +91,8 @@ def resolve_budget(text: str | float, teacher_macs: int | None) -> int:
     if isinstance(text, (int, float)):
         return int(text)
     s = str(text).strip().replace(" ", "")
+    if not s:
+        raise UserError("empty --budget: write e.g. 9.2G, 800M or 1/10 (of the teacher)")
     try:
         if "/" in s or s.lower().endswith("x"):
             if teacher_macs is None:

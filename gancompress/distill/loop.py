@@ -32,7 +32,10 @@ def init_distributed(device: str) -> str:
     """Join the process group when launched by torchrun; returns the device this rank should use."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
+        from datetime import timedelta
+
+        # rank 0 evaluates alone at the end while the others wait: allow it time
+        dist.init_process_group(backend, timeout=timedelta(hours=3))
         if device.startswith("cuda"):
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
@@ -90,7 +93,7 @@ def load_checkpoint(path: Path):
 
 
 def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ckpt_every: int = 100,
-             quiet: bool = False, extra_state: dict | None = None, on_checkpoint=None) -> dict:
+             quiet: bool = False, extra_state: dict | None = None) -> dict:
     """Run `step_fn(i)` for i in [start, total), resuming from `ckpt_path` if present.
 
     `stateful`: name -> object with state_dict()/load_state_dict(). `extra_state`: a dict of plain
@@ -100,23 +103,35 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
     extra_state = extra_state if extra_state is not None else {}
     start = 0
     ckpt_path = Path(ckpt_path)
+    rank, n_ranks = world()
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         for k, obj in stateful.items():
-            obj.load_state_dict(ck["state"][k])
+            per_rank = ck.get("per_rank", {}).get(k)
+            obj.load_state_dict(per_rank[rank] if per_rank and rank < len(per_rank) else ck["state"][k])
         extra_state.update(ck.get("extra", {}))
         torch.set_rng_state(ck["rng"])
+        if ck.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
         start = int(ck["step"])
     logs: dict = {}
     bar = tqdm(total=total, initial=start, desc=name, disable=quiet or not is_main(), dynamic_ncols=True,
                mininterval=2.0)
 
     def checkpoint(step):
-        if on_checkpoint is not None:
-            on_checkpoint(step)
+        # samplers draw different patches on each rank: keep every rank's position
+        per_rank = {}
+        if n_ranks > 1:
+            for k, o in stateful.items():
+                if "sampler" in k:
+                    gathered = [None] * n_ranks
+                    dist.all_gather_object(gathered, o.state_dict())
+                    per_rank[k] = gathered
         if is_main():
             save_atomic({"step": step, "state": {k: o.state_dict() for k, o in stateful.items()},
-                         "extra": dict(extra_state), "rng": torch.get_rng_state()}, ckpt_path)
+                         "per_rank": per_rank, "extra": dict(extra_state), "rng": torch.get_rng_state(),
+                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                        ckpt_path)
 
     for i in range(start, total):
         logs = step_fn(i)

@@ -123,7 +123,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, example_hw=(32,
         worst = max(worst, float(abs(got - ref).max()))
     if worst > atol:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ONNX export differs from PyTorch by {worst:.2e} (> {atol}); not written")
+        raise UserError(f"ONNX export of the student differs from PyTorch by {worst:.2e} (> {atol}); "
+                        f"{path} was not written (report this model's spec.json as a bug)")
     os.replace(tmp, path)
     return worst
 

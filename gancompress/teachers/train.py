@@ -45,7 +45,8 @@ def train_sr_teacher(out: str | os.PathLike, scale: int = 4, data: str | None = 
     torch.manual_seed(seed)
     model = RRDBNet(nf=nf, nb=nb, gc=gc, scale=scale)
     sampler = PatchSampler(pairs, patch, scale, batch, seed, names=names)
-    ckpt = out.with_name(out.name + ".ckpt")
+    # the hyper-parameters are in the name: a checkpoint of another architecture is never resumed
+    ckpt = out.with_name(f"{out.name}.nf{nf}-nb{nb}-gc{gc}-x{scale}-p{patch}-b{batch}-s{steps}.ckpt")
     fit_pixels(model, sampler, TrainConfig(steps=steps, patch=patch, batch=batch, lr=lr), ckpt,
                "train teacher", device=device, quiet=quiet)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -189,14 +189,21 @@ class RRDBNet(nn.Module):
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
 
     def forward(self, x):
-        if self.unshuffle > 1:
-            x = F.pixel_unshuffle(x, self.unshuffle)
+        h, w = x.shape[-2:]
+        if self.unshuffle > 1:  # pad odd sizes so pixel_unshuffle works, crop the output back
+            u = self.unshuffle
+            x = F.pad(x, (0, (-w) % u, 0, (-h) % u), mode="reflect" if min(h, w) > 1 else "replicate")
+            x = F.pixel_unshuffle(x, u)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         for name in self.up_names:
             up = F.interpolate(feat, scale_factor=2, mode="nearest")
             feat = self.lrelu(getattr(self, name)(up))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        if self.unshuffle > 1:
+            s = 2 ** len(self.up_names) // self.unshuffle
+            out = out[..., : h * s, : w * s]
+        return out
 
     def feature_layers(self) -> dict[str, str]:
         names = {"head": "conv_first", "body_out": "conv_body", "hr": "conv_hr"}
