@@ -190,13 +190,13 @@ def uniform_spec_for_budget(cfg: CompressConfig, budget: int) -> ArchSpec:
     best = None
     for w in range(1, 257):
         spec = uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
-                               upsampler=UpsamplerSpec(s.upsampler, s.up_width))
+                               upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip)
         if spec_macs(spec) > budget:
             break
         best = spec
     if best is None:
         smallest = spec_macs(uniform_sr_spec(cfg.scale, 1, s.n_cells, s.n_layers, "conv3x3",
-                                             upsampler=UpsamplerSpec(s.upsampler, s.up_width)))
+                                             upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip))
         raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network "
                         f"({fmt_macs(smallest)} at 256x256 LR); raise --budget")
     best.meta = {"method": "uniform", "budget_macs": int(budget), "macs": int(spec_macs(best))}

@@ -71,11 +71,21 @@ class SRStudent(nn.Module):
         self.cells = nn.Sequential(*cells)
         self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
         self.upsampler = Upsampler(spec.upsampler.kind, nf, spec.scale, spec.upsampler.width)
+        self.skip = spec.skip
 
     def forward(self, x):
         f = self.head(x)
         f = f + self.trunk(self.cells(f))
-        return self.upsampler(f)
+        return add_global_skip(self.upsampler(f), x, self.skip, self.scale)
+
+
+def add_global_skip(y, x, skip: str, scale: int):
+    """VDSR/MSRResNet-style global residual: the network learns only the correction to a plain
+    bicubic upscale, which makes small students converge far faster. Interpolation has no
+    multiply-accumulates in the FlopCounterMode convention, so MACs are unchanged."""
+    if skip == "bicubic":
+        return y + nn.functional.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    return y
 
 
 def build_student(spec: ArchSpec) -> SRStudent:

@@ -22,6 +22,7 @@ from ..errors import UserError
 SPEC_VERSION = 1
 SR_SCALES = (2, 3, 4)
 UPSAMPLERS = ("pixelshuffle", "progressive")
+SKIPS = ("bicubic", "none")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ArchSpec:
     nf: int
     cells: list[list[LayerSpec]]
     upsampler: UpsamplerSpec = field(default_factory=UpsamplerSpec)
+    skip: str = "bicubic"  # global residual: output = network + bicubic-upscaled input ("none": off)
     bits: int = 32
     meta: dict = field(default_factory=dict)
     version: int = SPEC_VERSION
@@ -66,6 +68,8 @@ class ArchSpec:
             raise UserError(f"spec nf must be >= 1, got {self.nf}")
         if self.upsampler.kind not in UPSAMPLERS:
             raise UserError(f"unknown upsampler {self.upsampler.kind!r}; choose one of {UPSAMPLERS}")
+        if self.skip not in SKIPS:
+            raise UserError(f"unknown global skip {self.skip!r}; choose one of {SKIPS}")
         if self.upsampler.kind == "progressive" and self.upsampler.width < 1:
             raise UserError("a progressive upsampler needs width >= 1")
         for ci, cell in enumerate(self.cells):
@@ -111,6 +115,7 @@ class ArchSpec:
                 nf=int(d["nf"]),
                 cells=cells,
                 upsampler=UpsamplerSpec(str(up.get("kind", "pixelshuffle")), int(up.get("width", 0))),
+                skip=str(d.get("skip", "none")),  # specs written before the field existed had none
                 bits=int(d.get("bits", 32)),
                 meta=dict(d.get("meta", {})),
                 version=version,
@@ -151,18 +156,20 @@ class ArchSpec:
     def summary(self) -> str:
         """One line per cell, e.g. `cell 0: rb:16 conv1x1:21 conv3x3:32`."""
         lines = [f"SR x{self.scale}, nf={self.nf}, upsampler={self.upsampler.kind}"
-                 + (f"({self.upsampler.width})" if self.upsampler.kind == "progressive" else "")]
+                 + (f"({self.upsampler.width})" if self.upsampler.kind == "progressive" else "")
+                 + f", global skip={self.skip}"]
         for ci, cell in enumerate(self.cells):
             lines.append(f"  cell {ci}: " + " ".join(f"{l.op}:{l.width}" for l in cell))
         return "\n".join(lines)
 
 
 def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = "conv3x3",
-                    width: int | None = None, upsampler: UpsamplerSpec | None = None) -> ArchSpec:
+                    width: int | None = None, upsampler: UpsamplerSpec | None = None,
+                    skip: str = "bicubic") -> ArchSpec:
     """Every layer the same operator and width (the last of each cell at nf): baselines and tests."""
     w = nf if width is None else width
     cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
-    return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec()).validate()
+    return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec(), skip=skip).validate()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -46,6 +46,7 @@ class AGDSearchConfig:
     width_ratios: tuple = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)
     upsampler: str = "pixelshuffle"
     up_width: int = 0
+    skip: str = "bicubic"
     patch: int = 24
     batch: int = 8
     warmup_steps: int = 150
@@ -70,7 +71,7 @@ class AGDSearchConfig:
 
 def make_supernet(cfg: AGDSearchConfig, scale: int) -> SRSupernet:
     return SRSupernet(scale, cfg.nf, cfg.n_cells, cfg.n_layers, cfg.ops, cfg.width_ratios,
-                      UpsamplerSpec(cfg.upsampler, cfg.up_width))
+                      UpsamplerSpec(cfg.upsampler, cfg.up_width), cfg.skip)
 
 
 @dataclass

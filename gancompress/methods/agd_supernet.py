@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..arch.build import Cell, Upsampler  # noqa: F401  (Upsampler reused below)
+from ..arch.build import Upsampler, add_global_skip
 from ..arch.cost import DEFAULT_HW, head_trunk_up_macs_per_px
 from ..arch.ops import OPS
 from ..arch.spec import ArchSpec, LayerSpec, UpsamplerSpec
@@ -73,11 +73,12 @@ class MixedLayer(nn.Module):
 
 class SRSupernet(nn.Module):
     def __init__(self, scale: int, nf: int, n_cells: int, n_layers: int, ops, width_ratios,
-                 upsampler: UpsamplerSpec):
+                 upsampler: UpsamplerSpec, skip: str = "bicubic"):
         super().__init__()
         self.scale, self.nf, self.n_cells, self.n_layers = scale, nf, n_cells, n_layers
         self.op_names = list(ops)
         self.up_spec = upsampler
+        self.skip = skip
         widths = width_choices(nf, width_ratios)
         if widths[-1] != nf:
             widths.append(nf)
@@ -154,7 +155,7 @@ class SRSupernet(nn.Module):
                 i += 1
             h = cell_in + h
         f = f + self.trunk(h)
-        return self.upsampler(f)
+        return add_global_skip(self.upsampler(f), x, self.skip, self.scale)
 
     # ---- cost ---------------------------------------------------------------------------------
     def _build_cost_tables(self):
@@ -194,7 +195,8 @@ class SRSupernet(nn.Module):
                 cell.append(LayerSpec(self.op_names[op_idx[i]], self.layer_widths[i][w_idx[i]]))
                 i += 1
             cells.append(cell)
-        return ArchSpec("sr", self.scale, self.nf, cells, self.up_spec, meta=dict(meta or {})).validate()
+        return ArchSpec("sr", self.scale, self.nf, cells, self.up_spec, skip=self.skip,
+                        meta=dict(meta or {})).validate()
 
     def argmax_indices(self):
         ops = [int(a.argmax()) for a in self.alpha.detach()]

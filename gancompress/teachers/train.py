@@ -54,6 +54,7 @@ def train_sr_teacher(out: str | os.PathLike, scale: int = 4, data: str | None = 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"arch": "esrgan", "nf": str(nf), "nb": str(nb), "gc": str(gc),
                                          "scale": str(scale), "steps": str(steps), "seed": str(seed)})
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; a model file is meant to be shared
     os.replace(tmp, out)
     ckpt.unlink(missing_ok=True)
     return out
