@@ -82,7 +82,8 @@ def speed(student: torch.nn.Module, teacher, size: int, repeats: int, student_on
     from .export.student import onnx_runner
 
     x = torch.rand(1, 3, size, size)
-    res = {"latency_input": f"1x3x{size}x{size}", "threads": torch.get_num_threads()}
+    threads = threads or torch.get_num_threads()  # both runtimes get the same thread count
+    res = {"latency_input": f"1x3x{size}x{size}", "threads": threads}
     res["student_ms_torch"] = latency_ms(student, x, repeats=repeats)
     res["teacher_ms_torch"] = latency_ms(teacher, x, repeats=repeats)
     res["latency_ratio_torch"] = res["student_ms_torch"] / res["teacher_ms_torch"]

@@ -40,7 +40,10 @@ def head_trunk_up_macs_per_px(spec_nf: int, scale: int, up_kind: str, up_width: 
 
 def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
     """Analytic MACs of the student built from `spec` for an LR input of size hw."""
+    from .build import skip_macs_per_px
+
     per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width)
+    per_px += skip_macs_per_px(spec.skip, spec.scale)
     for _, _, cin, layer in spec.layers():
         per_px += OPS[layer.op].macs(cin, layer.width)
     return per_px * hw[0] * hw[1]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..arch.build import Upsampler, add_global_skip
+from ..arch.build import BicubicUpsample, Upsampler, skip_macs_per_px
 from ..arch.cost import DEFAULT_HW, head_trunk_up_macs_per_px
 from ..arch.ops import OPS
 from ..arch.spec import ArchSpec, LayerSpec, UpsamplerSpec
@@ -79,6 +79,7 @@ class SRSupernet(nn.Module):
         self.op_names = list(ops)
         self.up_spec = upsampler
         self.skip = skip
+        self.skip_up = BicubicUpsample(scale) if skip == "bicubic" else None
         widths = width_choices(nf, width_ratios)
         if widths[-1] != nf:
             widths.append(nf)
@@ -155,7 +156,8 @@ class SRSupernet(nn.Module):
                 i += 1
             h = cell_in + h
         f = f + self.trunk(h)
-        return add_global_skip(self.upsampler(f), x, self.skip, self.scale)
+        y = self.upsampler(f)
+        return y if self.skip_up is None else y + self.skip_up(x)
 
     # ---- cost ---------------------------------------------------------------------------------
     def _build_cost_tables(self):
@@ -167,7 +169,8 @@ class SRSupernet(nn.Module):
             tables.append(t)
             prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
         self._tables = tables
-        self._fixed_per_px = head_trunk_up_macs_per_px(self.nf, self.scale, self.up_spec.kind, self.up_spec.width)
+        self._fixed_per_px = head_trunk_up_macs_per_px(self.nf, self.scale, self.up_spec.kind, self.up_spec.width) \
+            + skip_macs_per_px(self.skip, self.scale)
 
     def expected_macs(self, hw=DEFAULT_HW) -> torch.Tensor:
         """Differentiable expected MACs of the sampled student at an LR input of size hw."""
