@@ -142,7 +142,7 @@ def config_from_args(args, demo: bool = False):
 
 
 # demo defaults: small enough for 10 minutes on 2 CPU cores, same method and stages as compress
-DEMO_DEFAULTS = dict(cells=3, layers=3, warmup_steps=60, search_steps=120, retrain_steps=500,
+DEMO_DEFAULTS = dict(cells=3, layers=3, warmup_steps=60, search_steps=120, retrain_steps=1000,
                      latency_size=128, latency_repeats=3)
 
 

