@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .arch.cost import MACS_CONVENTION, count_params, latency_ms, measure_macs, spec_macs
+from .arch.cost import MACS_RULE, count_params, latency_ms, measure_macs, spec_macs
 from .errors import UserError
 
 
@@ -41,7 +41,7 @@ def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = Non
     """MACs (FlopCounterMode), params, file size and latency of a student or teacher."""
     model, info = load_model(ref, scale)
     x_hw = (size, size)
-    res = {"model": ref, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_CONVENTION}
+    res = {"model": ref, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_RULE}
     if not info["kind"].startswith("teacher (onnx"):
         res["macs"] = measure_macs(model, x_hw)
     res["params"] = count_params(model) if isinstance(model, torch.nn.Module) else None

@@ -18,7 +18,8 @@ from torch import nn
 from .ops import OPS
 from .spec import ArchSpec
 
-MACS_CONVENTION = "MACs = FlopCounterMode FLOPs / 2 (conv/matmul only), SR at 256x256 LR input"
+MACS_RULE = "MACs = FlopCounterMode FLOPs / 2 (conv/matmul only)"
+MACS_CONVENTION = MACS_RULE + ", SR at 256x256 LR input"
 DEFAULT_HW = (256, 256)
 
 
