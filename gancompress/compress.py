@@ -422,6 +422,6 @@ def _save_crops(run, kept, scale):
 
     (run / "crops").mkdir(exist_ok=True)
     for name, lr, hr, bic, t_out, s_out in kept:
-        crop = pick_crop(hr, 48 * scale // 2, seed=0)
+        crop = pick_crop(hr, 40 * scale, seed=0)
         side_by_side([("bicubic", bic), ("teacher", t_out), ("student", s_out), ("HR", hr)],
                      run / "crops" / f"{name}.png", crop=crop)
