@@ -140,7 +140,9 @@ def finished_metrics(cfg: CompressConfig) -> dict | None:
 
 def check_teacher_accepts_any_size(teacher) -> None:
     """Distillation runs the teacher on whole images of any size: refuse a fixed-shape export."""
-    x = torch.rand(1, 3, 17, 23, device=next(iter([p.device for p in teacher.parameters()]), "cpu"))
+    from .arch.cost import module_device
+
+    x = torch.rand(1, 3, 17, 23, device=module_device(teacher))
     try:
         with torch.no_grad():
             y = teacher(x)
