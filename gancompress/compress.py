@@ -12,12 +12,11 @@ Stages (each skipped when already finished, long ones resumable mid-way):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .arch.build import build_student, load_sliced
 from .arch.cost import MACS_CONVENTION, fmt_macs, measure_macs, resolve_budget, spec_macs
@@ -25,6 +24,7 @@ from .arch.spec import ArchSpec, UpsamplerSpec, atomic_write_text, uniform_sr_sp
 from .distill.loop import barrier, finish_distributed, init_distributed, is_main, world
 from .distill.train import TrainConfig, fit_pixels
 from .errors import UserError
+from .fileio import save_safetensors_atomic
 from .methods.agd import AGDSearchConfig, make_supernet, search
 from .methods.agd_supernet import student_state_from_supernet
 from .rundir import RunDir
@@ -176,11 +176,9 @@ def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
     if is_main():
         tensors = {}
         for i, (lr, t) in enumerate(pairs):
-            tensors[f"{i}.lr"], tensors[f"{i}.t"] = lr.contiguous(), t.contiguous()
-        tmp = path.with_name(".tt.tmp")
-        save_file(tensors, str(tmp))
-        atomic_write_text(run / "teacher_targets.json", json.dumps(names))
-        os.replace(tmp, path)
+            tensors[f"{i}.lr"], tensors[f"{i}.t"] = lr, t
+        atomic_write_text(run / "teacher_targets.json", json.dumps(names))  # names first: the
+        save_safetensors_atomic(tensors, path)  # tensors file's presence marks the cache complete
     return names, pairs
 
 
@@ -189,18 +187,20 @@ def uniform_spec_for_budget(cfg: CompressConfig, budget: int) -> ArchSpec:
     """The uniform-width baseline: same skeleton, every layer conv 3x3 at one width w (nf = w),
     w the largest that fits the budget."""
     s = cfg.search
+
+    def at_width(w):
+        return uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
+                               upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip)
+
     best = None
     for w in range(1, 257):
-        spec = uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
-                               upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip)
+        spec = at_width(w)
         if spec_macs(spec) > budget:
             break
         best = spec
     if best is None:
-        smallest = spec_macs(uniform_sr_spec(cfg.scale, 1, s.n_cells, s.n_layers, "conv3x3",
-                                             upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip))
         raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network "
-                        f"({fmt_macs(smallest)} at 256x256 LR); raise --budget")
+                        f"({fmt_macs(spec_macs(at_width(1)))} at 256x256 LR); raise --budget")
     best.meta = {"method": "uniform", "budget_macs": int(budget), "macs": int(spec_macs(best))}
     return best
 
@@ -343,7 +343,7 @@ def stage_search(cfg, run, names, pairs, budget, perceptual):
         net.load_state_dict(res.supernet_state)
         init_state = student_state_from_supernet(net, res.op_idx)
         if is_main():
-            save_file({k: v.contiguous() for k, v in init_state.items()}, str(init_path))
+            save_safetensors_atomic(init_state, init_path)
             atomic_write_text(run / "search" / "history.json", json.dumps(res.history, indent=1))
     if is_main():
         spec.save(spec_path)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_write_text
 
 SPEC_VERSION = 1
 SR_SCALES = (2, 3, 4)
@@ -170,11 +171,3 @@ def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = 
     w = nf if width is None else width
     cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
     return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec(), skip=skip).validate()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -112,7 +112,7 @@ def _load_pairs(hr_dir: Path, lr_dir: Path, scale: int) -> list[tuple[str, torch
 
 def _load_hr_only(folder: Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     images = load_folder(
-        folder, min_size=_min_hr_size(scale), hint=f"point the evaluation set option at a folder of HR images"
+        folder, min_size=_min_hr_size(scale), hint="point the evaluation set option at a folder of HR images"
     )
     out = []
     for fname, hr in images:

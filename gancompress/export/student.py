@@ -12,11 +12,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..arch.build import build_student
 from ..arch.spec import ArchSpec
 from ..errors import UserError
+from ..fileio import save_safetensors_atomic
 
 WEIGHTS_NAME = "student.safetensors"
 SPEC_NAME = "spec.json"
@@ -26,12 +27,8 @@ def save_student(model: torch.nn.Module, spec: ArchSpec, folder: str | os.PathLi
     """Write weights (safetensors, atomically) and the spec; returns the weights path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / WEIGHTS_NAME
-    tmp = folder / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "gancompress-student", "spec": spec.to_json()})
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; a model file is meant to be shared
-    os.replace(tmp, path)
+    path = save_safetensors_atomic(model.state_dict(), folder / WEIGHTS_NAME,
+                                   {"format": "gancompress-student", "spec": spec.to_json()})
     spec.save(folder / SPEC_NAME)
     return path
 

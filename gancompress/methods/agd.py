@@ -97,7 +97,6 @@ def search(cfg: AGDSearchConfig, scale: int, weight_sampler, arch_sampler, val_b
     opt_w = torch.optim.Adam(w_params, lr=cfg.lr_weights)
     opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch, betas=(0.5, 0.999), weight_decay=1e-3)
     lo, hi = cfg.band * budget, budget
-    target = 0.5 * (lo + hi)
     total = cfg.warmup_steps + cfg.search_steps
     state = {"penalty": cfg.penalty_init, "best_loss": math.inf, "best_ops": [], "best_ws": [],
              "best_macs": 0, "history": []}

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..fileio import save_safetensors_atomic
 from .generic import (
     OnnxModule,
     clean_state_dict,
@@ -253,21 +254,8 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
 def save_zoo_teacher(module: nn.Module, path: str | os.PathLike) -> Path:
     """Write a model's state dict as safetensors, atomically (temp file + os.replace), so an
     interrupted save never leaves a truncated teacher that fails later in a confusing way."""
-    from safetensors.torch import save_file
-
     if isinstance(module, Teacher):
         module = module.model
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # clone(): safetensors refuses tensors that share storage.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     kind = next((name for name, e in ZOO.items() if type(module) is e.builder), None)
     metadata = {"format": "pt", **({"gancompress_kind": kind} if kind else {})}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_safetensors_atomic(module.state_dict(), path, metadata)

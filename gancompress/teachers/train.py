@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..data.degrade import bicubic_downscale
 from ..data.patches import PatchSampler
 from ..distill.train import TrainConfig, fit_pixels
+from ..fileio import save_safetensors_atomic
 from .zoo import RRDBNet
 
 
@@ -49,12 +49,7 @@ def train_sr_teacher(out: str | os.PathLike, scale: int = 4, data: str | None = 
     ckpt = out.with_name(f"{out.name}.nf{nf}-nb{nb}-gc{gc}-x{scale}-p{patch}-b{batch}-s{steps}.ckpt")
     fit_pixels(model, sampler, TrainConfig(steps=steps, patch=patch, batch=batch, lr=lr), ckpt,
                "train teacher", device=device, quiet=quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"arch": "esrgan", "nf": str(nf), "nb": str(nb), "gc": str(gc),
-                                         "scale": str(scale), "steps": str(steps), "seed": str(seed)})
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; a model file is meant to be shared
-    os.replace(tmp, out)
+    save_safetensors_atomic(model.state_dict(), out, {"arch": "esrgan", "nf": str(nf), "nb": str(nb), "gc": str(gc),
+                                                      "scale": str(scale), "steps": str(steps), "seed": str(seed)})
     ckpt.unlink(missing_ok=True)
     return out
