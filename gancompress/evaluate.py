@@ -1,4 +1,7 @@
-"""Honest evaluation of an SR student against its teacher, on images it never trained on.
+"""Honest evaluation of a student against its teacher, on images it never trained on.
+
+Translation (bottom of the file): fidelity to the teacher (PSNR/SSIM/FID/KID of student outputs
+vs teacher outputs) and, with real target-domain images, FID/KID of both to them.
 
 Quality: PSNR/SSIM on the MATLAB Y channel with border = scale (the SR literature's convention),
 for the student, the teacher and bicubic; fidelity: PSNR (Y, same border) of student vs teacher
@@ -19,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .arch.cost import latency_ms, measure_macs, module_device
 from .data.degrade import bicubic_upscale
+from .errors import UserError
 from .metrics.sr import psnr_y, ssim_y
 
 
@@ -135,3 +139,74 @@ def teacher_macs(teacher) -> int | None:
     except Exception:  # noqa: BLE001 - a black box FlopCounterMode cannot trace
         return None
     return m or None
+
+
+# ---- translation ------------------------------------------------------------------------------
+def fid_cache_dir() -> Path:
+    """Where real-image Inception features are cached across runs (GANCOMPRESS_CACHE overrides)."""
+    base = os.environ.get("GANCOMPRESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gancompress")
+    return Path(base) / "fid"
+
+
+def check_fid_request(eval_count: int, real_target: str | None, inception: str | None) -> None:
+    """Fail early (before any training) when FID against real images cannot be computed."""
+    if not real_target:
+        return
+    from .data.images import list_images
+    from .metrics.fid import MIN_FID_IMAGES, inception_path
+
+    inception_path(inception)  # raises with the extra to install
+    n_real = len(list_images(real_target, hint="point --real-target at a folder of target-domain images"))
+    for what, n in (("--real-target", n_real), ("the evaluation set", eval_count)):
+        if n < MIN_FID_IMAGES:
+            raise UserError(f"FID needs at least {MIN_FID_IMAGES} images for a stable estimate; {what} has "
+                            f"{n}: add images, or leave out --real-target to report fidelity to the teacher only")
+
+
+def translate_quality(student, teacher, eval_set, real_target: str | None = None, inception: str | None = None,
+                      size: int = 256, quiet: bool = False, keep_outputs: int = 3):
+    """Fidelity of the student to the teacher on held-out images: PSNR (RGB) and SSIM (Y) of the
+    student's output vs the teacher's, FID/KID of student outputs vs teacher outputs, and, with
+    `real_target`, FID/KID of both to real target-domain images."""
+    from .metrics.fid import MIN_KID_IMAGES, fid_kid, inception_features, inception_path, real_features
+    from .metrics.sr import psnr_rgb
+
+    rows, kept, s_outs, t_outs = [], [], [], []
+    dev = module_device(student)
+    for i, (name, x) in enumerate(tqdm(eval_set, desc="evaluate", disable=quiet, mininterval=2.0)):
+        with torch.no_grad():
+            s_out = student(x[None].to(dev)).clamp(0, 1).cpu()[0]
+        t_out = teacher.predict(x[None].to(module_device(teacher))).cpu()[0]
+        rows.append({"image": name, "psnr_to_teacher": psnr_rgb(s_out, t_out),
+                     "ssim_to_teacher": ssim_y(s_out, t_out)})
+        s_outs.append(s_out)
+        t_outs.append(t_out)
+        if i < keep_outputs:
+            kept.append((name, x, t_out, s_out))
+    summary = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_to_teacher", "ssim_to_teacher")}
+    summary["images"] = len(rows)
+    summary["fid_note"] = None
+    if len(rows) < MIN_KID_IMAGES:
+        summary["fid_note"] = (f"FID/KID not computed: {len(rows)} evaluation images, at least "
+                               f"{MIN_KID_IMAGES} needed for KID and 50 for FID")
+        return summary, rows, kept
+    try:
+        inception_path(inception)
+    except UserError as e:
+        summary["fid_note"] = f"FID/KID not computed: {e}"
+        return summary, rows, kept
+    fs = inception_features(s_outs)
+    ft = inception_features(t_outs)
+    r = fid_kid(fs, ft, "student vs teacher outputs")
+    summary.update(fid_to_teacher=r["fid"], kid_to_teacher=r["kid"], fid_images=r["fid_images"])
+    if r["fid"] is None:
+        summary["fid_note"] = f"FID not computed ({r['fid_images']} images, 50 needed); KID is unbiased at any size"
+    if real_target:
+        from .data.translate import load_square_paths
+
+        fr = real_features(real_target, size, fid_cache_dir(), lambda paths: load_square_paths(paths, size))
+        rs, rt = fid_kid(fs, fr, "student outputs vs real"), fid_kid(ft, fr, "teacher outputs vs real")
+        summary.update(student_fid_real=rs["fid"], student_kid_real=rs["kid"],
+                       teacher_fid_real=rt["fid"], teacher_kid_real=rt["kid"], real_target=str(real_target))
+    return summary, rows, kept

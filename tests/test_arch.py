@@ -9,9 +9,9 @@ import torch
 from gancompress.arch.build import build_student, load_sliced
 from gancompress.arch.cost import measure_macs, resolve_budget, spec_macs, spec_params
 from gancompress.arch.ops import OPS
-from gancompress.arch.spec import ArchSpec, LayerSpec, UpsamplerSpec, uniform_sr_spec
+from gancompress.arch.spec import ArchSpec, FrameSpec, LayerSpec, UpsamplerSpec, uniform_sr_spec, uniform_translate_spec
 from gancompress.errors import UserError
-from gancompress.methods.agd_supernet import SRSupernet, repair_to_budget, student_state_from_supernet
+from gancompress.methods.agd_supernet import Supernet, repair_to_budget, student_state_from_supernet
 
 ALL_OPS = sorted(OPS)
 
@@ -96,7 +96,8 @@ def tiny_supernet(**kw):
     args = dict(scale=4, nf=12, n_cells=2, n_layers=3, ops=ALL_OPS, width_ratios=(1 / 3, 1 / 2, 2 / 3, 5 / 6, 1),
                 upsampler=UpsamplerSpec("pixelshuffle"))
     args.update(kw)
-    return SRSupernet(**args)
+    template = ArchSpec("sr", args["scale"], args["nf"], [], args["upsampler"], skip=args.get("skip", "bicubic"))
+    return Supernet(template, args["n_cells"], args["n_layers"], args["ops"], args["width_ratios"])
 
 
 def test_supernet_subnet_equals_built_student_with_sliced_weights():
@@ -186,3 +187,82 @@ def test_resolve_budget_forms():
         resolve_budget("1/10", None)
     with pytest.raises(UserError, match="cannot read budget"):
         resolve_budget("lots", 1)
+
+
+# ---- translation skeleton ----------------------------------------------------------------------
+def random_translate_spec(rng, up_kind):
+    nf = rng.choice([8, 12])
+    cells = [[LayerSpec(rng.choice(ALL_OPS), rng.choice([3, 5, nf])), LayerSpec(rng.choice(ALL_OPS), nf)]
+             for _ in range(rng.randint(1, 3))]
+    frame = FrameSpec(rng.randint(2, 6), [rng.randint(2, 7)], [rng.randint(2, 7), rng.randint(2, 7)], up_kind)
+    return ArchSpec("translate", 1, nf, cells, skip="none", frame=frame)
+
+
+@pytest.mark.parametrize("up_kind", ["deconv", "resize"])
+def test_translate_spec_macs_equal_flopcounter_and_round_trip(up_kind):
+    rng = random.Random(len(up_kind))
+    for _ in range(3):
+        spec = random_translate_spec(rng, up_kind)
+        assert ArchSpec.from_json(spec.to_json()) == spec
+        model = build_student(spec)
+        for hw in [(32, 32), (16, 24)]:
+            assert spec_macs(spec, hw) == measure_macs(model, hw)
+        y = model(torch.rand(1, 3, 16, 24))
+        assert y.shape == (1, 3, 16, 24) and 0 <= y.min() and y.max() <= 1
+
+
+def test_cyclegan_reference_macs():
+    """The CycleGAN ResNet generator (ngf 64, 9 blocks) reads 49.55 GMACs at 256x256 by
+    FlopCounterMode, and the uniform student of the same shape has exactly the same count."""
+    from gancompress.teachers.zoo_translate import ResnetGenerator
+
+    assert measure_macs(ResnetGenerator(ngf=64, n_blocks=9)) == 49_551_507_456
+    spec = uniform_translate_spec(256, 9, 2, frame=FrameSpec(64, [128], [128, 64]))
+    assert spec_macs(spec) == 49_551_507_456
+
+
+def test_translate_spec_errors():
+    spec = uniform_translate_spec(8, 2, 2)
+    d = spec.to_dict()
+    d["frame"]["up"] = [4]
+    with pytest.raises(UserError, match="2 'up' widths"):
+        ArchSpec.from_dict(d)
+    d = spec.to_dict()
+    del d["frame"]
+    with pytest.raises(UserError, match="needs a 'frame'"):
+        ArchSpec.from_dict(d)
+
+
+def test_translate_supernet_subnet_equals_built_student():
+    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+
+    cfg = AGDSearchConfig(nf=12, n_cells=2, n_layers=2, ops=ALL_OPS, upsampler="resize")
+    torch.manual_seed(0)
+    net = make_supernet(cfg, frame_template(cfg, "translate"))
+    with torch.no_grad():  # non-trivial instance-norm affine parameters
+        for n, p in net.named_parameters():
+            if "norm" in n:
+                p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.3, 0.3)
+    rng = random.Random(1)
+    x = torch.rand(2, 3, 16, 16)
+    for _ in range(5):
+        ops = [rng.randrange(len(ALL_OPS)) for _ in net.layer_widths]
+        ws = [rng.randrange(len(w)) for w in net.layer_widths]
+        spec = net.spec_from_indices(ops, ws)
+        student = build_student(spec)
+        assert load_sliced(student, student_state_from_supernet(net, ops)) == len(student.state_dict())
+        with torch.no_grad():
+            a = net(x, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops)
+            b = student(x)
+        assert torch.allclose(a, b, atol=1e-5)
+        assert spec_macs(spec) == pytest.approx(_exact_expected(net, ops, ws), rel=1e-5)
+
+
+def _exact_expected(net, ops, ws):
+    with torch.no_grad():
+        for i, (o, w) in enumerate(zip(ops, ws)):
+            net.alpha[i].fill_(-60.0)
+            net.alpha[i, o] = 60.0
+            net.betas[i].fill_(-60.0)
+            net.betas[i][w] = 60.0
+    return net.expected_macs().item()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .ops import OPS, act
-from .spec import ArchSpec
+from .ops import OPS, SR_STYLE, TRANSLATE_STYLE, OpStyle, act
+from .spec import ArchSpec, FrameSpec
 
 
 class Cell(nn.Module):
@@ -15,6 +15,14 @@ class Cell(nn.Module):
     def __init__(self, layers: list[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+
+    @classmethod
+    def from_spec(cls, cell, nf: int, style: OpStyle) -> "Cell":
+        layers, cin = [], nf
+        for i, layer in enumerate(cell):
+            layers.append(OPS[layer.op].build(cin, layer.width, style, last=i == len(cell) - 1))
+            cin = layer.width
+        return cls(layers)
 
     def forward(self, x):
         h = x
@@ -53,7 +61,11 @@ class SRStudent(nn.Module):
     """The SR student: head -> residual cells -> trunk (+ global residual) -> upsampler.
 
     Input and output are RGB in [0, 1]; the output is not clamped (clamp when saving).
+    `encode` / `decode` are the parts around the cells, so the AGD supernet can wrap its mixed
+    cells in exactly the student's own frame.
     """
+
+    style = SR_STYLE
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
@@ -61,25 +73,76 @@ class SRStudent(nn.Module):
         self.scale = spec.scale
         nf = spec.nf
         self.head = nn.Conv2d(3, nf, 3, padding=1)
-        cells = []
-        for cell in spec.cells:
-            layers, cin = [], nf
-            for layer in cell:
-                layers.append(OPS[layer.op].build(cin, layer.width))
-                cin = layer.width
-            cells.append(Cell(layers))
-        self.cells = nn.Sequential(*cells)
+        self.cells = nn.Sequential(*(Cell.from_spec(c, nf, SR_STYLE) for c in spec.cells))
         self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
         self.upsampler = Upsampler(spec.upsampler.kind, nf, spec.scale, spec.upsampler.width)
         # global residual (VDSR / MSRResNet style): the network learns only the correction to a
         # bicubic upscale, which makes small students converge much faster
         self.skip = BicubicUpsample(spec.scale) if spec.skip == "bicubic" else None
 
-    def forward(self, x):
-        f = self.head(x)
-        f = f + self.trunk(self.cells(f))
-        y = self.upsampler(f)
+    def encode(self, x):
+        return self.head(x)
+
+    def decode(self, h, f, x):
+        y = self.upsampler(f + self.trunk(h))
         return y if self.skip is None else y + self.skip(x)
+
+    def forward(self, x):
+        f = self.encode(x)
+        return self.decode(self.cells(f), f, x)
+
+
+def _conv_norm_relu(cin, cout, k, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, padding_mode="reflect"),
+                         nn.InstanceNorm2d(cout, affine=True), nn.ReLU())
+
+
+class _Up(nn.Module):
+    """x2 upsampling layer: ConvTranspose2d 3x3 stride 2 (CycleGAN's) or nearest x2 + conv 3x3 (no
+    checkerboard; 4x the MACs at the same width, since the conv runs at the output size)."""
+
+    def __init__(self, cin, cout, kind):
+        super().__init__()
+        self.kind = kind
+        if kind == "deconv":
+            self.conv = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+        else:
+            self.conv = nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
+        self.norm = nn.InstanceNorm2d(cout, affine=True)
+
+    def forward(self, x):
+        if self.kind == "resize":
+            x = nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+        return torch.relu(self.norm(self.conv(x)))
+
+
+class TranslateStudent(nn.Module):
+    """The translation student: stem 7x7 -> 2 stride-2 convs -> residual cells -> 2 x2 upsampling
+    layers -> 7x7 conv -> RGB. Input and output RGB in [0, 1] (the output is (tanh + 1) / 2).
+    Input sides must be multiples of 4."""
+
+    style = TRANSLATE_STYLE
+    scale = 1
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        spec.validate()
+        f: FrameSpec = spec.frame
+        self.stem = _conv_norm_relu(3, f.stem, 7)
+        self.down = nn.Sequential(_conv_norm_relu(f.stem, f.down[0], 3, 2), _conv_norm_relu(f.down[0], spec.nf, 3, 2))
+        self.cells = nn.Sequential(*(Cell.from_spec(c, spec.nf, TRANSLATE_STYLE) for c in spec.cells))
+        self.up = nn.Sequential(_Up(spec.nf, f.up[0], f.up_kind), _Up(f.up[0], f.up[1], f.up_kind))
+        self.out = nn.Conv2d(f.up[1], 3, 7, padding=3, padding_mode="reflect")
+
+    def encode(self, x):
+        return self.down(self.stem(x))
+
+    def decode(self, h, f, x):
+        return (torch.tanh(self.out(self.up(h))) + 1) / 2
+
+    def forward(self, x):
+        f = self.encode(x)
+        return self.decode(self.cells(f), f, x)
 
 
 def _cubic(t: float, a: float = -0.75) -> float:
@@ -129,9 +192,9 @@ def skip_macs_per_px(skip: str, scale: int) -> int:
     return 3 * scale * scale * 25 if skip == "bicubic" else 0
 
 
-def build_student(spec: ArchSpec) -> SRStudent:
+def build_student(spec: ArchSpec) -> SRStudent | TranslateStudent:
     """Build the plain student module that `spec` describes (weights freshly initialised)."""
-    return SRStudent(spec)
+    return TranslateStudent(spec) if spec.task == "translate" else SRStudent(spec)
 
 
 @torch.no_grad()

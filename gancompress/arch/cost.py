@@ -20,6 +20,11 @@ from .spec import ArchSpec
 
 MACS_RULE = "MACs = FlopCounterMode FLOPs / 2 (conv/matmul only)"
 MACS_CONVENTION = MACS_RULE + ", SR at 256x256 LR input"
+TRANSLATE_MACS_CONVENTION = MACS_RULE + " (ConvTranspose2d counted from its input), at 256x256 input"
+
+
+def macs_convention(task: str) -> str:
+    return TRANSLATE_MACS_CONVENTION if task == "translate" else MACS_CONVENTION
 DEFAULT_HW = (256, 256)
 
 
@@ -39,15 +44,35 @@ def head_trunk_up_macs_per_px(spec_nf: int, scale: int, up_kind: str, up_width: 
     return m
 
 
-def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
-    """Analytic MACs of the student built from `spec` for an LR input of size hw."""
+def cells_area(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
+    """Pixels per channel at which the cells run: the (LR) input size for SR, 1/4 per side for
+    translation (after two stride-2 convs)."""
+    if spec.task == "translate":
+        return (hw[0] // 4) * (hw[1] // 4)
+    return hw[0] * hw[1]
+
+
+def frame_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
+    """MACs of everything outside the cells (these do not change during an AGD search)."""
     from .build import skip_macs_per_px
 
+    h, w = hw
+    if spec.task == "translate":
+        f, nf = spec.frame, spec.nf
+        full, half, quarter = h * w, (h // 2) * (w // 2), (h // 4) * (w // 4)
+        m = 49 * 3 * f.stem * full + 9 * f.stem * f.down[0] * half + 9 * f.down[0] * nf * quarter
+        # a ConvTranspose2d is counted from its input (FlopCounterMode's rule); resize+conv at the output
+        m += 9 * nf * f.up[0] * (quarter if f.up_kind == "deconv" else half)
+        m += 9 * f.up[0] * f.up[1] * (half if f.up_kind == "deconv" else full)
+        return m + 49 * f.up[1] * 3 * full
     per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width)
-    per_px += skip_macs_per_px(spec.skip, spec.scale)
-    for _, _, cin, layer in spec.layers():
-        per_px += OPS[layer.op].macs(cin, layer.width)
-    return per_px * hw[0] * hw[1]
+    return (per_px + skip_macs_per_px(spec.skip, spec.scale)) * h * w
+
+
+def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
+    """Analytic MACs of the student built from `spec` for an (LR) input of size hw."""
+    per_px = sum(OPS[layer.op].macs(cin, layer.width) for _, _, cin, layer in spec.layers())
+    return frame_macs(spec, hw) + per_px * cells_area(spec, hw)
 
 
 def spec_params(spec: ArchSpec) -> int:

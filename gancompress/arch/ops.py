@@ -15,6 +15,8 @@ exactly as FlopCounterMode does (activations, adds and biases are not counted).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,8 +24,35 @@ from torch import nn
 NEG_SLOPE = 0.2
 
 
-def act(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, NEG_SLOPE)
+@dataclass(frozen=True)
+class OpStyle:
+    """How a task's operators normalise, activate and pad (the operator *shapes* are shared).
+
+    SR (AGD's SR space): no normalisation (it hurts SR fidelity), LeakyReLU 0.2, zero padding, and
+    an activation after every layer. Translation (CycleGAN-like): instance norm with affine
+    parameters (their scales are what channel pruning reads), ReLU, reflection padding, and the
+    last layer of a cell linear so the residual branch can both add and subtract."""
+
+    norm: str = "none"  # none | instance
+    act: str = "lrelu"  # lrelu | relu
+    pad: str = "zeros"  # zeros | reflect
+    act_last: bool = True
+
+
+SR_STYLE = OpStyle()
+TRANSLATE_STYLE = OpStyle(norm="instance", act="relu", pad="reflect", act_last=False)
+
+
+def act(x: torch.Tensor, kind: str = "lrelu") -> torch.Tensor:
+    return F.leaky_relu(x, NEG_SLOPE) if kind == "lrelu" else F.relu(x)
+
+
+def make_norm(style: OpStyle, c: int) -> nn.Module | None:
+    return nn.InstanceNorm2d(c, affine=True) if style.norm == "instance" else None
+
+
+def _apply(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    return x if norm is None else norm(x)
 
 
 def match_channels(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -40,53 +69,75 @@ def _mask(x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
     return x if m is None else x * m
 
 
-class Conv(nn.Module):
-    """k x k convolution (optionally dilated) followed by LeakyReLU(0.2)."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3, dilation: int = 1):
+class _Op(nn.Module):
+    def __init__(self, style: OpStyle, last: bool):
         super().__init__()
+        self.style = style
+        self.final_act = style.act_last or not last
+
+    def _act(self, x):
+        return act(x, self.style.act)
+
+    def _out_act(self, x):
+        return self._act(x) if self.final_act else x
+
+    def _conv(self, cin, cout, k, dilation=1, groups=1):
+        return nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups,
+                         padding_mode=self.style.pad if k > 1 else "zeros")
+
+
+class Conv(_Op):
+    """k x k convolution (optionally dilated) [-> norm] -> activation."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, dilation: int = 1, style: OpStyle = SR_STYLE,
+                 last: bool = False):
+        super().__init__(style, last)
         self.k, self.dilation = k, dilation
-        self.conv = nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation)
+        self.conv = self._conv(cin, cout, k, dilation)
+        self.norm = make_norm(style, cout)
 
     def forward(self, x, out_mask=None, hid_mask=None):
-        return _mask(act(self.conv(x)), out_mask)
+        return _mask(self._out_act(_apply(self.norm, self.conv(x))), out_mask)
 
 
+class ResBlock(_Op):
+    """conv3x3 [-> norm] -> act -> conv3x3 [-> norm], plus the identity skip, then act
+    (EDSR/SRResNet style for SR; CycleGAN's block, norm included, for translation)."""
 
-class ResBlock(nn.Module):
-    """conv3x3 -> LeakyReLU -> conv3x3, plus the identity skip, then LeakyReLU (EDSR/SRResNet style)."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+    def __init__(self, cin: int, cout: int, style: OpStyle = SR_STYLE, last: bool = False):
+        super().__init__(style, last)
+        self.conv1 = self._conv(cin, cout, 3)
+        self.norm1 = make_norm(style, cout)
+        self.conv2 = self._conv(cout, cout, 3)
+        self.norm2 = make_norm(style, cout)
 
     def forward(self, x, out_mask=None, hid_mask=None):
-        h = _mask(act(self.conv1(x)), out_mask)
-        y = self.conv2(h) + match_channels(x, self.conv2.out_channels)
-        return _mask(act(y), out_mask)
+        h = _mask(self._act(_apply(self.norm1, self.conv1(x))), out_mask)
+        y = _apply(self.norm2, self.conv2(h)) + match_channels(x, self.conv2.out_channels)
+        return _mask(self._out_act(y), out_mask)
 
 
-
-class InvertedResidual(nn.Module):
+class InvertedResidual(_Op):
     """MobileNetV2 block: 1x1 expand (to ratio*cout), depthwise 3x3, linear 1x1 project, + skip.
 
     The hidden width follows the layer's *output* width, so one width choice sets the whole block.
     """
 
-    def __init__(self, cin: int, cout: int, ratio: int = 4):
-        super().__init__()
+    def __init__(self, cin: int, cout: int, ratio: int = 4, style: OpStyle = SR_STYLE, last: bool = False):
+        super().__init__(style, last)
         hid = ratio * cout
         self.expand = nn.Conv2d(cin, hid, 1)
-        self.dw = nn.Conv2d(hid, hid, 3, padding=1, groups=hid)
+        self.norm_e = make_norm(style, hid)
+        self.dw = self._conv(hid, hid, 3, groups=hid)
+        self.norm_d = make_norm(style, hid)
         self.project = nn.Conv2d(hid, cout, 1)
+        self.norm_p = make_norm(style, cout)
 
     def forward(self, x, out_mask=None, hid_mask=None):
-        h = _mask(act(self.expand(x)), hid_mask)
-        h = _mask(act(self.dw(h)), hid_mask)
-        y = self.project(h) + match_channels(x, self.project.out_channels)
+        h = _mask(self._act(_apply(self.norm_e, self.expand(x))), hid_mask)
+        h = _mask(self._act(_apply(self.norm_d, self.dw(h))), hid_mask)
+        y = _apply(self.norm_p, self.project(h)) + match_channels(x, self.project.out_channels)
         return _mask(y, out_mask)
-
 
 
 class OpDef:
@@ -95,8 +146,9 @@ class OpDef:
     def __init__(self, name, make, macs, hidden_ratio=0, doc=""):
         self.name, self._make, self._macs, self.hidden_ratio, self.doc = name, make, macs, hidden_ratio, doc
 
-    def build(self, cin: int, cout: int) -> nn.Module:
-        return self._make(cin, cout)
+    def build(self, cin: int, cout: int, style: OpStyle = SR_STYLE, last: bool = False) -> nn.Module:
+        """The operator at exact widths; `last`: it ends a cell (see `OpStyle.act_last`)."""
+        return self._make(cin, cout, style, last)
 
     def macs(self, cin: int, cout: int) -> int:
         """Multiply-accumulates per output pixel."""
@@ -107,16 +159,16 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {
-    "conv3x3": OpDef("conv3x3", lambda i, o: Conv(i, o, 3), lambda i, o: 9 * i * o,
+    "conv3x3": OpDef("conv3x3", lambda i, o, s, l: Conv(i, o, 3, style=s, last=l), lambda i, o: 9 * i * o,
                      doc="3x3 conv + LeakyReLU"),
-    "conv1x1": OpDef("conv1x1", lambda i, o: Conv(i, o, 1), lambda i, o: i * o,
+    "conv1x1": OpDef("conv1x1", lambda i, o, s, l: Conv(i, o, 1, style=s, last=l), lambda i, o: i * o,
                      doc="1x1 conv + LeakyReLU"),
-    "resblock": OpDef("resblock", ResBlock, lambda i, o: 9 * i * o + 9 * o * o,
+    "resblock": OpDef("resblock", lambda i, o, s, l: ResBlock(i, o, s, l), lambda i, o: 9 * i * o + 9 * o * o,
                       doc="two 3x3 convs with identity skip"),
-    "irb": OpDef("irb", lambda i, o: InvertedResidual(i, o, 4),
+    "irb": OpDef("irb", lambda i, o, s, l: InvertedResidual(i, o, 4, s, l),
                  lambda i, o: i * 4 * o + 9 * 4 * o + 4 * o * o, hidden_ratio=4,
                  doc="inverted residual, expansion 4, depthwise 3x3"),
-    "dil3x3": OpDef("dil3x3", lambda i, o: Conv(i, o, 3, dilation=2), lambda i, o: 9 * i * o,
+    "dil3x3": OpDef("dil3x3", lambda i, o, s, l: Conv(i, o, 3, dilation=2, style=s, last=l), lambda i, o: 9 * i * o,
                     doc="3x3 conv dilation 2 + LeakyReLU"),
 }
 

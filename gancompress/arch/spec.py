@@ -8,6 +8,11 @@ SR skeleton (AGD's): head conv 3x3 (3 -> nf) -> cells, each a chain of layers wi
 connection around the cell -> trunk conv 3x3 (nf -> nf) + global residual from the head -> upsampler.
 Each layer has an operator name (see `ops.OPS`) and an output width in channels. The last layer of
 every cell outputs `nf` channels so the cell's residual add lines up.
+
+Translation skeleton (AGD's, CycleGAN-like; `frame` holds the widths outside the cells): 7x7 stem
+(3 -> stem) at full resolution, two stride-2 3x3 convs (stem -> down[0] -> nf), the cells at 1/4
+resolution, two x2 upsampling layers (nf -> up[0] -> up[1]; transposed conv or nearest resize +
+conv 3x3), 7x7 output conv to RGB. Instance norm and ReLU throughout (see `ops.OpStyle`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ SPEC_VERSION = 1
 SR_SCALES = (2, 3, 4)
 UPSAMPLERS = ("pixelshuffle", "progressive")
 SKIPS = ("bicubic", "none")
+TASKS = ("sr", "translate")
+UP_KINDS = ("deconv", "resize")
 
 
 @dataclass
@@ -46,6 +53,16 @@ class UpsamplerSpec:
 
 
 @dataclass
+class FrameSpec:
+    """Widths of the translation skeleton's fixed-position layers (everything but the cells)."""
+
+    stem: int
+    down: list[int]  # the first stride-2 conv's width; the second maps to nf
+    up: list[int]  # the two x2 upsampling layers' widths
+    up_kind: str = "deconv"  # deconv: ConvTranspose2d 3x3 s2 | resize: nearest x2 + conv 3x3
+
+
+@dataclass
 class ArchSpec:
     task: str
     scale: int
@@ -56,22 +73,25 @@ class ArchSpec:
     bits: int = 32
     meta: dict = field(default_factory=dict)
     version: int = SPEC_VERSION
+    frame: FrameSpec | None = None  # translation only
 
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> "ArchSpec":
         from .ops import OPS
 
-        if self.task != "sr":
-            raise UserError(f"spec task {self.task!r} is not supported yet (only 'sr')")
-        if self.scale not in SR_SCALES:
-            raise UserError(f"unsupported scale x{self.scale}: supported scales are {SR_SCALES}")
+        if self.task not in TASKS:
+            raise UserError(f"spec task {self.task!r} is not supported; known tasks: {TASKS}")
         if self.nf < 1:
             raise UserError(f"spec nf must be >= 1, got {self.nf}")
-        if self.upsampler.kind not in UPSAMPLERS:
+        if self.task == "translate":
+            self._validate_frame()
+        elif self.scale not in SR_SCALES:
+            raise UserError(f"unsupported scale x{self.scale}: supported scales are {SR_SCALES}")
+        if self.task == "sr" and self.upsampler.kind not in UPSAMPLERS:
             raise UserError(f"unknown upsampler {self.upsampler.kind!r}; choose one of {UPSAMPLERS}")
-        if self.skip not in SKIPS:
+        if self.skip not in SKIPS or (self.task == "translate" and self.skip != "none"):
             raise UserError(f"unknown global skip {self.skip!r}; choose one of {SKIPS}")
-        if self.upsampler.kind == "progressive" and self.upsampler.width < 1:
+        if self.task == "sr" and self.upsampler.kind == "progressive" and self.upsampler.width < 1:
             raise UserError("a progressive upsampler needs width >= 1")
         for ci, cell in enumerate(self.cells):
             if not cell:
@@ -90,10 +110,27 @@ class ArchSpec:
                 )
         return self
 
+    def _validate_frame(self):
+        f = self.frame
+        if self.scale != 1:
+            raise UserError(f"a translation spec has scale 1, got {self.scale}")
+        if f is None:
+            raise UserError("a translation spec needs a 'frame' (stem, down and up widths)")
+        if f.up_kind not in UP_KINDS:
+            raise UserError(f"unknown up_kind {f.up_kind!r}; choose one of {UP_KINDS}")
+        if len(f.down) != 1 or len(f.up) != 2:
+            raise UserError(f"frame needs 1 'down' width and 2 'up' widths, got {f.down} and {f.up}")
+        if min([f.stem, *f.down, *f.up]) < 1:
+            raise UserError(f"frame widths must be >= 1, got stem {f.stem}, down {f.down}, up {f.up}")
+
     # ---- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cells"] = [[[l["op"], l["width"]] for l in cell] for cell in d["cells"]]
+        if d["frame"] is None:  # SR specs read exactly as before the field existed
+            del d["frame"]
+        else:
+            del d["upsampler"]
         return d
 
     def to_json(self) -> str:
@@ -110,6 +147,9 @@ class ArchSpec:
                 )
             cells = [[LayerSpec(str(op), int(w)) for op, w in cell] for cell in d["cells"]]
             up = d.get("upsampler", {}) or {}
+            fr = d.get("frame")
+            frame = None if fr is None else FrameSpec(int(fr["stem"]), [int(v) for v in fr["down"]],
+                                                      [int(v) for v in fr["up"]], str(fr.get("up_kind", "deconv")))
             spec = cls(
                 task=str(d["task"]),
                 scale=int(d["scale"]),
@@ -120,6 +160,7 @@ class ArchSpec:
                 bits=int(d.get("bits", 32)),
                 meta=dict(d.get("meta", {})),
                 version=version,
+                frame=frame,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"malformed architecture spec ({type(e).__name__}: {e})") from None
@@ -156,6 +197,13 @@ class ArchSpec:
 
     def summary(self) -> str:
         """One line per cell, e.g. `cell 0: rb:16 conv1x1:21 conv3x3:32`."""
+        if self.task == "translate":
+            f = self.frame
+            lines = [f"translate, nf={self.nf}, stem={f.stem}, down={f.down[0]}, up={f.up[0]},{f.up[1]} "
+                     f"({f.up_kind})"]
+            lines += [f"  cell {ci}: " + " ".join(f"{l.op}:{l.width}" for l in cell)
+                      for ci, cell in enumerate(self.cells)]
+            return "\n".join(lines)
         lines = [f"SR x{self.scale}, nf={self.nf}, upsampler={self.upsampler.kind}"
                  + (f"({self.upsampler.width})" if self.upsampler.kind == "progressive" else "")
                  + f", global skip={self.skip}"]
@@ -171,3 +219,17 @@ def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = 
     w = nf if width is None else width
     cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
     return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec(), skip=skip).validate()
+
+
+def frame_for_width(nf: int, up_kind: str = "deconv") -> FrameSpec:
+    """CycleGAN's proportions around a trunk of width nf: stem nf/4, down nf/2, up nf/2 and nf/4."""
+    q, h = max(1, round(nf / 4)), max(1, round(nf / 2))
+    return FrameSpec(q, [h], [h, q], up_kind)
+
+
+def uniform_translate_spec(nf: int, n_cells: int, n_layers: int, op: str = "conv3x3",
+                           width: int | None = None, frame: FrameSpec | None = None) -> ArchSpec:
+    """Translation spec with every layer the same operator and width (the last of each cell at nf)."""
+    w = nf if width is None else width
+    cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
+    return ArchSpec("translate", 1, nf, cells, skip="none", frame=frame or frame_for_width(nf)).validate()

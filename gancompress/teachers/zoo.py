@@ -1,4 +1,4 @@
-"""Zoo of known SR generator architectures, rebuilt from their checkpoints alone.
+"""Zoo of known generator architectures (SR here; translation in `zoo_translate`), rebuilt from their checkpoints alone.
 
 Each architecture is a plain `nn.Module` whose parameter names match the public checkpoints, so a
 downloaded state dict loads without renaming. `from_state_dict` reads the hyper-parameters (width,
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import UserError
 from .generic import clean_state_dict, load_state_dict_checked
+from .zoo_translate import ResnetGenerator, UnetGenerator, cyclegan_from_state_dict, unet_from_state_dict
 
 
 def _upsample_steps(scale: int) -> int:
@@ -385,6 +386,7 @@ class ZooEntry:
     # for the layers of a particular (possibly deeper/shallower) instance.
     layer_names: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    task: str = "sr"
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -402,5 +404,15 @@ ZOO: dict[str, ZooEntry] = {
         "srresnet", SRResNet, srresnet_from_state_dict, (0.0, 1.0),
         {"head": "conv_first", "body_mid": "body.8", "body_out": "body", "hr": "conv_hr"},
         "BasicSR MSRResNet (no BN, bilinear skip)",
+    ),
+    "cyclegan-resnet": ZooEntry(
+        "cyclegan-resnet", ResnetGenerator, cyclegan_from_state_dict, (-1.0, 1.0),
+        {"encoder": "model.9", "trunk_mid": "model.14", "trunk_out": "model.18"},
+        "CycleGAN/pix2pix ResnetGenerator (public release `model.N` keys)", task="translate",
+    ),
+    "pix2pix-unet": ZooEntry(
+        "pix2pix-unet", UnetGenerator, unet_from_state_dict, (-1.0, 1.0),
+        {"encoder_2": "model.model.1", "encoder_3": "model.model.1.model.3"},
+        "pix2pix UnetGenerator (public release `model.model.*` keys)", task="translate",
     ),
 }
