@@ -218,13 +218,20 @@ def cmd_compress(args, demo=False):
 
 
 def cmd_train_teacher(args):
-    if args.task != "sr":
-        raise UserError(f"train-teacher --task {args.task} is not available yet; use --task sr")
+    if args.task == "translate":
+        from .teachers.train_translate import train_translate_teacher
+
+        out = train_translate_teacher(args.out, args.domain_a, args.domain_b, args.paired, ngf=args.ngf,
+                                      n_blocks=args.n_blocks, steps=args.steps or 4000, size=args.size,
+                                      crop=args.crop, batch=args.batch or 1, lr=args.lr or 2e-4, seed=args.seed,
+                                      device=args.device, quiet=args.quiet)
+        print(f"teacher written to {out}; use it as --teacher cyclegan-resnet:{out} --task translate")
+        return
     from .teachers.train import train_sr_teacher
 
     out = train_sr_teacher(args.out, scale=args.scale, data=args.data, nf=args.nf, nb=args.nb, gc=args.gc,
-                           steps=args.steps, patch=args.patch, batch=args.batch, lr=args.lr, seed=args.seed,
-                           device=args.device, quiet=args.quiet)
+                           steps=args.steps or 2000, patch=args.patch, batch=args.batch or 16, lr=args.lr or 5e-4,
+                           seed=args.seed, device=args.device, quiet=args.quiet)
     print(f"teacher written to {out}; use it as --teacher esrgan:{out}")
 
 
@@ -274,18 +281,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress_options(d, demo=True)
     c = sub.add_parser("compress", help="compress a teacher into a student that fits a MACs budget")
     _add_compress_options(c)
-    t = sub.add_parser("train-teacher", help="train an SR teacher (ESRGAN-style RRDB net) from HR images")
-    t.add_argument("--task", default="sr")
-    t.add_argument("--scale", type=int, default=4)
-    t.add_argument("--data", default=None, help="HR image folder (default: the bundled training photographs)")
+    t = sub.add_parser("train-teacher", help="train a teacher: SR (ESRGAN-style RRDB net, L1) or translate "
+                                              "(CycleGAN, or pix2pix with --paired)")
+    t.add_argument("--task", default="sr", choices=["sr", "translate"])
     t.add_argument("--out", required=True, help="output .safetensors file")
-    t.add_argument("--nf", type=int, default=32)
-    t.add_argument("--nb", type=int, default=2)
-    t.add_argument("--gc", type=int, default=16)
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--patch", type=int, default=32)
-    t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--steps", type=int, default=None, help="(default 2000 for sr, 4000 for translate)")
+    t.add_argument("--batch", type=int, default=None, help="(default 16 for sr, 1 for translate)")
+    t.add_argument("--lr", type=float, default=None, help="(default 5e-4 for sr, 2e-4 for translate)")
+    ts = t.add_argument_group("sr")
+    ts.add_argument("--scale", type=int, default=4)
+    ts.add_argument("--data", default=None, help="HR image folder (default: the bundled training photographs)")
+    ts.add_argument("--nf", type=int, default=32)
+    ts.add_argument("--nb", type=int, default=2)
+    ts.add_argument("--gc", type=int, default=16)
+    ts.add_argument("--patch", type=int, default=32)
+    tt = t.add_argument_group("translate")
+    tt.add_argument("--domain-a", default=None, help="folder of input-domain images (default: the bundled "
+                                                     "photographs, paired with their toon rendering)")
+    tt.add_argument("--domain-b", default=None, help="folder of target-domain images")
+    tt.add_argument("--paired", action="store_true",
+                    help="pix2pix-style: pairs matched by file name, conditional D, GAN + 100 x L1")
+    tt.add_argument("--ngf", type=int, default=32, help="generator width (CycleGAN's ngf; default 32)")
+    tt.add_argument("--n-blocks", type=int, default=9, help="residual blocks (default 9)")
+    tt.add_argument("--size", type=int, default=256, help="images are made SIZE x SIZE (default 256)")
+    tt.add_argument("--crop", type=int, default=128, help="random training crop (default 128)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=None)

