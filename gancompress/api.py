@@ -50,20 +50,37 @@ def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = Non
 
 
 def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: int | None = None,
-                 quiet: bool = False) -> dict:
-    """Evaluate a finished run's student (and its teacher) on another eval folder."""
+                 quiet: bool = False, real_target: str | None = None) -> dict:
+    """Evaluate a finished run's student (and its teacher) on another eval folder.
+    Translation runs: fidelity to the teacher, and FID/KID to `real_target` images if given."""
     from .data.sr_sets import load_sr_eval_set
-    from .evaluate import quality
+    from .evaluate import quality, translate_quality
     from .export.student import load_student
     from .teachers import load_teacher
 
     run_p = Path(run)
     student, spec = load_student(run_p)
     cfg = _run_config(run_p)
-    t = load_teacher(teacher or cfg.get("teacher", "demo"), scale=spec.scale,
-                     weights=None if teacher else cfg.get("teacher_weights"))
-    data = load_sr_eval_set(eval_data, spec.scale)
-    summary, rows, _ = quality(student, t, data, spec.scale, quiet)
+    ref = teacher or cfg.get("teacher", "demo")
+    rng = cfg.get("teacher_range")
+    if spec.task == "translate":
+        from .data.translate import load_square_folder
+        from .evaluate import check_fid_request
+
+        size = int(cfg.get("size", 256))
+        ref = "demo-translate" if ref == "demo" else ref
+        from .compress import _is_black_box
+
+        t = load_teacher(ref, weights=None if teacher else cfg.get("teacher_weights"),
+                         value_range=tuple(rng) if rng and not teacher else None,
+                         scale=1 if _is_black_box(ref) else None)
+        data = load_square_folder(eval_data, size, hint="point --eval-data at a folder of input-domain images")
+        check_fid_request(len(data), real_target, cfg.get("inception"))
+        summary, rows, _ = translate_quality(student, t, data, real_target, cfg.get("inception"), size, quiet)
+    else:
+        t = load_teacher(ref, scale=spec.scale, weights=None if teacher else cfg.get("teacher_weights"))
+        data = load_sr_eval_set(eval_data, spec.scale)
+        summary, rows, _ = quality(student, t, data, spec.scale, quiet)
     res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}
     out = run_p / f"eval_{Path(eval_data).name or 'data'}.json"
     from .arch.spec import atomic_write_text
@@ -89,7 +106,8 @@ def export_run(run: str, out: str | None = None) -> dict:
 
 
 def upscale(run: str, images: list[str], out: str, quiet: bool = False) -> list[str]:
-    """Super-resolve image files with a compressed student; writes PNGs into `out`."""
+    """Run a compressed student on image files (super-resolve, or translate); writes PNGs into `out`.
+    Translation students take any size: the image is edge-padded to a multiple of 4 and cropped back."""
     from tqdm.auto import tqdm
 
     from .data.images import load_image, save_image
@@ -108,8 +126,23 @@ def upscale(run: str, images: list[str], out: str, quiet: bool = False) -> list[
         if not p.is_file():
             raise UserError(f"input image {p} not found")
         x = load_image(p)
-        y = predict_tiled(model, x, spec.scale)
-        target = out_dir / f"{p.stem}_x{spec.scale}.png"
+        if spec.task == "translate":
+            y = _translate_whole(model, x)
+            target = out_dir / f"{p.stem}_translated.png"
+        else:
+            y = predict_tiled(model, x, spec.scale)
+            target = out_dir / f"{p.stem}_x{spec.scale}.png"
         save_image(y, target)
         written.append(str(target))
     return written
+
+
+@torch.no_grad()
+def _translate_whole(model, x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % 4, -w % 4
+    xp = torch.nn.functional.pad(x[None], (0, pw, 0, ph), mode="replicate") if ph or pw else x[None]
+    return model(xp)[0, :, :h, :w].clamp(0, 1)
+
+
+apply_student = upscale  # the task-neutral name

@@ -253,9 +253,15 @@ def cmd_profile(args):
 def cmd_eval(args):
     from .api import evaluate_run
 
-    res = evaluate_run(args.run, args.eval_data, teacher=args.teacher, quiet=args.quiet)
-    for k in ("images", "student_psnr_y", "student_ssim_y", "teacher_psnr_y", "bicubic_psnr_y", "psnr_to_teacher"):
-        print(f"{k:>16}: {res[k]:.4f}" if isinstance(res[k], float) else f"{k:>16}: {res[k]}")
+    res = evaluate_run(args.run, args.eval_data, teacher=args.teacher, quiet=args.quiet, real_target=args.real_target)
+    keys = ("images", "student_psnr_y", "student_ssim_y", "teacher_psnr_y", "bicubic_psnr_y", "psnr_to_teacher")
+    if "ssim_to_teacher" in res:
+        keys = ("images", "psnr_to_teacher", "ssim_to_teacher", "fid_to_teacher", "kid_to_teacher",
+                "student_fid_real", "teacher_fid_real", "fid_note")
+    for k in keys:
+        v = res.get(k)
+        if v is not None:
+            print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
     print(f"written: {res['written']}")
 
 
@@ -277,7 +283,8 @@ def cmd_upscale(args):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gancompress", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="compress the bundled x4 SR teacher on bundled photographs (~5 min)")
+    d = sub.add_parser("demo", help="compress the bundled x4 SR teacher (or, with --task translate, the "
+                                     "bundled translation teacher) on bundled photographs (~5 min)")
     _add_compress_options(d, demo=True)
     c = sub.add_parser("compress", help="compress a teacher into a student that fits a MACs budget")
     _add_compress_options(c)
@@ -320,24 +327,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--eval-data", required=True)
     e.add_argument("--teacher", default=None, help="override the run's teacher")
+    e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--quiet", action="store_true")
     x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
     x.add_argument("run")
     x.add_argument("--onnx", default=None, help="output path (default RUN/student/student.onnx)")
     x.add_argument("--threads", type=int, default=None)
-    u = sub.add_parser("upscale", help="super-resolve images with a compressed student")
-    u.add_argument("run")
-    u.add_argument("images", nargs="+")
-    u.add_argument("--out", required=True, help="output folder")
-    u.add_argument("--threads", type=int, default=None)
-    u.add_argument("--quiet", action="store_true")
+    for name, what in (("upscale", "super-resolve images with a compressed SR student"),
+                       ("apply", "run a compressed student (SR or translation) on image files")):
+        u = sub.add_parser(name, help=what)
+        u.add_argument("run")
+        u.add_argument("images", nargs="+")
+        u.add_argument("--out", required=True, help="output folder")
+        u.add_argument("--threads", type=int, default=None)
+        u.add_argument("--quiet", action="store_true")
     return p
 
 
 COMMANDS = {"demo": lambda a: cmd_compress(a, demo=True), "compress": cmd_compress,
             "train-teacher": cmd_train_teacher, "profile": cmd_profile, "eval": cmd_eval,
-            "export": cmd_export, "upscale": cmd_upscale}
+            "export": cmd_export, "upscale": cmd_upscale, "apply": cmd_upscale}
 
 
 def main(argv=None) -> int:

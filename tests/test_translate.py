@@ -268,3 +268,23 @@ def test_paired_mismatch_names_the_file(tmp_path, capsys):
                                  str(tmp_path / "a"), "--domain-b", str(tmp_path / "b"), "--out",
                                  str(tmp_path / "t.safetensors")])
     assert code == 2 and "two.png has no partner" in err
+
+
+def test_eval_and_apply_on_a_translate_run(tiny_translate, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _cli(capsys, ["compress", "--task", "translate",
+                                 "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
+                                 "--train-data", str(tiny_translate / "train"),
+                                 "--eval-data", str(tiny_translate / "eval"), "--budget", "1/2",
+                                 "--out", str(out), *TINY_T])
+    assert code == 0, err
+    code, text, err = _cli(capsys, ["eval", str(out), "--eval-data", str(tiny_translate / "train"), "--quiet"])
+    assert code == 0, err
+    assert "psnr_to_teacher" in text and "ssim_to_teacher" in text
+    img = next((tiny_translate / "eval").iterdir())
+    code, text, err = _cli(capsys, ["apply", str(out), str(img), "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 0, err
+    from gancompress.data.images import load_image
+
+    y = load_image(tmp_path / "o" / f"{img.stem}_translated.png")
+    assert y.shape == load_image(img).shape  # 100x120: padded to a multiple of 4 and cropped back
