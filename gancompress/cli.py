@@ -80,6 +80,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     t.add_argument("--patch", type=int, default=None, help=f"(LR) patch size during retraining {per_task('patch')}")
     t.add_argument("--batch", type=int, default=None, help=per_task("batch"))
     t.add_argument("--lr", type=float, default=r.lr)
+    t.add_argument("--loss", default=r.loss, help="weight-free distillation loss mix, e.g. l1, l1+ssim, "
+                                                   "l1+grad, l1+0.5*grad (default l1)")
     t.add_argument("--init", default=c.init, choices=["supernet", "scratch"],
                    help="start retraining from the supernet's weights or from scratch")
     t.add_argument("--perceptual-weights", default=None,
@@ -175,8 +177,11 @@ def config_from_args(args, demo: bool = False):
     pw = args.perceptual_weight
     if pw is None:
         pw = 0.01 if args.perceptual_weights else 0.0
+    from .distill.losses import parse_mix
+
+    parse_mix(args.loss)  # a bad mix is an error before anything runs
     retrain = TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
-                          perceptual_weight=pw)
+                          perceptual_weight=pw, loss=args.loss)
     kw = {} if demo else dict(teacher=args.teacher,
                               teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
                               train_data=args.train_data, eval_data=args.eval_data, method=args.method,

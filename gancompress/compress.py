@@ -429,12 +429,9 @@ def stage_search(cfg, run, names, pairs, budget, perceptual):
 
 
 def _distill_loss(perceptual, cfg):
-    import torch.nn.functional as F
+    from .distill.losses import make_distill_loss
 
-    if perceptual is None or cfg.retrain.perceptual_weight <= 0:
-        return F.l1_loss
-    w = cfg.retrain.perceptual_weight
-    return lambda out, tgt: F.l1_loss(out, tgt) + w * perceptual(out, tgt)
+    return make_distill_loss(cfg.retrain.loss, perceptual, cfg.retrain.perceptual_weight)
 
 
 def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):

@@ -288,3 +288,20 @@ def test_eval_and_apply_on_a_translate_run(tiny_translate, tmp_path, capsys):
 
     y = load_image(tmp_path / "o" / f"{img.stem}_translated.png")
     assert y.shape == load_image(img).shape  # 100x120: padded to a multiple of 4 and cropped back
+
+
+def test_weight_free_loss_mix():
+    from gancompress.distill.losses import make_distill_loss, parse_mix, ssim
+
+    assert parse_mix("l1+0.5*grad+ssim") == {"l1": 1.0, "grad": 0.5, "ssim": 0.2}
+    with pytest.raises(UserError, match="unknown loss term 'vgg'"):
+        parse_mix("l1+vgg")
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 24, 24, requires_grad=True)
+    assert ssim(a.detach(), a.detach()).item() == pytest.approx(1.0, abs=1e-5)
+    loss = make_distill_loss("l1+ssim+grad")
+    assert loss(a.detach(), a.detach()).item() == pytest.approx(0.0, abs=1e-5)
+    b = torch.rand(2, 3, 24, 24)
+    v = loss(a, b)
+    v.backward()
+    assert v.item() > loss(b, b).item() and a.grad.abs().sum() > 0
