@@ -339,7 +339,7 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     if cfg.perceptual_weights:
         from .distill.perceptual import PerceptualLoss
 
-        perceptual = PerceptualLoss(cfg.perceptual_weights).to(cfg.device)
+        perceptual = PerceptualLoss(cfg.perceptual_weights, "style" if cfg.task == "translate" else "sr").to(cfg.device)
     # every rank checks the run directory read-only (so a refusal stops all ranks alike), then
     # rank 0 creates it and the others open it once it is there
     RunDir(cfg.out, cfg.to_dict(), force=force, create=False)

@@ -305,3 +305,31 @@ def test_weight_free_loss_mix():
     v = loss(a, b)
     v.backward()
     assert v.item() > loss(b, b).item() and a.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("depth", [16, 19])
+@pytest.mark.parametrize("mode", ["sr", "style"])
+def test_vgg_losses_from_user_weights(tmp_path, depth, mode):
+    """Random weights in torchvision's `features.N` layout stand in for a user's VGG file."""
+    from torch import nn
+
+    from gancompress.distill.perceptual import _CFGS, PerceptualLoss
+
+    layers, cin = [], 3
+    for v in _CFGS[depth]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
+            cin = v
+    torch.manual_seed(0)
+    sd = {f"features.{k}": v for k, v in nn.Sequential(*layers).state_dict().items()}
+    sd["classifier.0.weight"] = torch.zeros(2, 2)
+    torch.save(sd, tmp_path / "vgg.pth")
+    loss = PerceptualLoss(str(tmp_path / "vgg.pth"), mode)
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    y = torch.rand(1, 3, 32, 32)
+    assert loss(y, y).item() == pytest.approx(0.0, abs=1e-7)
+    v = loss(x, y)
+    v.backward()
+    assert v.item() > 0 and x.grad.abs().sum() > 0
