@@ -8,7 +8,7 @@
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "compress": "compress", "CompressConfig": "compress",
+    "compress": "compress", "CompressConfig": "compress", "task_config": "compress",
     "AGDSearchConfig": "methods.agd", "TrainConfig": "distill.train",
     "ArchSpec": "arch.spec", "build_student": "arch.build", "spec_macs": "arch.cost",
     "measure_macs": "arch.cost",

@@ -18,6 +18,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     from .distill.train import TrainConfig
     from .methods.agd import AGDSearchConfig
 
+    from .compress import TASK_DEFAULTS
+
     c, s, r = CompressConfig(), AGDSearchConfig(), TrainConfig()
     sr, tr = TASK_DEFAULTS["sr"], TASK_DEFAULTS["translate"]
 
@@ -131,19 +133,9 @@ def _parse_range(text):
     return (lo, hi)
 
 
-TASK_DEFAULTS = {
-    "sr": dict(scale=4, nf=32, cells=5, layers=5, upsampler="pixelshuffle", search_patch=24, search_batch=8,
-               patch=32, batch=16, retrain_steps=5000),
-    # CycleGAN's trunk is 4*ngf wide at 1/4 resolution with 9 residual blocks: nf 64 covers students
-    # from ~1/40 to ~1/8 of the ngf-64 CycleGAN generator; whole 256 px images, crops of 128 px
-    "translate": dict(scale=1, nf=64, cells=9, layers=2, upsampler="deconv", search_patch=64, search_batch=4,
-                      patch=128, batch=4, retrain_steps=3000),
-}
-
-
 def _fill_task_defaults(args, demo: bool) -> None:
     """Options left unset take the task's default (and the demo's, for `gancompress demo`)."""
-    from .compress import CompressConfig
+    from .compress import TASK_DEFAULTS, CompressConfig
     from .methods.agd import AGDSearchConfig
 
     c, s = CompressConfig(), AGDSearchConfig()

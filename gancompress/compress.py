@@ -73,6 +73,25 @@ class CompressConfig:
 
 TRANSLATE_ONLY = ("size", "real_target", "inception")
 
+TASK_DEFAULTS = {
+    "sr": dict(scale=4, nf=32, cells=5, layers=5, upsampler="pixelshuffle", search_patch=24, search_batch=8,
+               patch=32, batch=16, retrain_steps=5000),
+    # CycleGAN's trunk is 4*ngf wide at 1/4 resolution with 9 residual blocks: nf 64 covers students
+    # from ~1/40 to ~1/8 of the ngf-64 CycleGAN generator; whole 256 px images, crops of 128 px
+    "translate": dict(scale=1, nf=64, cells=9, layers=2, upsampler="deconv", search_patch=64, search_batch=4,
+                      patch=128, batch=4, retrain_steps=3000),
+}
+
+
+def task_config(task: str = "sr", **overrides) -> CompressConfig:
+    """A CompressConfig with the task's defaults (the CLI's), e.g.
+    `compress(task_config("translate", teacher="cyclegan:G.pth", out="runs/t"))`."""
+    d = TASK_DEFAULTS[task]
+    search = AGDSearchConfig(nf=d["nf"], n_cells=d["cells"], n_layers=d["layers"], upsampler=d["upsampler"],
+                             patch=d["search_patch"], batch=d["search_batch"])
+    retrain = TrainConfig(steps=d["retrain_steps"], patch=d["patch"], batch=d["batch"])
+    return CompressConfig(**{"task": task, "scale": d["scale"], "search": search, "retrain": retrain, **overrides})
+
 
 def _log(cfg, msg):
     if not cfg.quiet and is_main():

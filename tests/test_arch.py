@@ -245,9 +245,10 @@ def test_translate_supernet_subnet_equals_built_student():
                 p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.3, 0.3)
     rng = random.Random(1)
     x = torch.rand(2, 3, 16, 16)
+    assert len(net.frame_widths) == 4  # stem, down, up, up widths are searched too
     for _ in range(5):
         ops = [rng.randrange(len(ALL_OPS)) for _ in net.layer_widths]
-        ws = [rng.randrange(len(w)) for w in net.layer_widths]
+        ws = [rng.randrange(len(w)) for w in net.all_widths]
         spec = net.spec_from_indices(ops, ws)
         student = build_student(spec)
         assert load_sliced(student, student_state_from_supernet(net, ops)) == len(student.state_dict())
@@ -260,9 +261,25 @@ def test_translate_supernet_subnet_equals_built_student():
 
 def _exact_expected(net, ops, ws):
     with torch.no_grad():
-        for i, (o, w) in enumerate(zip(ops, ws)):
+        for i, o in enumerate(ops):
             net.alpha[i].fill_(-60.0)
             net.alpha[i, o] = 60.0
-            net.betas[i].fill_(-60.0)
-            net.betas[i][w] = 60.0
+        for beta, w in zip([*net.betas, *net.frame_betas], ws):
+            beta.fill_(-60.0)
+            beta[w] = 60.0
     return net.expected_macs().item()
+
+
+def test_translate_frame_widths_get_gradients_and_repair_keeps_the_budget():
+    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+
+    cfg = AGDSearchConfig(nf=16, n_cells=2, n_layers=2, ops=ALL_OPS, upsampler="deconv")
+    torch.manual_seed(0)
+    net = make_supernet(cfg, frame_template(cfg, "translate"))
+    net.expected_macs().backward()
+    assert all(b.grad is not None and b.grad.abs().sum() > 0 for b in net.frame_betas)
+    ops, ws = net.argmax_indices()
+    assert net.indices_from_spec(net.spec_from_indices(ops, ws)) == (ops, ws)
+    budget = (spec_macs(net.min_spec()) + spec_macs(net.max_spec())) // 3
+    ops, ws = repair_to_budget(net, [len(ALL_OPS) - 1] * len(ops), [len(w) - 1 for w in net.all_widths], budget)
+    assert spec_macs(net.spec_from_indices(ops, ws)) <= budget

@@ -80,10 +80,10 @@ class SRStudent(nn.Module):
         # bicubic upscale, which makes small students converge much faster
         self.skip = BicubicUpsample(spec.scale) if spec.skip == "bicubic" else None
 
-    def encode(self, x):
+    def encode(self, x, masks=None):
         return self.head(x)
 
-    def decode(self, h, f, x):
+    def decode(self, h, f, x, masks=None):
         y = self.upsampler(f + self.trunk(h))
         return y if self.skip is None else y + self.skip(x)
 
@@ -116,6 +116,10 @@ class _Up(nn.Module):
         return torch.relu(self.norm(self.conv(x)))
 
 
+def _masked(h, masks, i):
+    return h if masks is None else h * masks[i]
+
+
 class TranslateStudent(nn.Module):
     """The translation student: stem 7x7 -> 2 stride-2 convs -> residual cells -> 2 x2 upsampling
     layers -> 7x7 conv -> RGB. Input and output RGB in [0, 1] (the output is (tanh + 1) / 2).
@@ -134,11 +138,15 @@ class TranslateStudent(nn.Module):
         self.up = nn.Sequential(_Up(spec.nf, f.up[0], f.up_kind), _Up(f.up[0], f.up[1], f.up_kind))
         self.out = nn.Conv2d(f.up[1], 3, 7, padding=3, padding_mode="reflect")
 
-    def encode(self, x):
-        return self.down(self.stem(x))
+    # `masks` (the AGD supernet's width choices for stem, down[0], up[0], up[1]) keep the first w
+    # channels of each frame layer; a plain student has exact widths and passes none
+    def encode(self, x, masks=None):
+        h = _masked(self.stem(x), masks, 0)
+        return self.down[1](_masked(self.down[0](h), masks, 1))
 
-    def decode(self, h, f, x):
-        return (torch.tanh(self.out(self.up(h))) + 1) / 2
+    def decode(self, h, f, x, masks=None):
+        h = _masked(self.up[1](_masked(self.up[0](h), masks, 2)), masks, 3)
+        return (torch.tanh(self.out(h)) + 1) / 2
 
     def forward(self, x):
         f = self.encode(x)

@@ -58,15 +58,22 @@ def frame_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
 
     h, w = hw
     if spec.task == "translate":
-        f, nf = spec.frame, spec.nf
-        full, half, quarter = h * w, (h // 2) * (w // 2), (h // 4) * (w // 4)
-        m = 49 * 3 * f.stem * full + 9 * f.stem * f.down[0] * half + 9 * f.down[0] * nf * quarter
-        # a ConvTranspose2d is counted from its input (FlopCounterMode's rule); resize+conv at the output
-        m += 9 * nf * f.up[0] * (quarter if f.up_kind == "deconv" else half)
-        m += 9 * f.up[0] * f.up[1] * (half if f.up_kind == "deconv" else full)
-        return m + 49 * f.up[1] * 3 * full
+        f = spec.frame
+        return translate_frame_macs(spec.nf, f.stem, f.down[0], f.up[0], f.up[1], f.up_kind, hw)
     per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width)
     return (per_px + skip_macs_per_px(spec.skip, spec.scale)) * h * w
+
+
+def translate_frame_macs(nf, stem, down, up0, up1, up_kind: str, hw=DEFAULT_HW):
+    """MACs of the translation frame for these widths (ints, or expected widths as tensors: the
+    AGD search differentiates through this with independent per-layer width distributions)."""
+    h, w = hw
+    full, half, quarter = h * w, (h // 2) * (w // 2), (h // 4) * (w // 4)
+    m = 49 * 3 * stem * full + 9 * stem * down * half + 9 * down * nf * quarter
+    # a ConvTranspose2d is counted from its input (FlopCounterMode's rule); resize+conv at the output
+    m = m + 9 * nf * up0 * (quarter if up_kind == "deconv" else half)
+    m = m + 9 * up0 * up1 * (half if up_kind == "deconv" else full)
+    return m + 49 * up1 * 3 * full
 
 
 def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:

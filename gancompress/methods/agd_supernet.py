@@ -26,7 +26,7 @@ from torch import nn
 from dataclasses import replace
 
 from ..arch.build import build_student
-from ..arch.cost import DEFAULT_HW, cells_area, frame_macs
+from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, translate_frame_macs
 from ..arch.ops import OPS, OpStyle
 from ..arch.spec import ArchSpec, LayerSpec
 
@@ -102,11 +102,29 @@ class Supernet(nn.Module):
         n = len(layers)
         self.alpha = nn.Parameter(1e-3 * torch.randn(n, len(self.op_names)))
         self.betas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(ws))) for ws in self.layer_widths)
+        # translation: the widths of the frame (stem, down[0], up[0], up[1]) are searched too, from
+        # the same ratios of the template's widths; their indices follow the cell layers' in `ws`
+        self.frame_widths: list[list[int]] = []
+        if self.template.task == "translate":
+            fr = self.template.frame
+            self.frame_widths = [width_choices(m, width_ratios) for m in (fr.stem, fr.down[0], *fr.up)]
+            for ws, m in zip(self.frame_widths, (fr.stem, fr.down[0], *fr.up)):
+                if ws[-1] != m:
+                    ws.append(m)
+            for i, ws in enumerate(self.frame_widths):
+                self.register_buffer(f"frame_masks_{i}", (torch.arange(max(ws))[None] < torch.tensor(ws)[:, None]).float(),
+                                     persistent=False)
+        self.frame_betas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(ws))) for ws in self.frame_widths)
         self._build_cost_tables()
+
+    @property
+    def all_widths(self) -> list[list[int]]:
+        """Width choices of every searched width: cell layers first, then frame layers."""
+        return self.layer_widths + self.frame_widths
 
     # ---- parameters ---------------------------------------------------------------------------
     def arch_parameters(self):
-        return [self.alpha, *self.betas]
+        return [self.alpha, *self.betas, *self.frame_betas]
 
     def weight_parameters(self):
         arch = {id(p) for p in self.arch_parameters()}
@@ -117,7 +135,7 @@ class Supernet(nn.Module):
         """One (K,) selection vector per layer. Modes: max, min, argmax, sample (no grad to beta),
         gumbel (straight-through grads to beta), fixed (given indices)."""
         sels = []
-        for i, (ws, beta) in enumerate(zip(self.layer_widths, self.betas)):
+        for i, (ws, beta) in enumerate(zip(self.all_widths, [*self.betas, *self.frame_betas])):
             k = len(ws)
             if mode == "max":
                 j = k - 1
@@ -143,7 +161,12 @@ class Supernet(nn.Module):
             probs = F.softmax(self.alpha, dim=-1)
         elif op_mode == "mix_detached":
             probs = F.softmax(self.alpha.detach(), dim=-1)
-        f = self.frame.encode(x)
+        n = len(self.layer_widths)
+        masks = None
+        if self.frame_widths:
+            masks = [(sel.to(x.dtype) @ getattr(self, f"frame_masks_{k}")).view(1, -1, 1, 1)
+                     for k, sel in enumerate(wsels[n:])]
+        f = self.frame.encode(x, masks)
         h = f
         i = 0
         for _ in range(self.n_cells):
@@ -158,7 +181,7 @@ class Supernet(nn.Module):
                 h = self.layers[i](h, wsels[i].to(h.dtype), opsel)
                 i += 1
             h = cell_in + h
-        return self.frame.decode(h, f, x)
+        return self.frame.decode(h, f, x, masks)
 
     # ---- cost ---------------------------------------------------------------------------------
     def _build_cost_tables(self):
@@ -181,13 +204,23 @@ class Supernet(nn.Module):
             e = torch.einsum("oab,a,b->o", t.to(q.device), q_prev, q)
             total = total + (probs[i] * e).sum()
             q_prev = q if len(self.layer_widths[i]) > 1 else torch.ones(1, device=q.device)
-        return frame_macs(self.template, hw) + total * cells_area(self.template, hw)
+        return self._expected_frame_macs(hw) + total * cells_area(self.template, hw)
+
+    def _expected_frame_macs(self, hw):
+        if not self.frame_widths:
+            return frame_macs(self.template, hw)
+        # independent choices: the expectation of each product is the product of expectations
+        e = [(F.softmax(b, dim=-1) * torch.tensor(ws, dtype=b.dtype, device=b.device)).sum()
+             for ws, b in zip(self.frame_widths, self.frame_betas)]
+        t = self.template
+        return translate_frame_macs(t.nf, *e, t.frame.up_kind, hw)
 
     # ---- derive -------------------------------------------------------------------------------
     def choices(self):
         """Per layer: (op probabilities, width probabilities) as python lists."""
         probs = F.softmax(self.alpha.detach(), dim=-1)
-        return [(probs[i].tolist(), F.softmax(b.detach(), dim=-1).tolist()) for i, b in enumerate(self.betas)]
+        cells = [(probs[i].tolist(), F.softmax(b.detach(), dim=-1).tolist()) for i, b in enumerate(self.betas)]
+        return cells + [([1.0], F.softmax(b.detach(), dim=-1).tolist()) for b in self.frame_betas]
 
     def spec_from_indices(self, op_idx: list[int], w_idx: list[int], meta=None) -> ArchSpec:
         cells, i = [], 0
@@ -197,11 +230,15 @@ class Supernet(nn.Module):
                 cell.append(LayerSpec(self.op_names[op_idx[i]], self.layer_widths[i][w_idx[i]]))
                 i += 1
             cells.append(cell)
-        return replace(self.template, cells=cells, meta=dict(meta or {})).validate()
+        spec = replace(self.template, cells=cells, meta=dict(meta or {}))
+        if self.frame_widths and len(w_idx) > i:
+            stem, down, up0, up1 = (ws[j] for ws, j in zip(self.frame_widths, w_idx[i:]))
+            spec.frame = replace(spec.frame, stem=stem, down=[down], up=[up0, up1])
+        return spec.validate()
 
     def argmax_indices(self):
         ops = [int(a.argmax()) for a in self.alpha.detach()]
-        ws = [int(b.detach().argmax()) for b in self.betas]
+        ws = [int(b.detach().argmax()) for b in [*self.betas, *self.frame_betas]]
         return ops, ws
 
     def indices_from_spec(self, spec: ArchSpec):
@@ -209,20 +246,23 @@ class Supernet(nn.Module):
         for i, (_, _, _, layer) in enumerate(spec.layers()):
             ops.append(self.op_names.index(layer.op))
             ws.append(self.layer_widths[i].index(layer.width))
+        if self.frame_widths:
+            f = spec.frame
+            ws += [c.index(w) for c, w in zip(self.frame_widths, (f.stem, f.down[0], *f.up))]
         return ops, ws
 
     def min_spec(self) -> ArchSpec:
         """The cheapest network of the space: every layer at its smallest width and cheapest op."""
-        ws = [0] * len(self.layer_widths)
-        spec = self.spec_from_indices([0] * len(ws), ws)
+        ws = [0] * len(self.all_widths)
+        spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
             ops.append(min(range(len(self.op_names)), key=lambda o: OPS[self.op_names[o]].macs(cin, layer.width)))
         return self.spec_from_indices(ops, ws)
 
     def max_spec(self) -> ArchSpec:
-        ws = [len(w) - 1 for w in self.layer_widths]
-        spec = self.spec_from_indices([0] * len(ws), ws)
+        ws = [len(w) - 1 for w in self.all_widths]
+        spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
             ops.append(max(range(len(self.op_names)), key=lambda o: OPS[self.op_names[o]].macs(cin, layer.width)))
@@ -238,30 +278,39 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
     from ..arch.cost import spec_macs
 
     op_idx, w_idx = list(op_idx), list(w_idx)
-    choices = net.choices()
+    choices = net.choices()  # cell layers (op, width), then frame layers (width only: op list [1.0])
+    n_ops = len(op_idx)
+
+    def op_of(ops, i):
+        return ops[i] if i < n_ops else 0
+
     macs = spec_macs(net.spec_from_indices(op_idx, w_idx), hw)
     while macs > budget:
         best = None
-        base_score = [math.log(p[0][o] + 1e-12) + math.log(p[1][w] + 1e-12) for p, o, w in zip(choices, op_idx, w_idx)]
         for i, (pops, pws) in enumerate(choices):
+            base = math.log(pops[op_of(op_idx, i)] + 1e-12) + math.log(pws[w_idx[i]] + 1e-12)
             for o in range(len(pops)):
                 for w in range(len(pws)):
-                    if (o, w) == (op_idx[i], w_idx[i]):
+                    if (o, w) == (op_of(op_idx, i), w_idx[i]):
                         continue
                     trial_o, trial_w = op_idx.copy(), w_idx.copy()
-                    trial_o[i], trial_w[i] = o, w
+                    if i < n_ops:
+                        trial_o[i] = o
+                    trial_w[i] = w
                     m = spec_macs(net.spec_from_indices(trial_o, trial_w), hw)
                     saved = macs - m
                     if saved <= 0:
                         continue
-                    loss = base_score[i] - (math.log(pops[o] + 1e-12) + math.log(pws[w] + 1e-12))
+                    loss = base - (math.log(pops[o] + 1e-12) + math.log(pws[w] + 1e-12))
                     key = max(loss, 0.0) / saved
                     if best is None or key < best[0]:
                         best = (key, i, o, w, m)
         if best is None:
             break
         _, i, o, w, macs = best
-        op_idx[i], w_idx[i] = o, w
+        if i < n_ops:
+            op_idx[i] = o
+        w_idx[i] = w
     return op_idx, w_idx
 
 
