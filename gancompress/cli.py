@@ -189,7 +189,7 @@ def config_from_args(args, demo: bool = False):
 DEMO_DEFAULTS = {
     "sr": dict(cells=3, layers=3, warmup_steps=60, search_steps=120, retrain_steps=1000,
                latency_size=128, latency_repeats=3),
-    "translate": dict(cells=6, layers=2, warmup_steps=40, search_steps=80, retrain_steps=600,
+    "translate": dict(cells=6, layers=2, warmup_steps=40, search_steps=80, retrain_steps=2500,
                       latency_size=128, latency_repeats=3),
 }
 
