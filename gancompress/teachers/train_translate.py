@@ -6,7 +6,9 @@ PatchGAN discriminators; least-squares GAN loss, cycle-consistency (lambda 10) a
 learning rate constant for the first half of the steps and linearly decayed to 0 in the second.
 
 Paired (`--paired`): pix2pix (Isola et al. 2017). One generator, a conditional PatchGAN that sees
-(input, output) pairs; GAN loss + 100 x L1 to the target.
+(input, output) pairs; GAN loss + 100 x L1 to the target. The GAN loss is least squares in both
+modes (pix2pix's paper used the cross-entropy loss; LSGAN is CycleGAN's and trains more steadily),
+and the generator is the ResNet one in both (pix2pix's U-Net is a zoo teacher, not trained here).
 
 Without domain folders, the pairs are the bundled photographs and a classical, non-learned
 rendering of them (`toon_filter`): that is how the bundled translation demo teacher was made.
