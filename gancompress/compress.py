@@ -304,11 +304,23 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
     lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
     if budget < lo:
         raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
-                        f"({fmt_macs(lo)} at 256x256 LR); raise --budget to at least that, or shrink "
-                        "the space (--cells/--layers)")
+                        f"({fmt_macs(lo)} at 256x256 (LR) input); raise --budget to at least that, or "
+                        f"shrink the space ({_smaller_space_hint(cfg, budget)})")
     if budget > hi:
         _log(cfg, f"note: budget {fmt_macs(budget)} exceeds the largest network of the space "
                   f"({fmt_macs(hi)}); the search cannot use all of it (raise --nf to widen the space)")
+
+
+def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
+    """The widest trunk (--nf) whose smallest network fits the budget, as a concrete suggestion."""
+    from dataclasses import replace
+
+    s = cfg.search
+    for nf in range(s.nf - 1, 3, -1):
+        small = replace(s, nf=nf)
+        if spec_macs(make_supernet(small, frame_template(small, cfg.task, cfg.scale)).min_spec()) <= budget:
+            return f"e.g. --nf {nf}, or fewer --cells/--layers, or cheaper --ops such as conv1x1"
+    return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
 
 
 # ---- the pipeline ---------------------------------------------------------------------------

@@ -187,3 +187,13 @@ def test_black_box_teacher_scale_is_checked_before_anything_is_written(args, cap
     code, err, line = run_cli(capsys, args(teacher=f"torchscript:{tmp_path / 'x2.ts'}"))  # --scale 4 default
     assert_clean_error(code, err, line, "x2", "--scale 2")
     assert not (tmp_path / "run").exists()
+
+
+def test_budget_just_below_the_space_suggests_a_narrower_trunk(args, capsys, tmp_path):
+    from gancompress.arch.cost import spec_macs
+    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+
+    s = AGDSearchConfig(nf=8, n_cells=2, n_layers=2)
+    lo = spec_macs(make_supernet(s, frame_template(s, "sr", 4)).min_spec())
+    code, err, line = run_cli(capsys, args(extra=["--budget", str(lo - 1)]))
+    assert_clean_error(code, err, line, "below the smallest network", "--nf 7")
