@@ -34,6 +34,7 @@ def test_compress_produces_a_complete_run(finished_run):
     assert m["images"] == 2 and m["latency_ratio_torch"] > 0
     report = (out / "report.md").read_text()
     assert "PSNR-Y" in report and "FlopCounterMode" in report
+    assert "(macs_quality.png)" in report and (out / "macs_quality.png").is_file()
 
 
 def test_student_loads_back_in_one_call_and_onnx_matches(finished_run):

