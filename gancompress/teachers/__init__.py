@@ -38,6 +38,7 @@ __all__ = [
 
 DEMO_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "sr_teacher_x4.safetensors"
 DEMO_TRANSLATE_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "translate_teacher.safetensors"
+_DEMOS = {"demo": ("esrgan", DEMO_TEACHER, "sr"), "demo-translate": ("cyclegan-resnet", DEMO_TRANSLATE_TEACHER, "translate")}
 
 _BLACK_BOX = {"torchscript": load_torchscript, "export": load_exported, "onnx": load_onnx}
 _ALIASES = {"pt2": "export", "jit": "torchscript", "ts": "torchscript",
@@ -202,18 +203,12 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
     if value_range is not None:
         value_range = _check_value_range(value_range)
 
-    if ref == "demo":
-        if not DEMO_TEACHER.is_file():
-            raise UserError(f"bundled demo teacher missing: {DEMO_TEACHER}; run "
-                            "`gancompress train-teacher --task sr` to create it, or pass a "
-                            "teacher as KIND:PATH")
-        kind, target = "esrgan", str(DEMO_TEACHER)
-    elif ref == "demo-translate":
-        if not DEMO_TRANSLATE_TEACHER.is_file():
-            raise UserError(f"bundled translation demo teacher missing: {DEMO_TRANSLATE_TEACHER}; run "
-                            "`gancompress train-teacher --task translate` to create it, or pass a "
-                            "teacher as KIND:PATH")
-        kind, target = "cyclegan-resnet", str(DEMO_TRANSLATE_TEACHER)
+    if ref in _DEMOS:
+        kind, path, task = _DEMOS[ref]
+        if not path.is_file():
+            raise UserError(f"bundled demo teacher missing: {path}; run `gancompress train-teacher --task "
+                            f"{task}` to create it, or pass a teacher as KIND:PATH")
+        target = str(path)
     else:
         kind, target = _parse_ref(ref)
 
