@@ -99,17 +99,22 @@ def _log(cfg, msg):
 
 
 # ---- data -----------------------------------------------------------------------------------
+def _square_images(folder, bundled_split: str, size: int, hint: str):
+    """Translation images, size x size: the user's folder, else the bundled split."""
+    from .data.bundled import bundled_photographs
+    from .data.translate import load_square_folder, square
+
+    if folder:
+        return load_square_folder(folder, size, hint=hint)
+    return [(n, square(im, size)) for n, im in bundled_photographs(bundled_split)]
+
+
 def training_images(cfg: CompressConfig):
     from .data.bundled import bundled_photographs
     from .data.images import load_folder
 
     if cfg.task == "translate":
-        from .data.translate import load_square_folder, square
-
-        if cfg.train_data:
-            return load_square_folder(cfg.train_data, cfg.size, hint="point --train-data at a folder of "
-                                      "input-domain images")
-        return [(n, square(im, cfg.size)) for n, im in bundled_photographs("train")]
+        return _square_images(cfg.train_data, "train", cfg.size, "point --train-data at a folder of input-domain images")
     min_side = cfg.scale * max(cfg.search.patch, cfg.retrain.patch)
     if cfg.train_data:
         return load_folder(cfg.train_data, min_size=min_side, hint="point --train-data at a folder of HR images")
@@ -122,12 +127,8 @@ def eval_set(cfg: CompressConfig):
     from .data.sr_sets import load_sr_eval_set
 
     if cfg.task == "translate":
-        from .data.translate import load_square_folder, square
-
-        if cfg.eval_data:
-            return load_square_folder(cfg.eval_data, cfg.size, hint="point --eval-data at a folder of "
-                                      "held-out input-domain images")
-        return [(n, square(im, cfg.size)) for n, im in bundled_photographs("eval")]
+        return _square_images(cfg.eval_data, "eval", cfg.size,
+                              "point --eval-data at a folder of held-out input-domain images")
     if cfg.eval_data:
         return load_sr_eval_set(cfg.eval_data, cfg.scale)
     out = []
