@@ -364,5 +364,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Under torchrun, leave without running C++ static destructors: after a clean
+    destroy_process_group, torch 2.13's gloo still aborts a rank at interpreter teardown now and
+    then ("terminate called without an active exception", about 1 run in 12 on 2 busy cores), which
+    torchrun reports as a failed job although all work was done and written."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def run() -> None:
+    """The `gancompress` console script."""
+    _exit(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
