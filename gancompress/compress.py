@@ -201,9 +201,10 @@ def finished_metrics(cfg: CompressConfig) -> dict | None:
 
 
 def _is_black_box(ref: str) -> bool:
-    from .teachers import ZOO
+    from .teachers import _ALIASES, ZOO
 
-    return ref.split(":", 1)[0] not in ZOO and not ref.startswith("demo")
+    kind = ref.split(":", 1)[0].lower()
+    return _ALIASES.get(kind, kind) not in ZOO and not ref.startswith("demo")
 
 
 def check_teacher_task(cfg: CompressConfig, teacher) -> None:
