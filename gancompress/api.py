@@ -95,14 +95,90 @@ def _run_config(run: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def export_run(run: str, out: str | None = None) -> dict:
-    """(Re-)export a run's student to ONNX, checked against PyTorch."""
+def export_run(run: str, out: str | None = None, int8: bool = False, calib_data: str | None = None,
+               calib_count: int = 16, quiet: bool = False) -> dict:
+    """(Re-)export a run's student to ONNX, checked against PyTorch; with `int8`, also an int8 QDQ
+    model calibrated on `calib_data` (default: the run's training images), evaluated against the
+    fp32 model on the run's evaluation images (written to RUN/int8.json)."""
     from .export.student import export_onnx, load_student
 
-    model, _ = load_student(run)
+    model, spec = load_student(run)
     path = Path(out) if out else Path(run) / "student" / "student.onnx"
     diff = export_onnx(model, path)
-    return {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
+    res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
+    if int8:
+        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, quiet)
+    return res
+
+
+def _run_images(run: Path, spec, calib_data: str | None):
+    """(calibration inputs, evaluation triples) from the run's own config (task, data, size)."""
+    from .compress import CompressConfig, eval_set, training_images
+    from .distill.train import TrainConfig
+    from .methods.agd import AGDSearchConfig
+
+    cfg_d = _run_config(run)
+    patch = lambda k, d: int((cfg_d.get(k) or {}).get("patch", d))  # noqa: E731 - the run's own patch sizes
+    cfg = CompressConfig(task=spec.task, scale=spec.scale, train_data=calib_data or cfg_d.get("train_data"),
+                         eval_data=cfg_d.get("eval_data"), size=int(cfg_d.get("size", 256)),
+                         search=AGDSearchConfig(patch=patch("search", 24)), retrain=TrainConfig(patch=patch("retrain", 32)))
+    return cfg, training_images(cfg), eval_set(cfg)
+
+
+def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int, quiet: bool,
+                 keep_output_float: bool = True) -> dict:
+    from .arch.cost import latency_ms
+    from .data.degrade import bicubic_downscale
+    from .evaluate import predict_tiled
+    from .export.int8 import FLOAT_PREFIXES, quantize_onnx_int8
+    from .export.student import onnx_runner
+    from .metrics.sr import psnr_rgb, psnr_y
+    from .teachers import load_teacher
+
+    cfg, train, evalset = _run_images(run, spec, calib_data)
+    g = torch.Generator().manual_seed(0)
+    calib = []
+    for name, im in train[:calib_count]:  # LR inputs for SR, the square images for translation
+        x = bicubic_downscale(im, spec.scale, name=name)[1] if spec.task == "sr" else im
+        c = min(64 if spec.task == "sr" else 256, *x.shape[-2:])
+        top = int(torch.randint(0, x.shape[-2] - c + 1, (1,), generator=g))
+        left = int(torch.randint(0, x.shape[-1] - c + 1, (1,), generator=g))
+        calib.append(x[None, :, top:top + c, left:left + c])
+    q = quantize_onnx_int8(fp32_path, fp32_path.with_name("student_int8.onnx"), calib,
+                           keep_float=FLOAT_PREFIXES[spec.task] if keep_output_float else ())
+    fp32, i8 = onnx_runner(fp32_path), onnx_runner(q["path"])
+    cfg_d = _run_config(run)
+    ref = "demo-translate" if (cfg_d.get("teacher", "demo") == "demo" and spec.task == "translate") \
+        else cfg_d.get("teacher", "demo")
+    rng = cfg_d.get("teacher_range")
+    teacher = load_teacher(ref, weights=cfg_d.get("teacher_weights"), value_range=tuple(rng) if rng else None,
+                           scale=spec.scale if spec.task == "sr" else None)
+    rows = []
+    for item in evalset:
+        x = item[1]
+        if spec.task == "sr":
+            a, b, t = (predict_tiled(f, x, spec.scale) for f in (fp32, i8, teacher))
+            p = lambda u, v: psnr_y(u, v, spec.scale)  # noqa: E731
+        else:
+            a, b = fp32(x[None]).clamp(0, 1)[0], i8(x[None]).clamp(0, 1)[0]
+            t = teacher.predict(x[None])[0]
+            p = psnr_rgb
+        rows.append({"image": item[0], "int8_vs_fp32": p(b, a), "fp32_to_teacher": p(a, t), "int8_to_teacher": p(b, t)})
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("int8_vs_fp32", "fp32_to_teacher", "int8_to_teacher")}
+    size = 64 if spec.task == "sr" else 256
+    xl = torch.rand(1, 3, size, size)
+    ms32, ms8 = latency_ms(fp32, xl), latency_ms(i8, xl)
+    out = {"int8_onnx": q["path"], "int8_bytes": q["bytes"], "fp32_bytes": fp32_path.stat().st_size,
+           "size_ratio": q["bytes"] / fp32_path.stat().st_size, "float_ops": q["float_ops"],
+           "float_nodes": q["float_nodes"],
+           "calibration_images": len(calib), "eval_images": len(rows), **mean,
+           "delta_psnr_to_teacher": mean["int8_to_teacher"] - mean["fp32_to_teacher"],
+           "latency_input": f"1x3x{size}x{size}", "fp32_ms_onnx": ms32, "int8_ms_onnx": ms8,
+           "latency_ratio_int8_fp32": ms8 / ms32, "per_image": rows}
+    from .fileio import atomic_write_text
+
+    atomic_write_text(run / "int8.json", json.dumps(out, indent=1))
+    return out
 
 
 def upscale(run: str, images: list[str], out: str, quiet: bool = False) -> list[str]:
