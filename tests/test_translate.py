@@ -1,8 +1,6 @@
 """Translation: zoo teachers, the translate pipeline end to end, FID/KID, train-teacher, bad input."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
