@@ -200,6 +200,8 @@ def _print_summary(m: dict) -> None:
     print()
     print(summary_table(m))
     print(f"{m['macs_convention']}; eval: {m['eval_data']} ({m['images']} images)")
+    if m.get("fid_note"):
+        print(m["fid_note"])
 
 
 def cmd_compress(args, demo=False):
