@@ -53,32 +53,28 @@ def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: in
                  quiet: bool = False, real_target: str | None = None) -> dict:
     """Evaluate a finished run's student (and its teacher) on another eval folder.
     Translation runs: fidelity to the teacher, and FID/KID to `real_target` images if given."""
+    from .compress import load_task_teacher
     from .data.sr_sets import load_sr_eval_set
     from .evaluate import quality, translate_quality
     from .export.student import load_student
-    from .teachers import load_teacher
 
     run_p = Path(run)
     student, spec = load_student(run_p)
     cfg = _run_config(run_p)
-    ref = teacher or cfg.get("teacher", "demo")
-    rng = cfg.get("teacher_range")
+    # an overriding --teacher comes without the run's weights and range
+    t = load_task_teacher(spec.task, teacher or cfg.get("teacher", "demo"),
+                          None if teacher else cfg.get("teacher_weights"),
+                          None if teacher else cfg.get("teacher_range"),
+                          scale=spec.scale if spec.task == "sr" else None)
     if spec.task == "translate":
         from .data.translate import load_square_folder
         from .evaluate import check_fid_request
 
         size = int(cfg.get("size", 256))
-        ref = "demo-translate" if ref == "demo" else ref
-        from .compress import _is_black_box
-
-        t = load_teacher(ref, weights=None if teacher else cfg.get("teacher_weights"),
-                         value_range=tuple(rng) if rng and not teacher else None,
-                         scale=1 if _is_black_box(ref) else None)
         data = load_square_folder(eval_data, size, hint="point --eval-data at a folder of input-domain images")
         check_fid_request(len(data), real_target, cfg.get("inception"))
         summary, rows, _ = translate_quality(student, t, data, real_target, cfg.get("inception"), size, quiet)
     else:
-        t = load_teacher(ref, scale=spec.scale, weights=None if teacher else cfg.get("teacher_weights"))
         data = load_sr_eval_set(eval_data, spec.scale)
         summary, rows, _ = quality(student, t, data, spec.scale, quiet)
     res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}
@@ -96,7 +92,7 @@ def _run_config(run: Path) -> dict:
 
 
 def export_run(run: str, out: str | None = None, int8: bool = False, calib_data: str | None = None,
-               calib_count: int = 16, quiet: bool = False) -> dict:
+               calib_count: int = 16) -> dict:
     """(Re-)export a run's student to ONNX, checked against PyTorch; with `int8`, also an int8 QDQ
     model calibrated on `calib_data` (default: the run's training images), evaluated against the
     fp32 model on the run's evaluation images (written to RUN/int8.json)."""
@@ -107,35 +103,34 @@ def export_run(run: str, out: str | None = None, int8: bool = False, calib_data:
     diff = export_onnx(model, path)
     res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
     if int8:
-        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, quiet)
+        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count)
     return res
 
 
-def _run_images(run: Path, spec, calib_data: str | None):
-    """(calibration inputs, evaluation triples) from the run's own config (task, data, size)."""
+def _run_images(cfg_d: dict, spec, calib_data: str | None):
+    """(training images, evaluation items) as the run `cfg_d` (its config.json) saw them."""
     from .compress import CompressConfig, eval_set, training_images
     from .distill.train import TrainConfig
     from .methods.agd import AGDSearchConfig
 
-    cfg_d = _run_config(run)
     patch = lambda k, d: int((cfg_d.get(k) or {}).get("patch", d))  # noqa: E731 - the run's own patch sizes
     cfg = CompressConfig(task=spec.task, scale=spec.scale, train_data=calib_data or cfg_d.get("train_data"),
                          eval_data=cfg_d.get("eval_data"), size=int(cfg_d.get("size", 256)),
                          search=AGDSearchConfig(patch=patch("search", 24)), retrain=TrainConfig(patch=patch("retrain", 32)))
-    return cfg, training_images(cfg), eval_set(cfg)
+    return training_images(cfg), eval_set(cfg)
 
 
-def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int, quiet: bool,
-                 keep_output_float: bool = True) -> dict:
+def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int) -> dict:
     from .arch.cost import latency_ms
+    from .compress import load_task_teacher
     from .data.degrade import bicubic_downscale
     from .evaluate import predict_tiled
     from .export.int8 import FLOAT_PREFIXES, quantize_onnx_int8
     from .export.student import onnx_runner
     from .metrics.sr import psnr_rgb, psnr_y
-    from .teachers import load_teacher
 
-    cfg, train, evalset = _run_images(run, spec, calib_data)
+    cfg_d = _run_config(run)
+    train, evalset = _run_images(cfg_d, spec, calib_data)
     g = torch.Generator().manual_seed(0)
     calib = []
     for name, im in train[:calib_count]:  # LR inputs for SR, the square images for translation
@@ -145,14 +140,10 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int,
         left = int(torch.randint(0, x.shape[-1] - c + 1, (1,), generator=g))
         calib.append(x[None, :, top:top + c, left:left + c])
     q = quantize_onnx_int8(fp32_path, fp32_path.with_name("student_int8.onnx"), calib,
-                           keep_float=FLOAT_PREFIXES[spec.task] if keep_output_float else ())
+                           keep_float=FLOAT_PREFIXES[spec.task])
     fp32, i8 = onnx_runner(fp32_path), onnx_runner(q["path"])
-    cfg_d = _run_config(run)
-    ref = "demo-translate" if (cfg_d.get("teacher", "demo") == "demo" and spec.task == "translate") \
-        else cfg_d.get("teacher", "demo")
-    rng = cfg_d.get("teacher_range")
-    teacher = load_teacher(ref, weights=cfg_d.get("teacher_weights"), value_range=tuple(rng) if rng else None,
-                           scale=spec.scale if spec.task == "sr" else None)
+    teacher = load_task_teacher(spec.task, cfg_d.get("teacher", "demo"), cfg_d.get("teacher_weights"),
+                                cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None)
     rows = []
     for item in evalset:
         x = item[1]

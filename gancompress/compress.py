@@ -207,6 +207,20 @@ def _is_black_box(ref: str) -> bool:
     return _ALIASES.get(kind, kind) not in ZOO and not ref.startswith("demo")
 
 
+def load_task_teacher(task: str, ref: str, weights: str | None = None, value_range=None,
+                      device: str = "cpu", scale: int | None = None):
+    """The teacher of a run: 'demo' means the bundled teacher of the task, and a black-box
+    translation teacher keeps the image size (scale 1, no probe). One place for compress, eval
+    and int8 export, so they always load the same model the same way."""
+    from .teachers import load_teacher
+
+    ref = "demo-translate" if (ref == "demo" and task == "translate") else ref
+    if task == "translate" and _is_black_box(ref):
+        scale = 1
+    return load_teacher(ref, weights=weights, device=device, scale=scale,
+                        value_range=tuple(value_range) if value_range else None)
+
+
 def check_teacher_task(cfg: CompressConfig, teacher) -> None:
     """A zoo teacher knows its task; a black-box translation teacher must state its value range."""
     from .teachers import ZOO
@@ -337,8 +351,6 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
 
 
 def _compress(cfg: CompressConfig, force: bool) -> dict:
-    from .teachers import load_teacher
-
     validate_options(cfg)
     finished = finished_metrics(cfg)
     if finished is not None:  # a finished run with the same config: nothing to do, touch nothing
@@ -347,10 +359,7 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     cfg.device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     # scale=None: zoo teachers read it from the checkpoint, black boxes from a probe run
-    ref = "demo-translate" if (cfg.teacher == "demo" and cfg.task == "translate") else cfg.teacher
-    teacher = load_teacher(ref, weights=cfg.teacher_weights, device=cfg.device,
-                           value_range=tuple(cfg.teacher_range) if cfg.teacher_range else None,
-                           scale=1 if cfg.task == "translate" and _is_black_box(ref) else None)
+    teacher = load_task_teacher(cfg.task, cfg.teacher, cfg.teacher_weights, cfg.teacher_range, cfg.device)
     check_teacher_task(cfg, teacher)
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
