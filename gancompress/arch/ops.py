@@ -113,7 +113,8 @@ class ResBlock(_Op):
 
     def forward(self, x, out_mask=None, hid_mask=None):
         h = _mask(self._act(_apply(self.norm1, self.conv1(x))), out_mask)
-        y = _apply(self.norm2, self.conv2(h)) + match_channels(x, self.conv2.out_channels)
+        y = _apply(self.norm2, self.conv2(h))
+        y = y + match_channels(x, y.shape[1])  # the tensor's width: right in dynamic supernets too
         return _mask(self._out_act(y), out_mask)
 
 
@@ -136,7 +137,8 @@ class InvertedResidual(_Op):
     def forward(self, x, out_mask=None, hid_mask=None):
         h = _mask(self._act(_apply(self.norm_e, self.expand(x))), hid_mask)
         h = _mask(self._act(_apply(self.norm_d, self.dw(h))), hid_mask)
-        y = _apply(self.norm_p, self.project(h)) + match_channels(x, self.project.out_channels)
+        y = _apply(self.norm_p, self.project(h))
+        y = y + match_channels(x, y.shape[1])
         return _mask(y, out_mask)
 
 

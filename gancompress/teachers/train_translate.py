@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.patches import PatchSampler
+from ..distill.gan import PatchDiscriminator
 from ..distill.loop import run_loop
 from ..errors import UserError
 from ..fileio import save_safetensors_atomic
@@ -52,26 +53,6 @@ def toon_filter(img: torch.Tensor, levels: int = 5, edge: float = 0.25) -> torch
 
 
 # ---- discriminator and image pool -----------------------------------------------------------
-class PatchDiscriminator(nn.Module):
-    """70x70 PatchGAN: conv4x4 stride 2 (64, 128, 256), conv4x4 stride 1 (512), conv4x4 -> 1 map;
-    instance norm except on the first and last convs, LeakyReLU 0.2."""
-
-    def __init__(self, in_nc: int = 3, ndf: int = 64, n_layers: int = 3):
-        super().__init__()
-        layers = [nn.Conv2d(in_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        c = ndf
-        for i in range(1, n_layers + 1):
-            c_next = ndf * min(2 ** i, 8)
-            stride = 2 if i < n_layers else 1
-            layers += [nn.Conv2d(c, c_next, 4, stride, 1), nn.InstanceNorm2d(c_next), nn.LeakyReLU(0.2, True)]
-            c = c_next
-        layers.append(nn.Conv2d(c, 1, 4, 1, 1))
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.model(x)
-
-
 class ImagePool:
     """Keeps up to `size` past fakes; with probability 1/2 the discriminator sees an old one
     instead of the new one (Shrivastava et al.), which steadies CycleGAN's training."""

@@ -1,0 +1,50 @@
+"""The adversarial term shared by GAN Compression and GAN Slimming (and the teacher trainer):
+a PatchGAN discriminator and LSGAN / hinge losses.
+
+In distillation the discriminator's "real" images are the teacher's outputs (unpaired case) or
+the ground truth (paired case, e.g. the HR photographs of SR); "fake" are the student's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAN_LOSSES = ("lsgan", "hinge")
+
+
+class PatchDiscriminator(nn.Module):
+    """70x70 PatchGAN: conv4x4 stride 2 (64, 128, 256), conv4x4 stride 1 (512), conv4x4 -> 1 map;
+    instance norm except on the first and last convs, LeakyReLU 0.2."""
+
+    def __init__(self, in_nc: int = 3, ndf: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers = [nn.Conv2d(in_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        c = ndf
+        for i in range(1, n_layers + 1):
+            c_next = ndf * min(2 ** i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [nn.Conv2d(c, c_next, 4, stride, 1), nn.InstanceNorm2d(c_next), nn.LeakyReLU(0.2, True)]
+            c = c_next
+        layers.append(nn.Conv2d(c, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+
+def d_loss(kind: str, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss (averaged over real and fake)."""
+    if kind == "hinge":
+        return 0.5 * (F.relu(1 - pred_real).mean() + F.relu(1 + pred_fake).mean())
+    return 0.5 * (F.mse_loss(pred_real, torch.ones_like(pred_real))
+                  + F.mse_loss(pred_fake, torch.zeros_like(pred_fake)))
+
+
+def g_loss(kind: str, pred_fake: torch.Tensor) -> torch.Tensor:
+    """Generator (student) loss: make the discriminator call its output real."""
+    if kind == "hinge":
+        return -pred_fake.mean()
+    return F.mse_loss(pred_fake, torch.ones_like(pred_fake))

@@ -1,0 +1,119 @@
+"""Evolutionary search over a width space under a MACs budget (GAN Compression / once-for-all).
+
+Generation 0 is `population` random in-budget configs; each next generation keeps the best
+`parent_frac` of the population, and fills the rest with mutants (each position re-drawn with
+probability `mutate_prob`) and crossovers (each position from one of two parents), in the ratio
+`mutation_frac` : 1 - `mutation_frac`. Candidates over budget are rejected and redrawn (rejection
+sampling; after many failures the smallest config is used, which always fits once the caller has
+checked the budget).
+
+Scores (higher is better) are cached by config string, so a config met again costs nothing. The
+state (generation, population, cache, RNG) is written atomically after every generation, so an
+interrupted search resumes exactly where it stopped and, with the same seed, ends with the same
+result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..fileio import atomic_write_text
+
+
+@dataclass
+class EvolutionConfig:
+    population: int = 32
+    generations: int = 12
+    parent_frac: float = 0.25
+    mutation_frac: float = 0.5
+    mutate_prob: float = 0.2
+    max_tries: int = 1000
+    seed: int = 0
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _rng_state(rng: random.Random):
+    v, state, gauss = rng.getstate()
+    return [v, list(state), gauss]
+
+
+def _set_rng_state(rng: random.Random, s):
+    rng.setstate((s[0], tuple(s[1]), s[2]))
+
+
+def evolve(space, score_fn, budget: int, cfg: EvolutionConfig, state_path: Path | None = None,
+           progress=None, log=None) -> dict:
+    """Returns {"best": config, "best_score", "cache": {config string: score}, "history": [...]}.
+
+    `space`: has choices (per position), sample(rng), format(config), macs(config),
+    min_config(). `score_fn(config) -> float`. `progress(n)`: called per new candidate scored."""
+    rng = random.Random(cfg.seed)
+    st = {"generation": 0, "population": [], "cache": {}, "history": [], "rng": None}
+    if state_path is not None and Path(state_path).is_file():
+        st = json.loads(Path(state_path).read_text())
+        _set_rng_state(rng, st["rng"])
+    cache: dict[str, float] = st["cache"]
+    macs_cache: dict[str, int] = {}
+
+    def fits(c):
+        k = space.format(c)
+        if k not in macs_cache:
+            macs_cache[k] = space.macs(c)
+        return macs_cache[k] <= budget
+
+    def draw(make):
+        for _ in range(cfg.max_tries):
+            c = make()
+            if fits(c):
+                return tuple(c)
+        return tuple(space.min_config())
+
+    def score(c):
+        k = space.format(c)
+        if k not in cache:
+            cache[k] = float(score_fn(c))
+            if progress:
+                progress(1)
+        return cache[k]
+
+    def mutate(parent):
+        return [rng.choice(ch) if rng.random() < cfg.mutate_prob else w for w, ch in zip(parent, space.choices)]
+
+    def cross(a, b):
+        return [x if rng.random() < 0.5 else y for x, y in zip(a, b)]
+
+    def save():
+        st["rng"] = _rng_state(rng)
+        if state_path is not None:
+            atomic_write_text(Path(state_path), json.dumps(st))
+
+    while st["generation"] < cfg.generations:
+        g = st["generation"]
+        if g == 0:
+            pop = [draw(lambda: space.sample(rng)) for _ in range(cfg.population)]
+        else:
+            prev = [tuple(c) for c in st["population"]]
+            n_par = max(2, int(round(cfg.parent_frac * len(prev))))
+            parents = sorted(prev, key=lambda c: -cache[space.format(c)])[:n_par]
+            n_mut = int(round(cfg.mutation_frac * (cfg.population - n_par)))
+            kids = [draw(lambda: mutate(rng.choice(parents))) for _ in range(n_mut)]
+            kids += [draw(lambda: cross(*rng.sample(parents, 2))) for _ in range(cfg.population - n_par - n_mut)]
+            pop = parents + kids
+        scores = [score(c) for c in pop]
+        best = max(range(len(pop)), key=lambda i: scores[i])
+        st["history"].append({"generation": g, "best": space.format(pop[best]), "best_score": scores[best],
+                              "evaluated": len(cache)})
+        if log:
+            log(f"generation {g}: best {scores[best]:.4f} ({space.format(pop[best])}), {len(cache)} evaluated")
+        st["population"] = [list(c) for c in pop]
+        st["generation"] = g + 1
+        save()
+    best_key = max(cache, key=lambda k: cache[k]) if cache else space.format(space.min_config())
+    best_cfg = tuple(int(v) for v in best_key.split("_"))
+    # the best of everything scored that fits (the cache holds only in-budget configs)
+    return {"best": best_cfg, "best_score": cache.get(best_key), "cache": cache, "history": st["history"]}
