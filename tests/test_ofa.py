@@ -253,3 +253,14 @@ def test_ofa_translate_with_a_cyclegan_teacher(tmp_path):
     spec = json.loads((out / "search" / "spec.json").read_text())
     assert spec["task"] == "translate" and len(spec["meta"]["config"].split("_")) == 7  # stem down nf 2 cells up0 up1
     assert (out / "student" / "student.onnx").is_file()
+
+
+def test_cli_bad_teacher_layer_is_one_line_exit_2(tiny_teacher, tiny_data, tmp_path, capsys):
+    from test_bad_input import TINY, run_cli
+
+    train, evald = tiny_data
+    code, err, line = run_cli(capsys, ["compress", "--method", "ofa", "--teacher", tiny_teacher, "--train-data", train,
+                                       "--eval-data", evald, "--out", str(tmp_path / "r"), "--teacher-layers",
+                                       "conv_first,nope", *TINY])
+    assert code == 2 and "has no layer 'nope'; available names:" in line and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

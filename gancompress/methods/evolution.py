@@ -26,7 +26,7 @@ from ..fileio import atomic_write_text
 @dataclass
 class EvolutionConfig:
     population: int = 32
-    generations: int = 12
+    generations: int = 16
     parent_frac: float = 0.25
     mutation_frac: float = 0.5
     mutate_prob: float = 0.2
