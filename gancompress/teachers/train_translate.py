@@ -20,7 +20,6 @@ The generator is saved in the public CycleGAN release's `model.N.*` layout (`cyc
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.patches import PatchSampler
-from ..distill.gan import PatchDiscriminator
+from ..distill.gan import ImagePool, PatchDiscriminator
 from ..distill.loop import run_loop
 from ..errors import UserError
 from ..fileio import save_safetensors_atomic
@@ -53,37 +52,6 @@ def toon_filter(img: torch.Tensor, levels: int = 5, edge: float = 0.25) -> torch
 
 
 # ---- discriminator and image pool -----------------------------------------------------------
-class ImagePool:
-    """Keeps up to `size` past fakes; with probability 1/2 the discriminator sees an old one
-    instead of the new one (Shrivastava et al.), which steadies CycleGAN's training."""
-
-    def __init__(self, size: int = 50, seed: int = 0):
-        self.size, self.images = size, []
-        self.rng = random.Random(seed)
-
-    def query(self, batch: torch.Tensor) -> torch.Tensor:
-        out = []
-        for im in batch.detach():
-            if len(self.images) < self.size:
-                self.images.append(im.clone())
-                out.append(im)
-            elif self.rng.random() < 0.5:
-                j = self.rng.randrange(self.size)
-                out.append(self.images[j].clone())
-                self.images[j] = im.clone()
-            else:
-                out.append(im)
-        return torch.stack(out)
-
-    def state_dict(self):
-        return {"images": list(self.images), "rng": list(self.rng.getstate()[1]),
-                "rng_pos": self.rng.getstate()[2] if self.rng.getstate()[2] is not None else -1}
-
-    def load_state_dict(self, d):
-        self.images = list(d["images"])
-        self.rng.setstate((3, tuple(int(v) for v in d["rng"]), None if d["rng_pos"] == -1 else d["rng_pos"]))
-
-
 def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
     return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
 

@@ -1,0 +1,109 @@
+"""The `search` and `retrain` stages of a run for `--method slim` (GAN Slimming):
+
+  search/slim.ckpt          the joint distillation + pruning (+ QAT) optimization (resumable)
+  search/spec.json          the extracted network; search/init.safetensors its weights
+  search/slim.json          threshold, widths per position, gate sparsity
+  retrain.ckpt              fine-tuning by distillation (with fake quantization for GS-8)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from safetensors.torch import load_file
+
+from ..arch.build import build_student
+from ..arch.cost import fmt_macs, spec_macs
+from ..arch.spec import ArchSpec
+from ..distill.loop import is_main, world
+from ..fileio import atomic_write_text, save_safetensors_atomic
+from . import slim
+
+
+def slim_space(cfg):
+    from ..compress import frame_template
+    from .ofa_space import OFASpace
+
+    s = cfg.search
+    return OFASpace(frame_template(s, cfg.task, cfg.scale), s.n_cells, s.n_layers, cfg.slim.op, s.width_ratios)
+
+
+class SlimRun:
+    def __init__(self, cfg, run, names, pairs, perceptual):
+        from ..compress import _distill_loss
+
+        self.cfg, self.run, self.names, self.pairs, self.perceptual = cfg, run, names, pairs, perceptual
+        self.space = slim_space(cfg)
+        self.recon = _distill_loss(perceptual, cfg)
+
+    def _log(self, msg):
+        if not self.cfg.quiet and is_main():
+            print(msg, flush=True)
+
+    def _sampler(self, patch, batch, seed):
+        from ..data.patches import PatchSampler
+
+        rank, ws = world()
+        return PatchSampler(self.pairs, patch, self.cfg.scale, batch, seed, names=self.names, rank=rank,
+                            world_size=ws)
+
+    def _quantize(self, module):
+        from ..quant.fake import enable_fake_quant
+
+        if self.cfg.slim.bits == 8:
+            enable_fake_quant(module, 8, skip=slim.QAT_FLOAT[self.cfg.task])
+
+    def search(self, budget: int):
+        cfg, run, o = self.cfg, self.run, self.cfg.slim
+        spec_path, init_path = run / "search" / "spec.json", run / "search" / "init.safetensors"
+        if run.done("search"):
+            return ArchSpec.load(spec_path), load_file(str(init_path))
+        (run / "search").mkdir(exist_ok=True)
+        s = cfg.search
+        student = slim.GatedStudent(self.space)
+        self._quantize(student.net)
+        slim.train_gated(o, student, self.recon, self._sampler(s.patch, s.batch, cfg.seed), run / "search" / "slim.ckpt",
+                         cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed)
+        student.cpu().eval()
+        zero = student.sparsity()
+        t = slim.threshold_for_budget(student, budget)
+        kept = slim.kept_channels(student, t)
+        plain, spec = slim.extract(student, kept)
+        spec = replace(spec, bits=o.bits, meta={"method": "slim", "budget_macs": int(budget),
+                                                "macs": int(spec_macs(spec)), "threshold": t, "rho": o.rho,
+                                                "gate_sparsity": zero, "bits": o.bits})
+        info = {"threshold": t, "gate_sparsity_after_training": zero,
+                "widths": dict(zip(self.space.names, slim.widths_of(kept))),
+                "widest": dict(zip(self.space.names, self.space.max_config()))}
+        self._log(f"GAN Slimming: {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} keeps "
+                  f"{fmt_macs(spec.meta['macs'])} MACs (budget {fmt_macs(budget)})")
+        init_state = {k: v.contiguous() for k, v in plain.state_dict().items()}
+        if is_main():
+            save_safetensors_atomic(init_state, init_path)
+            atomic_write_text(run / "search" / "slim.json", json.dumps(info, indent=1))
+            spec.save(spec_path)
+            run.mark("search", {"macs": spec_macs(spec)})
+        return spec, init_state
+
+    def finetune(self, spec, init_state):
+        from ..arch.build import load_sliced
+        from ..distill.train import fit_pixels
+        from ..export.student import load_student, save_student
+        from ..quant.fake import strip_fake_quant
+
+        cfg, run = self.cfg, self.run
+        if run.done("retrain"):
+            return load_student(run / "student")[0]
+        student = build_student(spec)
+        if cfg.init == "supernet":
+            load_sliced(student, init_state)
+        self._quantize(student)
+        r = cfg.retrain
+        fit_pixels(student, self._sampler(r.patch, r.batch, cfg.seed + 11), r, run / "retrain.ckpt", "GS fine-tune",
+                   cfg.device, cfg.quiet, self.perceptual)
+        student = strip_fake_quant(student).cpu().eval()
+        if is_main():
+            save_student(student, spec, run / "student")
+            run.mark("retrain")
+        return student

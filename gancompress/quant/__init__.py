@@ -1,0 +1,1 @@
+"""Quantization: fake quantization for QAT (int8 export lives in export/int8.py)."""

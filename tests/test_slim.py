@@ -1,0 +1,102 @@
+"""GAN Slimming (`--method slim`): proximal step, fake quantization, extraction, budget threshold."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_config
+from gancompress.arch.cost import spec_macs
+from gancompress.methods.agd import AGDSearchConfig, frame_template
+from gancompress.methods.ofa_space import OFASpace
+from gancompress.methods.slim import (GatedStudent, SlimConfig, extract, kept_channels, threshold_for_budget,
+                                      widths_of, zero_cut_gates)
+from gancompress.quant.fake import enable_fake_quant, fake_quant_act, fake_quant_weight, strip_fake_quant
+
+
+def _gated(task="sr"):
+    cfg = AGDSearchConfig(nf=16, n_cells=2, n_layers=3, upsampler="pixelshuffle" if task == "sr" else "deconv")
+    space = OFASpace(frame_template(cfg, task, 4 if task == "sr" else 1), 2, 3, "conv3x3")
+    torch.manual_seed(0)
+    g = GatedStudent(space)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for q in g.gate_parameters():
+            q.uniform_(-1, 1)
+    return g
+
+
+def test_proximal_step_is_the_exact_soft_threshold():
+    g = _gated()
+    before = [q.detach().clone() for q in g.gate_parameters()]
+    g.proximal_step(0.3)
+    for b, a in zip(before, g.gate_parameters()):
+        expected = torch.where(b.abs() <= 0.3, torch.zeros_like(b), b - 0.3 * torch.sign(b))
+        assert torch.equal(a.detach(), expected)
+
+
+def test_fake_quant_is_round_to_grid_with_straight_through_gradients():
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    q = fake_quant_weight(w)
+    scale = w.detach().abs().amax((1, 2, 3), keepdim=True) / 127
+    assert torch.allclose(q, torch.round(w.detach() / scale) * scale, atol=1e-6)
+    q.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+    x = torch.linspace(-1, 2, 101, requires_grad=True)
+    y = fake_quant_act(x, -1.0, 2.0)
+    step = 3.0 / 255
+    assert torch.allclose(y / step, torch.round(y.detach() / step), atol=1e-4)  # on the uint8 grid
+    assert (y - x).abs().max() <= step / 2 + 1e-6
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    conv = nn.Conv2d(3, 4, 3)
+    m = nn.Sequential(conv)
+    enable_fake_quant(m)
+    m.train()(torch.rand(1, 3, 8, 8))
+    wq = conv.weight.detach().clone()
+    strip_fake_quant(m)
+    assert torch.equal(conv.weight.detach(), wq) and not conv._forward_pre_hooks
+
+
+@pytest.mark.parametrize("task", ["sr", "translate"])
+def test_extraction_equals_the_masked_network_and_the_threshold_meets_the_budget(task):
+    g = _gated(task)
+    space = g.space
+    budget = int(0.35 * space.macs(space.max_config()))
+    t = threshold_for_budget(g, budget)
+    kept = kept_channels(g, t)
+    assert spec_macs(space.spec(widths_of(kept))) <= budget
+    lower = [v for v in sorted({float(x) for q in g.gate_parameters() for x in q.detach().abs()}) if v < t]
+    if lower:  # the threshold is the smallest that fits: one notch lower does not
+        assert spec_macs(space.spec(widths_of(kept_channels(g, lower[-1])))) > budget
+    zero_cut_gates(g, kept)
+    plain, spec = extract(g, kept)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(g(x), plain(x), atol=1e-5)
+    assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in g.net.parameters())
+
+
+def test_a_layer_pruned_to_nothing_keeps_a_floor_and_warns():
+    g = _gated()
+    with torch.no_grad():
+        g.gates[1].zero_()
+    with pytest.warns(UserWarning, match="pruned every channel of cell0.layer0"):
+        kept = kept_channels(g, 0.0)
+    assert kept[1].numel() == 1
+
+
+@pytest.mark.parametrize("bits", [32, 8])
+def test_slim_compress_end_to_end(tiny_teacher, tiny_data, tmp_path, bits):
+    from gancompress.compress import compress
+
+    slim = SlimConfig(steps=6, rho=0.5, bits=bits)
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", slim=slim)
+    cfg.search.n_layers = 3
+    m = compress(cfg)
+    assert m["method"] == "slim" and m["within_budget"]
+    spec = json.loads((tmp_path / "run" / "search" / "spec.json").read_text())
+    assert spec["bits"] == bits and spec["meta"]["method"] == "slim"
+    assert m["student_macs"] == m["student_macs_flopcounter"]
