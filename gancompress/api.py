@@ -92,7 +92,7 @@ def _run_config(run: Path) -> dict:
 
 
 def export_run(run: str, out: str | None = None, int8: bool = False, calib_data: str | None = None,
-               calib_count: int = 16) -> dict:
+               calib_count: int = 16, recipe: str | None = None) -> dict:
     """(Re-)export a run's student to ONNX, checked against PyTorch; with `int8`, also an int8 QDQ
     model calibrated on `calib_data` (default: the run's training images), evaluated against the
     fp32 model on the run's evaluation images (written to RUN/int8.json)."""
@@ -103,7 +103,7 @@ def export_run(run: str, out: str | None = None, int8: bool = False, calib_data:
     diff = export_onnx(model, path)
     res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
     if int8:
-        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count)
+        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, recipe)
     return res
 
 
@@ -120,12 +120,12 @@ def _run_images(cfg_d: dict, spec, calib_data: str | None):
     return training_images(cfg), eval_set(cfg)
 
 
-def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int) -> dict:
+def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int, recipe: str | None = None) -> dict:
     from .arch.cost import latency_ms
     from .compress import load_task_teacher
     from .data.degrade import bicubic_downscale
     from .evaluate import predict_tiled
-    from .export.int8 import FLOAT_PREFIXES, quantize_onnx_int8
+    from .export.int8 import quantize_onnx_int8
     from .export.student import onnx_runner
     from .metrics.sr import psnr_rgb, psnr_y
 
@@ -139,8 +139,7 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int)
         top = int(torch.randint(0, x.shape[-2] - c + 1, (1,), generator=g))
         left = int(torch.randint(0, x.shape[-1] - c + 1, (1,), generator=g))
         calib.append(x[None, :, top:top + c, left:left + c])
-    q = quantize_onnx_int8(fp32_path, fp32_path.with_name("student_int8.onnx"), calib,
-                           keep_float=FLOAT_PREFIXES[spec.task])
+    q = quantize_onnx_int8(fp32_path, fp32_path.with_name("student_int8.onnx"), calib, spec.task, recipe)
     fp32, i8 = onnx_runner(fp32_path), onnx_runner(q["path"])
     teacher = load_task_teacher(spec.task, cfg_d.get("teacher", "demo"), cfg_d.get("teacher_weights"),
                                 cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None)
@@ -161,7 +160,7 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int)
     ms32, ms8 = latency_ms(fp32, xl), latency_ms(i8, xl)
     out = {"int8_onnx": q["path"], "int8_bytes": q["bytes"], "fp32_bytes": fp32_path.stat().st_size,
            "size_ratio": q["bytes"] / fp32_path.stat().st_size, "float_ops": q["float_ops"],
-           "float_nodes": q["float_nodes"],
+           "float_nodes": q["float_nodes"], "recipe": q["recipe"],
            "calibration_images": len(calib), "eval_images": len(rows), **mean,
            "delta_psnr_to_teacher": mean["int8_to_teacher"] - mean["fp32_to_teacher"],
            "latency_input": f"1x3x{size}x{size}", "fp32_ms_onnx": ms32, "int8_ms_onnx": ms8,

@@ -347,12 +347,12 @@ def cmd_eval(args):
 def cmd_export(args):
     from .api import export_run
 
-    res = export_run(args.run, args.onnx, int8=args.int8, calib_data=args.calib_data)
+    res = export_run(args.run, args.onnx, int8=args.int8, calib_data=args.calib_data, recipe=args.int8_recipe)
     print(f"ONNX written to {res['onnx']} ({res['bytes'] / 1e6:.2f} MB; max |ONNX - PyTorch| = "
           f"{res['max_abs_diff']:.1e})")
     q = res.get("int8")
     if q:
-        print(f"int8 ONNX written to {q['int8_onnx']} ({q['int8_bytes'] / 1e6:.2f} MB, {q['size_ratio']:.2f} of fp32); "
+        print(f"int8 ONNX ({q['recipe']} recipe) written to {q['int8_onnx']} ({q['int8_bytes'] / 1e6:.2f} MB, {q['size_ratio']:.2f} of fp32); "
               f"PSNR to teacher {q['int8_to_teacher']:.2f} dB (fp32 {q['fp32_to_teacher']:.2f}, delta "
               f"{q['delta_psnr_to_teacher']:+.2f}); int8 vs fp32 {q['int8_vs_fp32']:.2f} dB; ORT latency int8/fp32 "
               f"{q['latency_ratio_int8_fp32']:.2f} at {q['latency_input']}")
@@ -424,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write student_int8.onnx (ONNX Runtime static QDQ quantization) and measure it")
     x.add_argument("--calib-data", default=None,
                    help="folder of calibration images for --int8 (default: the run's training images)")
+    x.add_argument("--int8-recipe", default=None, choices=["qlinear", "conv"],
+                   help="qlinear: int8 conv + LeakyReLU + add kernels (QOperator; default for sr); conv: QDQ "
+                        "around the convolutions only (default for translate)")
     x.add_argument("--threads", type=int, default=None)
     for name, what in (("upscale", "super-resolve images with a compressed SR student"),
                        ("apply", "run a compressed student (SR or translation) on image files")):

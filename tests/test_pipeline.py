@@ -136,7 +136,12 @@ def test_int8_export_runs_and_stays_close_to_fp32(finished_run, capsys, tmp_path
     q = json.loads((out / "int8.json").read_text())
     assert (out / "student" / "student_int8.onnx").is_file() and q["size_ratio"] > 0  # tiny: QDQ overhead dominates
     assert q["int8_vs_fp32"] > 30 and q["calibration_images"] >= 1
-    assert "LeakyRelu" in q["float_ops"] and any(n.startswith("/skip/") for n in q["float_nodes"])
+    # SR default recipe: conv, LeakyReLU and add run as int8 kernels; the bicubic skip stays float
+    assert q["recipe"] == "qlinear" and "LeakyRelu" not in q["float_ops"] and "Conv" in q["float_ops"]
+    assert any(n.startswith("/skip/") for n in q["float_nodes"])
+    assert main(["export", str(out), "--int8", "--int8-recipe", "conv"]) == 0
+    q = json.loads((out / "int8.json").read_text())
+    assert q["recipe"] == "conv" and q["int8_vs_fp32"] > 30 and any(n.startswith("/upsampler/") for n in q["float_nodes"])
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["export", str(out), "--int8", "--calib-data", str(empty)]) == 2

@@ -24,25 +24,58 @@ def _op_types(path) -> Counter:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-# Kept in float by default: the layers that write the output image directly. The bicubic skip is a
-# fixed interpolation whose taps int8 cannot hold exactly, and the last conv's rounding lands on
-# every output pixel; both cost little time (measured in BENCHMARKS.md).
-FLOAT_PREFIXES = {"sr": ("/skip/", "/upsampler/"), "translate": ("/out/",)}
-# Only the convolutions are quantized. Measured on the two demo students (BENCHMARKS.md): also
-# quantizing every other op the quantizer knows (InstanceNormalization, Relu, Pad, ...) made the SR
-# student lose 0.54 instead of 0.20 dB PSNR to the teacher, and the translation student ran no faster
-# than fp32 (int8/fp32 latency 1.01 instead of 0.68).
-QUANTIZED_OPS = ("Conv", "ConvTranspose")
+# Recipes (format, quantized op types, node-name prefixes kept in float), measured in BENCHMARKS.md.
+# "qlinear" (SR default): ONNX Runtime's QOperator format, where conv, LeakyReLU and add run as
+# int8 kernels (QLinearConv, com.microsoft QLinearLeakyRelu / QLinearAdd), so activations stay int8
+# between layers; in QDQ form each LeakyReLU broke the int8 chain and the model ran no faster than
+# fp32. Only the bicubic skip stays float (a fixed interpolation int8 cannot hold exactly).
+# "conv" (translation default): QDQ around the convolutions only; the output conv and every
+# ConvTranspose2d stay float. ONNX Runtime's int8 ConvTranspose alone took the demo translation
+# student to 24.8 dB PSNR against its own fp32 output (per channel or per tensor alike), against
+# 35.2 dB with all the other convs int8; quantizing InstanceNormalization, Relu, Pad as well made
+# it no faster.
+RECIPES = {
+    "qlinear": ("QOperator", ("Conv", "LeakyRelu", "Add"), {"sr": ("/skip/",), "translate": ("/out/",)}),
+    "conv": ("QDQ", ("Conv",), {"sr": ("/skip/", "/upsampler/"), "translate": ("/out/",)}),
+}
+DEFAULT_RECIPE = {"sr": "qlinear", "translate": "conv"}
+
+
+def compact_names(path: Path) -> None:
+    """Rename every internal tensor and node to a short id, in place. Quantization writes names
+    like `/cells/cells.0/layers.0/conv/Conv_output_0_QuantizeLinear_Output` four times per layer:
+    for a small student they were a third of the int8 file. Graph inputs and outputs keep theirs."""
+    import onnx
+
+    m = onnx.load(str(path))
+    g = m.graph
+    keep = {i.name for i in g.input} | {o.name for o in g.output}
+    names: dict[str, str] = {}
+
+    def short(n):
+        if not n or n in keep:
+            return n
+        return names.setdefault(n, f"t{len(names)}")
+
+    for t in g.initializer:
+        t.name = short(t.name)
+    for i, node in enumerate(g.node):
+        node.name = f"n{i}"
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
+    del g.value_info[:]
+    onnx.save(m, str(path))
 
 
 def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: list[torch.Tensor],
-                       per_channel: bool = True, keep_float: tuple = ()) -> dict:
+                       task: str = "sr", recipe: str | None = None, per_channel: bool = True) -> dict:
     """Write an int8 QDQ model of `fp32_path` calibrated on `calib` ((1, 3, h, w) inputs in [0, 1]).
     Nodes whose name starts with one of `keep_float` stay float. Returns {path, bytes, float_ops:
     {op: count}, float_nodes: [...]} (float_ops: op types with no int8 form)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calib:
         raise UserError("int8 calibration needs at least one image; point --calib-data at a folder of "
@@ -56,20 +89,33 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
             x = next(self.it, None)
             return None if x is None else {"lr": x.detach().cpu().numpy()}
 
-    kept = [n.name for n in onnx.load(str(fp32_path)).graph.node if n.name.startswith(tuple(keep_float))]
+    recipe = recipe or DEFAULT_RECIPE[task]
+    if recipe not in RECIPES:
+        raise UserError(f"unknown int8 recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    fmt, ops, floats = RECIPES[recipe]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    pre = out_path.with_name(f".{out_path.name}.pre{os.getpid()}.onnx")
     try:
-        quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        # ONNX Runtime's own pre-processing (constant folding, redundant-node removal) first, as its
+        # quantizer recommends: fewer leftover shape ops, smaller file
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        kept = [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(tuple(floats[task]))]
+        quantize_static(str(pre), str(tmp), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept,
-                        op_types_to_quantize=list(QUANTIZED_OPS))
+                        op_types_to_quantize=list(ops))
+        compact_names(tmp)
         os.replace(tmp, out_path)
     finally:
-        tmp.unlink(missing_ok=True)
-        for extra in Path(out_path.parent).glob(f".{out_path.name}.tmp*"):
+        for extra in [pre, *Path(out_path.parent).glob(f".{out_path.name}.tmp*")]:
             extra.unlink(missing_ok=True)
     plumbing = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze", "Concat", "Cast"}
-    float_ops = {op: n for op, n in _op_types(fp32_path).items() if op not in QUANTIZED_OPS and op not in plumbing}
-    return {"path": str(out_path), "bytes": out_path.stat().st_size, "float_ops": float_ops, "float_nodes": kept}
+    float_ops = {op: n for op, n in _op_types(out_path).items()
+                 if op not in plumbing and not op.startswith("QLinear") and not op.startswith("ConvInteger")}
+    # in QDQ form a quantized op keeps its type name: count those by their DequantizeLinear inputs
+    if fmt == "QDQ":
+        float_ops = {op: n for op, n in float_ops.items() if op not in ops}
+    return {"path": str(out_path), "bytes": out_path.stat().st_size, "float_ops": float_ops, "float_nodes": kept,
+            "recipe": recipe}
