@@ -63,7 +63,8 @@ def main():
                    "student_ms_torch": m["student_ms_torch"], "teacher_ms_torch": m["teacher_ms_torch"],
                    "stage_seconds": m.get("stage_seconds"), "wall_seconds_this_call": wall,
                    "threads": torch.get_num_threads(), "extra_args": extra,
-                   "spec": m["spec"]}
+                   "spec": m["spec"],
+                   "int8": {k: v for k, v in m["int8"].items() if k != "per_image"} if m.get("int8") else None}
             rows.append(row)
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "results.jsonl", "a") as f:

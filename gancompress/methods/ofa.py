@@ -288,8 +288,13 @@ def evolutionary_search(cfg: OFAConfig, net: OFASupernet, space: OFASpace, budge
 
 
 def finetune(cfg: OFAConfig, student, obj: Objective, sampler, has_gt: bool, steps: int, lr: float,
-             ckpt: Path, device, quiet=False):
-    """Fine-tune a plain (extracted) student with the supernet's objective; resumable."""
+             ckpt: Path, device, quiet=False, val_batch=None, log=print):
+    """Fine-tune a plain (extracted) student with the supernet's objective; resumable.
+
+    With `val_batch` (held-out training crops), PSNR to the teacher is measured at every checkpoint
+    and the best weights are kept: if the run ends clearly worse than its best (a diverged run:
+    one SRGAN fine-tune at lr 2e-3 without the GAN term blew up to outputs of 1e5), the best
+    weights are restored and the run says so. The history is returned (`val`)."""
     student.to(device).train()
     params = list(student.parameters()) + obj.g_params()
     broadcast_parameters(params)
@@ -320,8 +325,42 @@ def finetune(cfg: OFAConfig, student, obj: Objective, sampler, has_gt: bool, ste
             logs["d"] = _disc_step(obj, opt_d, real, out.detach(), cfg.gan_loss)
         return logs
 
-    run_loop("OFA fine-tune", steps, step, stateful, ckpt, ckpt_every=max(50, steps // 20), quiet=quiet)
+    every = max(50, steps // 20)
+    extra = {"val": [], "best_psnr": None, "best_state": None}
+
+    def step_and_validate(i):
+        logs = step(i)
+        if val_batch is not None and ((i + 1) % every == 0 or i + 1 == steps):
+            p = _val_psnr(student, val_batch, device)
+            extra["val"].append([i + 1, p])
+            if extra["best_psnr"] is None or p > extra["best_psnr"]:
+                extra["best_psnr"] = p
+                extra["best_state"] = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            logs["val psnr"] = p
+        return logs
+
+    run_loop("OFA fine-tune", steps, step_and_validate, stateful, ckpt, ckpt_every=every, quiet=quiet,
+             extra_state=extra)
     if taps is not None:
         taps.close()
+    if extra["val"] and extra["best_state"] is not None and extra["val"][-1][1] < extra["best_psnr"] - DIVERGED_DB:
+        at = max(extra["val"], key=lambda v: v[1])[0]
+        log(f"warning: fine-tuning ended at {extra['val'][-1][1]:.2f} dB PSNR to the teacher on held-out crops, "
+            f"{extra['best_psnr']:.2f} dB at step {at}; restoring the step-{at} weights")
+        student.load_state_dict(extra["best_state"])
     student.eval()
+    student.finetune_val = extra["val"]
     return student
+
+
+DIVERGED_DB = 1.0  # a final held-out PSNR this far below the best means the run went wrong
+
+
+@torch.no_grad()
+def _val_psnr(student, val_batch, device) -> float:
+    lr_b, tgt = val_batch
+    was = student.training
+    student.eval()
+    out = student(lr_b.to(device))
+    student.train(was)
+    return psnr_batch(out, tgt[:, :3].to(device))

@@ -161,8 +161,13 @@ class OFARun:
                 obj.disc.load_state_dict({k[5:]: v for k, v in aux.items() if k.startswith("disc.")})
         r = cfg.retrain
         sampler = self._sampler(r.patch, r.batch, cfg.seed + 11)
+        from ..data.patches import PatchSampler
+
+        val = PatchSampler(self.held, r.patch, cfg.scale, cfg.ofa.score_crops, cfg.seed + 3, augment=False).next_batch()
         ofa.finetune(cfg.ofa, student, obj, sampler, self.has_gt, r.steps, r.lr, run / "retrain.ckpt",
-                     cfg.device, cfg.quiet)
+                     cfg.device, cfg.quiet, val, self._log)
+        if is_main():
+            atomic_write_text(run / "finetune_val.json", json.dumps(student.finetune_val))
         obj.close()
         student = student.cpu().eval()
         if is_main():
