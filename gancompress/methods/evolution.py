@@ -4,8 +4,8 @@ Generation 0 is `population` random in-budget configs; each next generation keep
 `parent_frac` of the population, and fills the rest with mutants (each position re-drawn with
 probability `mutate_prob`) and crossovers (each position from one of two parents), in the ratio
 `mutation_frac` : 1 - `mutation_frac`. Candidates over budget are rejected and redrawn (rejection
-sampling; after many failures the smallest config is used, which always fits once the caller has
-checked the budget).
+sampling), and so are candidates already scored, so every generation explores new sub-networks
+(while the space has them; after many failures a repeat, or the smallest config, is used).
 
 Scores (higher is better) are cached by config string, so a config met again costs nothing. The
 state (generation, population, cache, RNG) is written atomically after every generation, so an
@@ -25,8 +25,8 @@ from ..fileio import atomic_write_text
 
 @dataclass
 class EvolutionConfig:
-    population: int = 32
-    generations: int = 16
+    population: int = 50
+    generations: int = 20
     parent_frac: float = 0.25
     mutation_frac: float = 0.5
     mutate_prob: float = 0.2
@@ -66,12 +66,18 @@ def evolve(space, score_fn, budget: int, cfg: EvolutionConfig, state_path: Path 
             macs_cache[k] = space.macs(c)
         return macs_cache[k] <= budget
 
-    def draw(make):
+    def draw(make, taken):
+        """A new in-budget config (not scored before, not already in this generation) when one
+        can be found; else any in-budget one; else the smallest."""
+        fallback = None
         for _ in range(cfg.max_tries):
-            c = make()
+            c = tuple(make())
             if fits(c):
-                return tuple(c)
-        return tuple(space.min_config())
+                if space.format(c) not in cache and c not in taken:
+                    taken.add(c)
+                    return c
+                fallback = fallback or c
+        return fallback or tuple(space.min_config())
 
     def score(c):
         k = space.format(c)
@@ -94,15 +100,17 @@ def evolve(space, score_fn, budget: int, cfg: EvolutionConfig, state_path: Path 
 
     while st["generation"] < cfg.generations:
         g = st["generation"]
+        taken: set = set()
         if g == 0:
-            pop = [draw(lambda: space.sample(rng)) for _ in range(cfg.population)]
+            pop = [draw(lambda: space.sample(rng), taken) for _ in range(cfg.population)]
         else:
             prev = [tuple(c) for c in st["population"]]
             n_par = max(2, int(round(cfg.parent_frac * len(prev))))
             parents = sorted(prev, key=lambda c: -cache[space.format(c)])[:n_par]
             n_mut = int(round(cfg.mutation_frac * (cfg.population - n_par)))
-            kids = [draw(lambda: mutate(rng.choice(parents))) for _ in range(n_mut)]
-            kids += [draw(lambda: cross(*rng.sample(parents, 2))) for _ in range(cfg.population - n_par - n_mut)]
+            taken.update(parents)
+            kids = [draw(lambda: mutate(rng.choice(parents)), taken) for _ in range(n_mut)]
+            kids += [draw(lambda: cross(*rng.sample(parents, 2)), taken) for _ in range(cfg.population - n_par - n_mut)]
             pop = parents + kids
         scores = [score(c) for c in pop]
         best = max(range(len(pop)), key=lambda i: scores[i])

@@ -206,10 +206,18 @@ def extract(student: GatedStudent, kept) -> tuple[nn.Module, object]:
             if sel(in_p) is not None:
                 w = w.index_select(i_dim, kept[in_p])
             b = None if s.bias is None else (s.bias if out_p is None else s.bias[kept[out_p]])
-            if not cmap.gate_on_norm and out_p in gates:
-                g = gates[out_p][kept[out_p]]
-                w = w * g.view(-1, 1, 1, 1)
-                b = None if b is None else b * g
+            if not cmap.gate_on_norm:
+                # SR: the gated output is lrelu(g z) = |g| lrelu(sign(g) z) (positive homogeneity,
+                # and the residual adds are linear), so the producer keeps only the sign and the
+                # consumers take |g| on their input channel. Folding g into the producer instead left
+                # gates of ~0.003 as weights of ~1e-4, which Adam then wrecked in one fine-tuning step
+                # (a GS-32 SRGAN student fell from 31.8 to 15.5 dB).
+                if out_p in gates:
+                    sg = torch.sign(gates[out_p][kept[out_p]])
+                    w = w * sg.view(-1, 1, 1, 1)
+                    b = None if b is None else b * sg
+                if in_p in gates and not isinstance(m, nn.ConvTranspose2d):
+                    w = w * gates[in_p][kept[in_p]].abs().view(1, -1, 1, 1)
             m.weight.copy_(w)
             if b is not None:
                 m.bias.copy_(b)

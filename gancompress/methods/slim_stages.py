@@ -78,6 +78,9 @@ class SlimRun:
                 "widest": dict(zip(self.space.names, self.space.max_config()))}
         self._log(f"GAN Slimming: {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} keeps "
                   f"{fmt_macs(spec.meta['macs'])} MACs (budget {fmt_macs(budget)})")
+        if t == 0.0 and spec.meta["macs"] < 0.85 * budget:
+            self._log(f"note: --rho {o.rho} alone pruned the network to {fmt_macs(spec.meta['macs'])}, well under the "
+                      f"budget {fmt_macs(budget)}; a smaller --rho leaves the cut to the budget")
         init_state = {k: v.contiguous() for k, v in plain.state_dict().items()}
         if is_main():
             save_safetensors_atomic(init_state, init_path)
