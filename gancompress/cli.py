@@ -141,8 +141,9 @@ def _add_ofa_options(p: argparse.ArgumentParser) -> None:
     j = p.add_argument_group("objective of ofa and slim")
     j.add_argument("--lambda-recon", type=float, default=o.lambda_recon,
                    help=f"weight of L1 to the teacher's output (default {o.lambda_recon})")
-    j.add_argument("--lambda-gan", type=float, default=o.lambda_gan,
-                   help=f"weight of the GAN term; 0 turns the discriminator off (default {o.lambda_gan})")
+    j.add_argument("--lambda-gan", type=float, default=None,
+                   help="weight of the GAN term; 0 turns the discriminator off (default: ofa 0 for sr, 0.1 for "
+                        f"translate; slim {sc.lambda_gan})")
     j.add_argument("--gan-loss", default=o.gan_loss, choices=["lsgan", "hinge"])
     k = p.add_argument_group("GAN Slimming (--method slim); prunes the widest network of --nf/--cells/--layers")
     k.add_argument("--slim-op", default=sc.op, choices=list(SLIM_OPS), help=f"(default {sc.op})")
@@ -172,7 +173,8 @@ def _slim_config(args):
     from .methods.slim import SlimConfig
 
     return SlimConfig(op=args.slim_op, steps=args.slim_steps, rho=args.rho, lr_gate=args.lr_gate,
-                      lambda_recon=args.lambda_recon, lambda_gan=args.lambda_gan, gan_loss=args.gan_loss,
+                      lambda_recon=args.lambda_recon,
+                      lambda_gan=SlimConfig.lambda_gan if args.lambda_gan is None else args.lambda_gan, gan_loss=args.gan_loss,
                       bits=args.bits)
 
 

@@ -111,7 +111,7 @@ def test_mapping_layers_fit_every_sampled_config():
                       feature_layers=RRDBNet(nf=8, nb=2, gc=4).feature_layers())
     space = _space()
     net = OFASupernet(space)
-    obj = Objective(OFAConfig(), nn.L1Loss(), teacher, teacher.feature_layers, net.net, "sr", space.n_cells,
+    obj = Objective(OFAConfig(lambda_gan=0.1), nn.L1Loss(), teacher, teacher.feature_layers, net.net, "sr", space.n_cells,
                     torch.rand(1, 3, 8, 8), 32, "cpu")
     assert obj.use_features and "conv_hr" not in obj.t_paths  # the HR layer cannot match the LR trunk
     taps = obj.attach(net.net)

@@ -36,6 +36,17 @@ from .evolution import EvolutionConfig, evolve
 from .ofa_space import OFASpace, OFASupernet
 
 SCORES = ("psnr", "psnr-y")
+# The GAN term's default weight per task. SR: off. Measured on SRGAN x4 at 1/10 (BENCHMARKS.md):
+# lambda_gan 0.1 cost 0.83 dB Set5 PSNR-Y (29.35 vs 30.18) and took 1.4x the fine-tuning time.
+# Translation: on, as GAN Compression trains its CycleGAN students.
+GAN_DEFAULT = {"sr": 0.0, "translate": 0.1}
+
+
+def resolved(cfg: "OFAConfig", task: str) -> "OFAConfig":
+    """`cfg` with the task's default filled in where the user left lambda_gan unset."""
+    from dataclasses import replace
+
+    return cfg if cfg.lambda_gan is not None else replace(cfg, lambda_gan=GAN_DEFAULT[task])
 # PatchGAN width: 16, not pix2pix's 64, which on a CPU made the discriminator cost 10x the student
 # per step (fine-tuning an SRGAN student at 1/10: 1.9 s/step, against 0.16 s for plain distillation)
 DISC_WIDTH = 16
@@ -51,7 +62,7 @@ class OFAConfig:
     lr_d: float = 2e-4
     lambda_recon: float = 10.0
     lambda_distill: float = 1.0
-    lambda_gan: float = 0.1
+    lambda_gan: float | None = None  # None: the task's default, GAN_DEFAULT
     gan_loss: str = "lsgan"
     teacher_layers: tuple = ()  # module paths inside the teacher; empty: the zoo's named layers
     config: str = ""  # a config string to use instead of the evolutionary search
@@ -78,7 +89,7 @@ def validate(cfg: OFAConfig, task: str) -> None:
         raise UserError(f"--ofa-score {cfg.score!r} is not available for --task {task}; use psnr"
                         + (" or psnr-y" if task == "sr" else ""))
     for name, v in (("--lambda-recon", cfg.lambda_recon), ("--lambda-distill", cfg.lambda_distill),
-                    ("--lambda-gan", cfg.lambda_gan), ("--ofa-steps", cfg.steps)):
+                    ("--lambda-gan", cfg.lambda_gan or 0.0), ("--ofa-steps", cfg.steps)):
         if v < 0:
             raise UserError(f"{name} must be >= 0, got {v}")
     if cfg.samples < 1 or (cfg.sandwich and cfg.samples < 2):

@@ -59,7 +59,7 @@ class OFARun:
 
         self.cfg, self.run, self.teacher, self.layers = cfg, run, teacher, feature_layers
         self.space = ofa_space(cfg)
-        o = cfg.ofa
+        self.o = o = ofa.resolved(cfg.ofa, cfg.task)
         self.has_gt = cfg.task == "sr" and (o.lambda_gan > 0 or o.score == "psnr-y")
         pairs = with_ground_truth(cfg, images, pairs) if self.has_gt else pairs
         self.train_pairs, self.train_names, self.held = ofa.holdout_split(pairs, names, o.holdout, cfg.seed)
@@ -83,14 +83,14 @@ class OFARun:
         widest = build_student(self.space.spec(self.space.max_config())).to(cfg.device)
         p = min(cfg.search.patch, cfg.retrain.patch)  # the discriminator must fit both stages' patches
         probe = torch.rand(1, 3, p, p, device=cfg.device)
-        obj = ofa.Objective(cfg.ofa, self.recon, self.teacher, self.layers, widest, cfg.task, cfg.search.n_cells,
+        obj = ofa.Objective(self.o, self.recon, self.teacher, self.layers, widest, cfg.task, cfg.search.n_cells,
                             probe, p * cfg.scale, cfg.device)
         if obj.use_features:
             self._log("feature distillation: " + ", ".join(f"{t} -> {s}" for t, s in zip(obj.t_paths, obj.s_paths)))
         return obj
 
     def search(self, budget: int):
-        cfg, run, o = self.cfg, self.run, self.cfg.ofa
+        cfg, run, o = self.cfg, self.run, self.o
         spec_path, init_path = run / "search" / "spec.json", run / "search" / "init.safetensors"
         if run.done("search"):
             return ArchSpec.load(spec_path), load_file(str(init_path))
@@ -163,8 +163,8 @@ class OFARun:
         sampler = self._sampler(r.patch, r.batch, cfg.seed + 11)
         from ..data.patches import PatchSampler
 
-        val = PatchSampler(self.held, r.patch, cfg.scale, cfg.ofa.score_crops, cfg.seed + 3, augment=False).next_batch()
-        ofa.finetune(cfg.ofa, student, obj, sampler, self.has_gt, r.steps, r.lr, run / "retrain.ckpt",
+        val = PatchSampler(self.held, r.patch, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False).next_batch()
+        ofa.finetune(self.o, student, obj, sampler, self.has_gt, r.steps, r.lr, run / "retrain.ckpt",
                      cfg.device, cfg.quiet, val, self._log)
         if is_main():
             atomic_write_text(run / "finetune_val.json", json.dumps(student.finetune_val))
