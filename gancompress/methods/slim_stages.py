@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 
 from safetensors.torch import load_file
@@ -68,7 +69,11 @@ class SlimRun:
         student.cpu().eval()
         zero = student.sparsity()
         t = slim.threshold_for_budget(student, budget)
-        kept = slim.kept_channels(student, t)
+        with warnings.catch_warnings(record=True) as caught:  # a position cut to its floor: say so plainly
+            warnings.simplefilter("always")
+            kept = slim.kept_channels(student, t)
+        for w in caught:
+            self._log(f"warning: {w.message}")
         plain, spec = slim.extract(student, kept)
         spec = replace(spec, bits=o.bits, meta={"method": "slim", "budget_macs": int(budget),
                                                 "macs": int(spec_macs(spec)), "threshold": t, "rho": o.rho,
