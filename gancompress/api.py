@@ -139,7 +139,12 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int,
         top = int(torch.randint(0, x.shape[-2] - c + 1, (1,), generator=g))
         left = int(torch.randint(0, x.shape[-1] - c + 1, (1,), generator=g))
         calib.append(x[None, :, top:top + c, left:left + c])
-    q = quantize_onnx_int8(fp32_path, fp32_path.with_name("student_int8.onnx"), calib, spec.task, recipe)
+    from .arch.cost import has_int8_layers
+    from .quant.fake import int8_layer_names
+
+    only = int8_layer_names(spec) if has_int8_layers(spec) else None
+    q = quantize_onnx_int8(fp32_path, fp32_path.with_name("student_int8.onnx"), calib, spec.task, recipe,
+                           only_layers=only)
     fp32, i8 = onnx_runner(fp32_path), onnx_runner(q["path"])
     teacher = load_task_teacher(spec.task, cfg_d.get("teacher", "demo"), cfg_d.get("teacher_weights"),
                                 cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None)

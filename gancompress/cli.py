@@ -79,6 +79,11 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     a.add_argument("--search-batch", type=int, default=None, help=per_task("search_batch"))
     a.add_argument("--lr-arch", type=float, default=s.lr_arch, help="architecture-parameter learning rate")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
+    a.add_argument("--search-int8", action="store_true",
+                   help="AGD also chooses int8 or fp32 per cell layer (int8 layers train with fake quantization, "
+                        "cost --int8-cost per MAC in the budget, and the run ends with an int8 ONNX)")
+    a.add_argument("--int8-cost", type=float, default=s.int8_cost,
+                   help=f"cost of an int8 MAC relative to fp32 in the budget (default {s.int8_cost})")
     if not demo:
         _add_ofa_options(p)
     t = p.add_argument_group("retraining the derived student")
@@ -242,7 +247,8 @@ def config_from_args(args, demo: bool = False):
                              upsampler=args.upsampler, up_width=args.up_width, patch=args.search_patch,
                              batch=args.search_batch, warmup_steps=args.warmup_steps,
                              search_steps=args.search_steps, lr_arch=args.lr_arch,
-                             lr_weights=args.lr_weights, seed=args.seed)
+                             lr_weights=args.lr_weights, seed=args.seed, int8_search=args.search_int8,
+                             int8_cost=args.int8_cost)
     pw = args.perceptual_weight
     if pw is None:
         pw = 0.01 if args.perceptual_weights else 0.0

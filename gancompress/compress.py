@@ -173,6 +173,10 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}")
+    if cfg.search.int8_search and cfg.method != "agd":
+        raise UserError("--search-int8 is part of the AGD search; use it with --method agd (GAN Slimming has --bits 8)")
+    if not 0 < cfg.search.int8_cost <= 1:
+        raise UserError(f"--int8-cost must be in (0, 1], got {cfg.search.int8_cost}")
     if cfg.method == "ofa":
         from .methods.ofa import validate
 
@@ -360,7 +364,7 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
                             f"(one channel per layer: {fmt_macs(lo)} at 256x256 (LR) input); raise --budget")
         return
     net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
-    lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
+    lo, hi = net.cost(net.min_spec()), net.cost(net.max_spec())  # MACs, int8 layers discounted
     if budget < lo:
         raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
                         f"({fmt_macs(lo)} at 256x256 (LR) input); raise --budget to at least that, or "
@@ -381,7 +385,8 @@ def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
             sp = ofa_space(replace(cfg, search=small))
             low = sp.macs(sp.min_config())
         else:
-            low = spec_macs(make_supernet(small, frame_template(small, cfg.task, cfg.scale)).min_spec())
+            net = make_supernet(small, frame_template(small, cfg.task, cfg.scale))
+            low = net.cost(net.min_spec())
         if low <= budget:
             return f"e.g. --nf {nf}, or fewer --cells/--layers, or cheaper --ops such as conv1x1"
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
@@ -479,7 +484,9 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     if not is_main():
         return {}
     metrics = clock("evaluate", lambda: stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs))
-    if spec.bits == 8 and "int8" not in metrics:  # GS-8 trained for 8 bits: deploy it as int8 right away
+    from .arch.cost import has_int8_layers
+
+    if (spec.bits == 8 or has_int8_layers(spec)) and "int8" not in metrics:  # trained for int8: deploy it so
         metrics["int8"] = clock("int8", lambda: int8_export(run))
     metrics["stage_seconds"] = clock.seconds
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1))
@@ -572,15 +579,20 @@ def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
 
     if run.done("retrain"):
         return load_student(run / "student")[0]
+    from .quant.fake import enable_fake_quant, int8_layer_names, strip_fake_quant
+
     student = build_student(spec)
     if init_state is not None and cfg.init == "supernet":
         load_sliced(student, init_state)
+    int8_layers = int8_layer_names(spec)
+    if int8_layers:  # layers the precision search made int8 retrain with fake quantization
+        enable_fake_quant(student, 8, only=tuple(int8_layers))
     rank, ws = world()
     r = cfg.retrain
     sampler = PatchSampler(pairs, r.patch, cfg.scale, r.batch, cfg.seed + 11, names=names, rank=rank,
                            world_size=ws)
     fit_pixels(student, sampler, r, run / "retrain.ckpt", "retrain", cfg.device, cfg.quiet, perceptual)
-    student = student.cpu().eval()
+    student = strip_fake_quant(student).cpu().eval()
     if is_main():
         from .export.student import save_student
 
@@ -606,14 +618,18 @@ def stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs):
     else:
         q, per_image, kept = quality(student, teacher, evalset, cfg.scale, cfg.quiet)
     sp = speed(student, teacher, cfg.latency_size, cfg.latency_repeats, onnx_path, t_onnx)
+    from .arch.cost import has_int8_layers, spec_cost
+
     s_macs = spec_macs(spec)
+    cost = spec_cost(spec, spec.meta.get("int8_cost", 1.0)) if has_int8_layers(spec) else s_macs
     measured = measure_macs(student)
     metrics = {
         "task": cfg.task, "method": cfg.method, "teacher": cfg.teacher, "scale": cfg.scale,
         "macs_convention": macs_convention(cfg.task),
         "budget_macs": int(budget), "teacher_macs": t_macs, "student_macs": int(s_macs),
         "student_macs_flopcounter": int(measured),
-        "within_budget": bool(s_macs <= budget),
+        "within_budget": bool(cost <= budget),
+        **({"student_cost": float(cost), "int8_cost": spec.meta.get("int8_cost")} if cost != s_macs else {}),
         "compression_macs": (t_macs / s_macs) if t_macs else None,
         "teacher_params": teacher.num_params(), "student_params": sum(p.numel() for p in student.parameters()),
         "student_file_bytes": file_size(run / "student" / "student.safetensors"),

@@ -100,3 +100,36 @@ def test_slim_compress_end_to_end(tiny_teacher, tiny_data, tmp_path, bits):
     spec = json.loads((tmp_path / "run" / "search" / "spec.json").read_text())
     assert spec["bits"] == bits and spec["meta"]["method"] == "slim"
     assert m["student_macs"] == m["student_macs_flopcounter"]
+
+
+def test_int8_twins_cost_less_and_build_the_same_module():
+    from gancompress.arch.build import build_student
+    from gancompress.arch.cost import has_int8_layers, spec_cost
+    from gancompress.arch.spec import ArchSpec, uniform_sr_spec
+
+    spec = uniform_sr_spec(4, 16, 2, 2, "conv3x3@int8")
+    plain = uniform_sr_spec(4, 16, 2, 2, "conv3x3")
+    assert has_int8_layers(spec) and not has_int8_layers(plain)
+    assert spec_macs(spec) == spec_macs(plain)
+    frame = spec_cost(plain) - sum(9 * 16 * 16 * 256 * 256 for _ in range(4))
+    assert spec_cost(spec, 0.5) == pytest.approx(frame + 0.5 * (spec_cost(plain) - frame))
+    assert ArchSpec.from_json(spec.to_json()).cells[0][0].op == "conv3x3@int8"
+    assert [k for k in build_student(spec).state_dict()] == [k for k in build_student(plain).state_dict()]
+
+
+def test_agd_precision_search_end_to_end(tiny_teacher, tiny_data, tmp_path):
+    """Every searchable layer forced int8 (--ops conv3x3@int8): the supernet trains them with fake
+    quantization, retraining keeps it, the budget counts them at half cost, and the run ends with
+    an int8 ONNX that quantizes exactly those layers."""
+    from gancompress.compress import compress
+
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run")
+    cfg.search.ops = ("conv3x3@int8",)
+    cfg.search.int8_search = True
+    m = compress(cfg)
+    spec = json.loads((tmp_path / "run" / "search" / "spec.json").read_text())
+    assert all(l[0] == "conv3x3@int8" for cell in spec["cells"] for l in cell)
+    assert m["within_budget"] and m["student_cost"] < m["student_macs"] and m["int8_cost"] == 0.5
+    q = m["int8"]
+    assert q["int8_vs_fp32"] > 30 and not any("/layers." in n for n in q["float_nodes"])  # every layer int8
+    assert any(n.startswith("/head/") for n in q["float_nodes"])  # the frame stays float

@@ -143,10 +143,13 @@ class InvertedResidual(_Op):
 
 
 class OpDef:
-    """Registry entry: how to build an operator and what it costs."""
+    """Registry entry: how to build an operator and what it costs. `bits` 8 marks an operator that
+    runs in int8 once deployed (same module and MACs; AGD's precision search and the budget's cost
+    model treat it differently)."""
 
-    def __init__(self, name, make, macs, hidden_ratio=0, doc=""):
+    def __init__(self, name, make, macs, hidden_ratio=0, doc="", bits=32, base=None):
         self.name, self._make, self._macs, self.hidden_ratio, self.doc = name, make, macs, hidden_ratio, doc
+        self.bits, self.base = bits, base or name
 
     def build(self, cin: int, cout: int, style: OpStyle = SR_STYLE, last: bool = False) -> nn.Module:
         """The operator at exact widths; `last`: it ends a cell (see `OpStyle.act_last`)."""
@@ -173,6 +176,13 @@ OPS: dict[str, OpDef] = {
     "dil3x3": OpDef("dil3x3", lambda i, o, s, l: Conv(i, o, 3, dilation=2, style=s, last=l), lambda i, o: 9 * i * o,
                     doc="3x3 conv dilation 2 + LeakyReLU"),
 }
+
+# int8 twins of every operator ("conv3x3@int8"): AGD with `--search-int8` chooses per layer between
+# an operator and its twin (trained with fake quantization in the supernet and in retraining).
+INT8_SUFFIX = "@int8"
+for _name, _op in list(OPS.items()):
+    OPS[_name + INT8_SUFFIX] = OpDef(_name + INT8_SUFFIX, _op._make, _op._macs, _op.hidden_ratio,
+                                     _op.doc + ", int8", bits=8, base=_name)
 
 # Measured (BENCHMARKS.md, SRGAN x4 at 1/10): searching over {conv3x3, resblock} gave 30.57 dB Set5
 # and a 0.06 ORT latency ratio, against 30.30 dB / 0.10 with conv1x1 and irb in the space too (they

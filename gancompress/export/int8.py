@@ -67,8 +67,24 @@ def compact_names(path: Path) -> None:
     onnx.save(m, str(path))
 
 
+def onnx_prefix(module_name: str) -> str:
+    """The node-name prefix torch.onnx.export gives a module: `cells.0.layers.1` ->
+    `/cells/cells.0/layers.1/`."""
+    parts, out = module_name.split("."), []
+    i = 0
+    while i < len(parts):
+        if i + 1 < len(parts) and parts[i + 1].isdigit():
+            out += [parts[i], f"{parts[i]}.{parts[i + 1]}"] if i == 0 else [f"{parts[i]}.{parts[i + 1]}"]
+            i += 2
+        else:
+            out.append(parts[i])
+            i += 1
+    return "/" + "/".join(out) + "/"
+
+
 def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: list[torch.Tensor],
-                       task: str = "sr", recipe: str | None = None, per_channel: bool = True) -> dict:
+                       task: str = "sr", recipe: str | None = None, per_channel: bool = True,
+                       only_layers: list[str] | None = None) -> dict:
     """Write an int8 QDQ model of `fp32_path` calibrated on `calib` ((1, 3, h, w) inputs in [0, 1]).
     Nodes whose name starts with one of `keep_float` stay float. Returns {path, bytes, float_ops:
     {op: count}, float_nodes: [...]} (float_ops: op types with no int8 form)."""
@@ -101,7 +117,11 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
         # ONNX Runtime's own pre-processing (constant folding, redundant-node removal) first, as its
         # quantizer recommends: fewer leftover shape ops, smaller file
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        kept = [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(tuple(floats[task]))]
+        nodes = [n.name for n in onnx.load(str(pre)).graph.node]
+        kept = [n for n in nodes if n.startswith(tuple(floats[task]))]
+        if only_layers is not None:  # a mixed-precision AGD student: just the layers searched as int8
+            prefixes = tuple(onnx_prefix(m) for m in only_layers)
+            kept = [n for n in nodes if not n.startswith(prefixes)]
         quantize_static(str(pre), str(tmp), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept,

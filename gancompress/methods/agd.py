@@ -61,11 +61,15 @@ class AGDSearchConfig:
     select_after: float = 0.3
     eval_every: int = 10
     seed: int = 0
+    int8_search: bool = False  # also choose int8 or fp32 per layer (issue 5 part 5; off by default)
+    int8_cost: float = 0.5  # an int8 MAC's share of an fp32 MAC in the budget (arch.cost.INT8_MAC_COST)
 
     def to_dict(self):
         d = asdict(self)
         d["ops"] = list(self.ops)
         d["width_ratios"] = list(self.width_ratios)
+        if not self.int8_search:  # configs written before the option existed compare equal
+            del d["int8_search"], d["int8_cost"]
         return d
 
 
@@ -77,7 +81,13 @@ def frame_template(cfg: AGDSearchConfig, task: str = "sr", scale: int = 4) -> Ar
 
 
 def make_supernet(cfg: AGDSearchConfig, template: ArchSpec) -> Supernet:
-    return Supernet(template, cfg.n_cells, cfg.n_layers, cfg.ops, cfg.width_ratios)
+    from ..arch.ops import INT8_SUFFIX
+
+    ops = list(cfg.ops)
+    if cfg.int8_search:  # every operator also as its int8 twin: precision becomes part of the choice
+        ops += [o + INT8_SUFFIX for o in cfg.ops if not o.endswith(INT8_SUFFIX)]
+    return Supernet(template, cfg.n_cells, cfg.n_layers, ops, cfg.width_ratios,
+                    cfg.int8_cost if cfg.int8_search else 1.0)
 
 
 @dataclass
@@ -129,7 +139,7 @@ def search(cfg: AGDSearchConfig, template: ArchSpec, weight_sampler, arch_sample
         out = net(lr, width_mode="gumbel", op_mode="mix", tau=tau)
         d_loss = distill_loss(out, tgt)
         ops, ws = net.argmax_indices()
-        derived = spec_macs(net.spec_from_indices(ops, ws))
+        derived = net.cost(net.spec_from_indices(ops, ws))
         sign = 1.0 if derived > hi else (-1.0 if derived < lo else 0.0)
         loss = d_loss + sign * state["penalty"] * torch.log(net.expected_macs())
         loss.backward()
@@ -142,9 +152,9 @@ def search(cfg: AGDSearchConfig, template: ArchSpec, weight_sampler, arch_sample
     @torch.no_grad()
     def consider(step: int):
         ops, ws = net.argmax_indices()
-        if spec_macs(net.spec_from_indices(ops, ws)) > hi:
+        if net.cost(net.spec_from_indices(ops, ws)) > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
-        macs = spec_macs(net.spec_from_indices(ops, ws))
+        macs = net.cost(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
         in_band = lo <= macs <= hi
@@ -176,9 +186,11 @@ def search(cfg: AGDSearchConfig, template: ArchSpec, weight_sampler, arch_sample
     if not state["best_ops"]:  # a search too short to reach the selection phase
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
-    spec = net.spec_from_indices(ops, ws, meta={
-        "method": "agd", "budget_macs": int(budget), "macs": int(spec_macs(net.spec_from_indices(ops, ws))),
-        "val_loss": state["best_loss"]})
+    meta = {"method": "agd", "budget_macs": int(budget), "macs": int(spec_macs(net.spec_from_indices(ops, ws))),
+            "val_loss": state["best_loss"]}
+    if cfg.int8_search:
+        meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))
+    spec = net.spec_from_indices(ops, ws, meta=meta)
     if is_main() and not quiet:
         print(f"derived architecture ({spec.meta['macs'] / 1e9:.2f} GMACs, budget {budget / 1e9:.2f}):")
         print(spec.summary())

@@ -43,6 +43,11 @@ class MixedLayer(nn.Module):
         self.widths = list(widths)
         cmax = max(widths)
         self.cands = nn.ModuleList(OPS[o].build(cin_max, cmax, style, last) for o in ops)
+        for o, cand in zip(ops, self.cands):
+            if OPS[o].bits == 8:  # the int8 twin trains with fake quantization (weights and inputs)
+                from ..quant.fake import enable_fake_quant
+
+                enable_fake_quant(cand)
         w = torch.tensor(widths)
         self.register_buffer("out_masks", (torch.arange(cmax)[None] < w[:, None]).float(), persistent=False)
         hid = {}
@@ -78,8 +83,9 @@ class MixedLayer(nn.Module):
 
 
 class Supernet(nn.Module):
-    def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios):
+    def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios, int8_cost: float = 1.0):
         super().__init__()
+        self.int8_cost = int8_cost  # cost per MAC of an int8 operator, relative to fp32
         self.template = replace(template, cells=[], meta={})
         self.nf, self.n_cells, self.n_layers = template.nf, n_cells, n_layers
         self.op_names = list(ops)
@@ -189,7 +195,8 @@ class Supernet(nn.Module):
         tables = []
         prev = [self.nf]
         for ws in self.layer_widths:
-            t = torch.tensor([[[float(OPS[o].macs(a, b)) for b in ws] for a in prev] for o in self.op_names])
+            t = torch.tensor([[[float(OPS[o].macs(a, b)) * (self.int8_cost if OPS[o].bits == 8 else 1.0)
+                                for b in ws] for a in prev] for o in self.op_names])
             tables.append(t)
             prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
         self._tables = tables
@@ -251,13 +258,23 @@ class Supernet(nn.Module):
             ws += [c.index(w) for c, w in zip(self.frame_widths, (f.stem, f.down[0], *f.up))]
         return ops, ws
 
+    def op_cost(self, o: int, cin: int, cout: int) -> float:
+        d = OPS[self.op_names[o]]
+        return d.macs(cin, cout) * (self.int8_cost if d.bits == 8 else 1.0)
+
+    def cost(self, spec: ArchSpec, hw=DEFAULT_HW) -> float:
+        """The budget's cost of a spec from this space (int8 layers discounted)."""
+        from ..arch.cost import spec_cost
+
+        return spec_cost(spec, self.int8_cost, hw)
+
     def min_spec(self) -> ArchSpec:
         """The cheapest network of the space: every layer at its smallest width and cheapest op."""
         ws = [0] * len(self.all_widths)
         spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
-            ops.append(min(range(len(self.op_names)), key=lambda o: OPS[self.op_names[o]].macs(cin, layer.width)))
+            ops.append(min(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width)))
         return self.spec_from_indices(ops, ws)
 
     def max_spec(self) -> ArchSpec:
@@ -265,7 +282,7 @@ class Supernet(nn.Module):
         spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
-            ops.append(max(range(len(self.op_names)), key=lambda o: OPS[self.op_names[o]].macs(cin, layer.width)))
+            ops.append(max(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width)))
         return self.spec_from_indices(ops, ws)
 
 
@@ -275,8 +292,6 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
     Each move picks the change with the smallest loss of log-probability per MAC saved, so the
     result stays as close as possible to what the architecture parameters prefer.
     """
-    from ..arch.cost import spec_macs
-
     op_idx, w_idx = list(op_idx), list(w_idx)
     choices = net.choices()  # cell layers (op, width), then frame layers (width only: op list [1.0])
     n_ops = len(op_idx)
@@ -284,7 +299,7 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
     def op_of(ops, i):
         return ops[i] if i < n_ops else 0
 
-    macs = spec_macs(net.spec_from_indices(op_idx, w_idx), hw)
+    macs = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
     while macs > budget:
         best = None
         for i, (pops, pws) in enumerate(choices):
@@ -297,7 +312,7 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
                     if i < n_ops:
                         trial_o[i] = o
                     trial_w[i] = w
-                    m = spec_macs(net.spec_from_indices(trial_o, trial_w), hw)
+                    m = net.cost(net.spec_from_indices(trial_o, trial_w), hw)
                     saved = macs - m
                     if saved <= 0:
                         continue
@@ -326,7 +341,9 @@ def student_state_from_supernet(net: Supernet, op_idx: list[int]) -> dict:
             if o != op_idx[i]:
                 continue
             c, l = divmod(i, net.n_layers)
-            out[f"cells.{c}.layers.{l}.{rest}"] = v
+            if ".act_range." in f".{rest}":  # fake-quant state of an int8 candidate
+                continue
+            out[f"cells.{c}.layers.{l}.{rest.replace('parametrizations.weight.original', 'weight')}"] = v
         elif k.startswith("frame."):
             out[k[len("frame."):]] = v
     return out

@@ -73,12 +73,15 @@ class ActRange(nn.Module):
         return (fake_quant_act(x, float(self.lo), float(self.hi), self.bits),) + tuple(args[1:])
 
 
-def enable_fake_quant(model: nn.Module, bits: int = 8, skip: tuple = ()) -> list[str]:
+def enable_fake_quant(model: nn.Module, bits: int = 8, skip: tuple = (), only: tuple | None = None) -> list[str]:
     """Quantize every conv's weights and inputs during forward (in place). `skip`: module-name
-    prefixes left in float (e.g. the layers that write the output image). Returns the names."""
+    prefixes left in float (e.g. the layers that write the output image); `only`: if given, just
+    the convs under these prefixes. Returns the names."""
     done = []
     for name, m in list(model.named_modules()):
         if not isinstance(m, QUANT_TYPES) or any(name.startswith(s) for s in skip):
+            continue
+        if only is not None and not any(name == o or name.startswith(o + ".") for o in only):
             continue
         axis = 1 if isinstance(m, nn.ConvTranspose2d) else 0  # ConvTranspose2d weights are (in, out, k, k)
         parametrize.register_parametrization(m, "weight", WeightFakeQuant(bits, axis))
@@ -87,6 +90,13 @@ def enable_fake_quant(model: nn.Module, bits: int = 8, skip: tuple = ()) -> list
         m.register_forward_pre_hook(rng.hook)
         done.append(name)
     return done
+
+
+def int8_layer_names(spec) -> list[str]:
+    """Module names of the layers an AGD precision search chose int8 for (`cells.C.layers.L`)."""
+    from ..arch.ops import OPS
+
+    return [f"cells.{c}.layers.{l}" for c, l, _, layer in spec.layers() if OPS[layer.op].bits == 8]
 
 
 def strip_fake_quant(model: nn.Module) -> nn.Module:

@@ -133,6 +133,10 @@ def _architecture(spec, m: dict) -> str:
     text = "```\n" + spec.summary() + "\n```"
     if spec.meta.get("config"):  # GAN Compression names its sub-network by a config string
         text += f"\n\nGAN Compression config string: `{spec.meta['config']}`"
+    if m.get("student_cost") is not None:  # AGD with --search-int8: layers chose their precision
+        n8 = sum(layer.op.endswith("@int8") for _, _, _, layer in spec.layers())
+        text += (f"\n\n{n8} layers int8 (`@int8`); budget cost {m['student_cost'] / 1e9:.2f} G with an int8 MAC "
+                 f"charged {m['int8_cost']} of an fp32 one ({m['student_macs'] / 1e9:.2f} GMACs in all).")
     if m.get("int8"):
         text += "\n\n" + int8_line(m["int8"])
     return text
