@@ -5,7 +5,7 @@ intermediate-feature distillation, evolutionary search under the MACs budget, fi
    `samples` sub-networks on one batch: with the sandwich rule the widest and the narrowest plus
    random ones, else all random (uniform per position). Each sub-network's loss is
        lambda_recon * L1(student, teacher output)
-     + lambda_distill * sum_k MSE(map_k(student feature k), teacher feature k)
+     + lambda_distill * sum_k MSE(map_k(student feature k), teacher feature k) / mean(teacher feature k^2)
      + lambda_gan * GAN(student output)
    with 1x1 mapping convs (`distill.features`) and a PatchGAN trained alongside (real: the
    teacher's outputs, or for SR the HR photographs, i.e. the ground truth of the paired case).
@@ -61,7 +61,7 @@ class OFAConfig:
     lr: float = 1e-3
     lr_d: float = 2e-4
     lambda_recon: float = 10.0
-    lambda_distill: float = 1.0
+    lambda_distill: float = 0.1  # on relative MSE (distill.features.FeatureMapper.loss)
     lambda_gan: float | None = None  # None: the task's default, GAN_DEFAULT
     gan_loss: str = "lsgan"
     teacher_layers: tuple = ()  # module paths inside the teacher; empty: the zoo's named layers
