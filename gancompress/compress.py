@@ -573,17 +573,27 @@ def _distill_loss(perceptual, cfg):
     return make_distill_loss(cfg.retrain.loss, perceptual, cfg.retrain.perceptual_weight)
 
 
-def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
-    from .data.patches import PatchSampler
+def student_to_retrain(cfg, run, spec, init_state):
+    """(finished student, None) when the retrain stage is done, else (None, the student to train:
+    built from `spec`, starting from the search's weights unless --init scratch). Every method's
+    retrain stage starts here."""
     from .export.student import load_student
 
     if run.done("retrain"):
-        return load_student(run / "student")[0]
-    from .quant.fake import enable_fake_quant, int8_layer_names, strip_fake_quant
-
+        return load_student(run / "student")[0], None
     student = build_student(spec)
     if init_state is not None and cfg.init == "supernet":
         load_sliced(student, init_state)
+    return None, student
+
+
+def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
+    from .data.patches import PatchSampler
+    from .quant.fake import enable_fake_quant, int8_layer_names, strip_fake_quant
+
+    done, student = student_to_retrain(cfg, run, spec, init_state)
+    if done is not None:
+        return done
     int8_layers = int8_layer_names(spec)
     if int8_layers:  # layers the precision search made int8 retrain with fake quantization
         enable_fake_quant(student, 8, only=tuple(int8_layers))

@@ -16,7 +16,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from ..arch.build import build_student, load_sliced
+from ..arch.build import build_student
 from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
 from ..distill.loop import is_main, world
@@ -143,14 +143,13 @@ class OFARun:
         return spec, init_state
 
     def finetune(self, spec, init_state):
-        from ..export.student import load_student, save_student
+        from ..compress import student_to_retrain
+        from ..export.student import save_student
 
         cfg, run = self.cfg, self.run
-        if run.done("retrain"):
-            return load_student(run / "student")[0]
-        student = build_student(spec)
-        if cfg.init == "supernet":
-            load_sliced(student, init_state)
+        done, student = student_to_retrain(cfg, run, spec, init_state)
+        if done is not None:
+            return done
         obj = self._objective()
         aux_path = run / "search" / "ofa_aux.safetensors"
         if aux_path.is_file():

@@ -14,7 +14,6 @@ from dataclasses import replace
 
 from safetensors.torch import load_file
 
-from ..arch.build import build_student
 from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
 from ..distill.loop import is_main, world
@@ -95,17 +94,15 @@ class SlimRun:
         return spec, init_state
 
     def finetune(self, spec, init_state):
-        from ..arch.build import load_sliced
+        from ..compress import student_to_retrain
         from ..distill.train import fit_pixels
-        from ..export.student import load_student, save_student
+        from ..export.student import save_student
         from ..quant.fake import strip_fake_quant
 
         cfg, run = self.cfg, self.run
-        if run.done("retrain"):
-            return load_student(run / "student")[0]
-        student = build_student(spec)
-        if cfg.init == "supernet":
-            load_sliced(student, init_state)
+        done, student = student_to_retrain(cfg, run, spec, init_state)
+        if done is not None:
+            return done
         self._quantize(student)
         r = cfg.retrain
         fit_pixels(student, self._sampler(r.patch, r.batch, cfg.seed + 11), r, run / "retrain.ckpt", "GS fine-tune",
