@@ -148,7 +148,7 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int,
     fp32, i8 = onnx_runner(fp32_path), onnx_runner(q["path"])
     teacher = load_task_teacher(spec.task, cfg_d.get("teacher", "demo"), cfg_d.get("teacher_weights"),
                                 cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None)
-    rows = []
+    rows, outs = [], {"fp32": [], "int8": [], "teacher": []}
     for item in evalset:
         x = item[1]
         if spec.task == "sr":
@@ -158,8 +158,11 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int,
             a, b = fp32(x[None]).clamp(0, 1)[0], i8(x[None]).clamp(0, 1)[0]
             t = teacher.predict(x[None])[0]
             p = psnr_rgb
+            for k, v in (("fp32", a), ("int8", b), ("teacher", t)):
+                outs[k].append(v)
         rows.append({"image": item[0], "int8_vs_fp32": p(b, a), "fp32_to_teacher": p(a, t), "int8_to_teacher": p(b, t)})
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("int8_vs_fp32", "fp32_to_teacher", "int8_to_teacher")}
+    mean.update(_int8_fid(outs))
     size = 64 if spec.task == "sr" else 256
     xl = torch.rand(1, 3, size, size)
     ms32, ms8 = latency_ms(fp32, xl), latency_ms(i8, xl)
@@ -174,6 +177,22 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int,
 
     atomic_write_text(run / "int8.json", json.dumps(out, indent=1))
     return out
+
+
+def _int8_fid(outs: dict) -> dict:
+    """Translation: FID of the fp32 and the int8 student's outputs to the teacher's, and the
+    delta, when the evaluation set has the 50 images FID needs and the Inception network is there."""
+    from .metrics.fid import MIN_FID_IMAGES, fid_kid, inception_features, inception_path
+
+    if len(outs["fp32"]) < MIN_FID_IMAGES:
+        return {}
+    try:
+        inception_path(None)
+    except UserError:
+        return {}
+    f32, f8, ft = (inception_features(outs[k]) for k in ("fp32", "int8", "teacher"))
+    a, b = fid_kid(f32, ft)["fid"], fid_kid(f8, ft)["fid"]
+    return {"fp32_fid_to_teacher": a, "int8_fid_to_teacher": b, "delta_fid_to_teacher": b - a}
 
 
 def upscale(run: str, images: list[str], out: str, quiet: bool = False) -> list[str]:
