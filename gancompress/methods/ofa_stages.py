@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from ..arch.build import build_student
 from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
-from ..distill.loop import is_main, world
+from ..distill.loop import is_main
 from ..fileio import atomic_write_text, save_safetensors_atomic
 from . import ofa
+from .stage_base import MethodStages
 
 
 def with_ground_truth(cfg, images, pairs):
@@ -53,28 +54,18 @@ def usable_feature_layers(cfg, teacher, layers: dict) -> tuple[dict, str]:
     return {by_path[p]: p for p in keep}, note
 
 
-class OFARun:
+class OFARun(MethodStages):
     def __init__(self, cfg, run, teacher, feature_layers, images, names, pairs, perceptual):
         from ..compress import _distill_loss, ofa_space
 
-        self.cfg, self.run, self.teacher, self.layers = cfg, run, teacher, feature_layers
+        self.teacher, self.layers = teacher, feature_layers
         self.space = ofa_space(cfg)
         self.o = o = ofa.resolved(cfg.ofa, cfg.task)
         self.has_gt = cfg.task == "sr" and (o.lambda_gan > 0 or o.score == "psnr-y")
         pairs = with_ground_truth(cfg, images, pairs) if self.has_gt else pairs
-        self.train_pairs, self.train_names, self.held = ofa.holdout_split(pairs, names, o.holdout, cfg.seed)
+        train_pairs, train_names, self.held = ofa.holdout_split(pairs, names, o.holdout, cfg.seed)
+        super().__init__(cfg, run, train_pairs, train_names)
         self.recon = _distill_loss(perceptual, cfg)
-
-    def _log(self, msg):
-        if not self.cfg.quiet and is_main():
-            print(msg, flush=True)
-
-    def _sampler(self, patch, batch, seed):
-        from ..data.patches import PatchSampler
-
-        rank, ws = world()
-        return PatchSampler(self.train_pairs, patch, self.cfg.scale, batch, seed, names=self.train_names,
-                            rank=rank, world_size=ws)
 
     def _objective(self):
         """The objective with mapping convs sized for the widest sub-network (narrower ones use a

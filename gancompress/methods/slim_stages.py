@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 
 from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
-from ..distill.loop import is_main, world
+from ..distill.loop import is_main
 from ..fileio import atomic_write_text, save_safetensors_atomic
 from . import slim
+from .stage_base import MethodStages
 
 
 def slim_space(cfg):
@@ -29,24 +30,14 @@ def slim_space(cfg):
     return OFASpace(frame_template(s, cfg.task, cfg.scale), s.n_cells, s.n_layers, cfg.slim.op, s.width_ratios)
 
 
-class SlimRun:
+class SlimRun(MethodStages):
     def __init__(self, cfg, run, names, pairs, perceptual):
         from ..compress import _distill_loss
 
-        self.cfg, self.run, self.names, self.pairs, self.perceptual = cfg, run, names, pairs, perceptual
+        super().__init__(cfg, run, pairs, names)
+        self.perceptual = perceptual
         self.space = slim_space(cfg)
         self.recon = _distill_loss(perceptual, cfg)
-
-    def _log(self, msg):
-        if not self.cfg.quiet and is_main():
-            print(msg, flush=True)
-
-    def _sampler(self, patch, batch, seed):
-        from ..data.patches import PatchSampler
-
-        rank, ws = world()
-        return PatchSampler(self.pairs, patch, self.cfg.scale, batch, seed, names=self.names, rank=rank,
-                            world_size=ws)
 
     def _quantize(self, module):
         from ..quant.fake import enable_fake_quant
