@@ -63,7 +63,9 @@ class OFARun(MethodStages):
         self.o = o = ofa.resolved(cfg.ofa, cfg.task)
         self.has_gt = cfg.task == "sr" and (o.lambda_gan > 0 or o.score == "psnr-y")
         pairs = with_ground_truth(cfg, images, pairs) if self.has_gt else pairs
-        train_pairs, train_names, self.held = ofa.holdout_split(pairs, names, o.holdout, cfg.seed)
+        strip = min(o.translate_score_px, cfg.size // 4) if cfg.task == "translate" else None  # a quarter at most
+        self.score_px = min(cfg.retrain.patch, strip) if strip else cfg.retrain.patch
+        train_pairs, train_names, self.held = ofa.holdout_split(pairs, names, o.holdout, cfg.seed, strip)
         super().__init__(cfg, run, train_pairs, train_names)
         self.recon = _distill_loss(perceptual, cfg)
 
@@ -95,7 +97,7 @@ class OFARun(MethodStages):
         t_train = time.perf_counter() - t0
         from ..data.patches import PatchSampler
 
-        held = PatchSampler(self.held, cfg.retrain.patch, cfg.scale, o.score_crops, cfg.seed + 3,
+        held = PatchSampler(self.held, self.score_px, cfg.scale, o.score_crops, cfg.seed + 3,
                             augment=False).next_batch()
         calib = [self._sampler(s.patch, s.batch, cfg.seed + 5).next_batch()[0] for _ in range(2)]
         t0 = time.perf_counter()
@@ -153,7 +155,7 @@ class OFARun(MethodStages):
         sampler = self._sampler(r.patch, r.batch, cfg.seed + 11)
         from ..data.patches import PatchSampler
 
-        val = PatchSampler(self.held, r.patch, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False).next_batch()
+        val = PatchSampler(self.held, self.score_px, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False).next_batch()
         ofa.finetune(self.o, student, obj, sampler, self.has_gt, r.steps, r.lr, run / "retrain.ckpt",
                      cfg.device, cfg.quiet, val, self._log)
         if is_main():
