@@ -264,3 +264,13 @@ def test_cli_bad_teacher_layer_is_one_line_exit_2(tiny_teacher, tiny_data, tmp_p
                                        "conv_first,nope", *TINY])
     assert code == 2 and "has no layer 'nope'; available names:" in line and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_strip_holdout_takes_the_same_strip_of_every_image():
+    from gancompress.methods.ofa import holdout_split
+
+    pairs = [(torch.rand(3, 40, 60), torch.rand(3, 40, 60)), (torch.rand(3, 50, 80), torch.rand(3, 50, 80))]
+    train, names, held = holdout_split(pairs, ["a", "b"], 0.15, 0, strip_px=16)
+    assert names == ["a", "b"] and len(held) == 2
+    assert [h[0].shape[-1] for h in held] == [16, 16] and [t[0].shape[-1] for t in train] == [44, 64]
+    assert torch.equal(torch.cat([train[1][0], held[1][0]], -1), pairs[1][0])
