@@ -68,6 +68,29 @@ class ImagePool:
 
 
 
+# The discriminator GAN Compression and GAN Slimming train beside a student: width 16, not pix2pix's
+# 64, which on a CPU made it cost 10x the student per step (fine-tuning an SRGAN student at 1/10:
+# 1.9 s/step, against 0.16 s for plain distillation); fewer stride-2 layers for small patches.
+DISTILL_DISC_WIDTH = 16
+
+
+def distill_discriminator(out_size: int) -> PatchDiscriminator:
+    """A PatchGAN for student outputs of `out_size` px."""
+    return PatchDiscriminator(3, DISTILL_DISC_WIDTH, 3 if out_size >= 64 else (2 if out_size >= 32 else 1))
+
+
+def discriminator_step(disc, opt_d, real, fake, kind: str) -> float:
+    """One discriminator update (gradients averaged across ranks); returns its loss."""
+    from .loop import average_gradients
+
+    opt_d.zero_grad(set_to_none=True)
+    loss = d_loss(kind, disc(real), disc(fake))
+    loss.backward()
+    average_gradients(list(disc.parameters()))
+    opt_d.step()
+    return loss.item()
+
+
 def d_loss(kind: str, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> torch.Tensor:
     """Discriminator loss (averaged over real and fake)."""
     if kind == "hinge":

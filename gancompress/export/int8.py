@@ -85,9 +85,10 @@ def onnx_prefix(module_name: str) -> str:
 def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: list[torch.Tensor],
                        task: str = "sr", recipe: str | None = None, per_channel: bool = True,
                        only_layers: list[str] | None = None) -> dict:
-    """Write an int8 QDQ model of `fp32_path` calibrated on `calib` ((1, 3, h, w) inputs in [0, 1]).
-    Nodes whose name starts with one of `keep_float` stay float. Returns {path, bytes, float_ops:
-    {op: count}, float_nodes: [...]} (float_ops: op types with no int8 form)."""
+    """Write an int8 model of `fp32_path` calibrated on `calib` ((1, 3, h, w) inputs in [0, 1]) with
+    `recipe` (default: the task's, see RECIPES); with `only_layers` (module names), every node
+    outside those layers stays float. Returns {path, bytes, float_ops: {op: count}, float_nodes:
+    [...], recipe} (float_ops: op types left in float)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -134,7 +135,7 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
     plumbing = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze", "Concat", "Cast"}
     float_ops = {op: n for op, n in _op_types(out_path).items()
                  if op not in plumbing and not op.startswith("QLinear") and not op.startswith("ConvInteger")}
-    # in QDQ form a quantized op keeps its type name: count those by their DequantizeLinear inputs
+    # in QDQ form a quantized op keeps its type name (it reads DequantizeLinear outputs): not listed
     if fmt == "QDQ":
         float_ops = {op: n for op, n in float_ops.items() if op not in ops}
     return {"path": str(out_path), "bytes": out_path.stat().st_size, "float_ops": float_ops, "float_nodes": kept,

@@ -250,10 +250,9 @@ QAT_FLOAT = {"sr": ("skip", "upsampler"), "translate": ("out",)}
 def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckpt, device, quiet=False,
                 out_size: int = 128, seed: int = 0) -> dict:
     """The one GAN Slimming optimization (resumable): distillation + GAN + proximal L1 on gates."""
-    from ..distill.gan import ImagePool, PatchDiscriminator, d_loss, g_loss
+    from ..distill.gan import ImagePool, discriminator_step, distill_discriminator, g_loss
     from ..distill.loop import average_gradients, broadcast_parameters, run_loop
     from ..distill.train import CosineLR
-    from .ofa import DISC_WIDTH, _disc_layers
 
     torch.manual_seed(seed)
     student.to(device).train()
@@ -265,7 +264,7 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
     stateful = {"student": student, "opt": opt, "sched": sched, "opt_g": opt_g, "sampler": sampler}
     disc = None
     if cfg.lambda_gan > 0:
-        disc = PatchDiscriminator(3, DISC_WIDTH, _disc_layers(out_size)).to(device)
+        disc = distill_discriminator(out_size).to(device)
         broadcast_parameters(disc.parameters())
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
         pool = ImagePool(50, seed)
@@ -290,12 +289,7 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
         opt_g.step()
         student.proximal_step(cfg.lr_gate * cfg.rho)
         if disc is not None:
-            opt_d.zero_grad(set_to_none=True)
-            dl = d_loss(cfg.gan_loss, disc(tgt), disc(pool.query(out.detach()).to(device)))
-            dl.backward()
-            average_gradients(list(disc.parameters()))
-            opt_d.step()
-            logs["d"] = dl.item()
+            logs["d"] = discriminator_step(disc, opt_d, tgt, pool.query(out.detach()).to(device), cfg.gan_loss)
         logs["zero gates"] = f"{100 * student.sparsity():.0f}%"
         return logs
 
