@@ -55,13 +55,23 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--size", type=int, default=c.size,
                    help=f"translate: images are made SIZE x SIZE (shorter side resized, centre crop) "
                         f"(default {c.size})")
+    g.add_argument("--views", type=int, default=c.views,
+                   help="translate: training views per photograph: its whole square plus VIEWS-1 random crops "
+                        "(native resolution up to the whole photo), each labelled by the teacher "
+                        f"(default {c.views})")
+    g.add_argument("--view-colour", action="store_true",
+                   help="translate: also jitter the colour of the extra views (saturation, hue, gamma)")
+    g.add_argument("--no-pair-aug", action="store_true",
+                   help="do not flip/rotate training (input, teacher output) pairs together (the teacher is not "
+                        "flip/rotation equivariant, so flipped pairs are outputs it never gives)")
     g.add_argument("--budget", default=c.budget,
                    help="MACs budget at 256x256 (LR) input: absolute (9.2G, 800M) or relative (1/10, 0.1x) "
                         f"(default {c.budget})")
     g.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
                    help="run directory (created; re-run the same command to resume)")
     a = p.add_argument_group("search space and search (AGD)")
-    a.add_argument("--nf", type=int, default=None, help=f"trunk width {per_task('nf')}")
+    a.add_argument("--nf", type=int, default=None, help=f"trunk width {per_task('nf')}; when not given, narrowed in steps of 4 until the "
+                        "space's smallest network lies below the budget band the search aims at (85%%)")
     a.add_argument("--cells", type=int, default=None, help=f"searchable cells {per_task('cells')}")
     a.add_argument("--layers", type=int, default=None, help=f"layers per cell {per_task('layers')}")
     a.add_argument("--ops", default=",".join(s.ops),
@@ -235,6 +245,7 @@ def config_from_args(args, demo: bool = False):
     from .distill.train import TrainConfig
     from .methods.agd import AGDSearchConfig
 
+    auto_nf = getattr(args, "nf", None) is None  # --nf not given: adapt it to the budget
     _fill_task_defaults(args, demo)
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     from .arch.ops import OPS
@@ -262,11 +273,14 @@ def config_from_args(args, demo: bool = False):
                               train_data=args.train_data, eval_data=args.eval_data, method=args.method,
                               real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
                               slim=_slim_config(args))
-    return CompressConfig(task=args.task, scale=args.scale, size=args.size, budget=args.budget, search=search,
+    if args.views < 1:
+        raise UserError(f"--views must be at least 1 (the whole photo), got {args.views}")
+    return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
+                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,
-                          out=args.out, device=args.device, quiet=args.quiet, **kw)
+                          out=args.out, device=args.device, quiet=args.quiet, auto_nf=auto_nf, **kw)
 
 
 # demo defaults: small enough for 10 minutes on 2 CPU cores, same method and stages as compress

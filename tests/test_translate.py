@@ -331,3 +331,38 @@ def test_vgg_losses_from_user_weights(tmp_path, depth, mode):
     v = loss(x, y)
     v.backward()
     assert v.item() > 0 and x.grad.abs().sum() > 0
+
+
+def test_views_and_auto_nf_reach_the_run(tiny_translate, tmp_path, capsys):
+    """--views: the teacher labels every view; --nf left out: the trunk narrows for a tight budget."""
+    out = tmp_path / "views"
+    tiny = [a for a in TINY_T if a not in ("--nf", "8")]
+    args = ["compress", "--task", "translate", "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
+            "--train-data", str(tiny_translate / "train"), "--eval-data", str(tiny_translate / "eval"),
+            "--budget", "1/2", "--views", "3", "--cells", "2", "--out", str(out), *tiny]
+    code, _, err = _cli(capsys, args)
+    assert code == 0, err
+    names = json.loads((out / "teacher_targets.json").read_text())
+    assert len(names) == 2 * 3 and all("@view" in n for n in names)
+    cfg = json.loads((out / "config.json").read_text())
+    m = json.loads((out / "metrics.json").read_text())
+    assert cfg["views"] == 3 and cfg["search"]["nf"] < 64 and cfg["search"]["nf"] % 4 == 0
+    assert m["within_budget"]
+    before = (out / "metrics.json").stat().st_mtime_ns
+    code, out_text, _ = _cli(capsys, args[:-1])  # finished, with the narrowed trunk: nothing to do
+    assert code == 0 and "nothing to do" in out_text and (out / "metrics.json").stat().st_mtime_ns == before
+    code, _, err = _cli(capsys, [*args[:-len(tiny) - 2], "--views", "0", "--out", str(tmp_path / "v0"), *tiny])
+    assert code == 2 and "--views must be at least 1" in err
+
+
+def test_auto_nf_rule():
+    from dataclasses import replace
+
+    from gancompress.compress import adapt_trunk_width, space_floor, task_config
+
+    c = task_config("translate", quiet=True)
+    assert c.auto_nf and adapt_trunk_width(c, int(1.27e9)).search.nf == 64  # demo teacher 1/10: room enough
+    narrowed = adapt_trunk_width(c, int(0.635e9))  # 1/20: 64's floor is 1.06 G
+    assert narrowed.search.nf == 40 and space_floor(narrowed, 40) <= 0.85 * 0.635e9 < space_floor(c, 44)
+    assert adapt_trunk_width(replace(c, auto_nf=False), int(0.635e9)).search.nf == 64
+    assert adapt_trunk_width(replace(c, method="uniform"), int(0.635e9)).search.nf == 64

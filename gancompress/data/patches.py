@@ -156,10 +156,17 @@ def split_pairs(
         a = [(lr[..., :cut], target[..., : cut * s])]
         b = [(lr[..., cut:], target[..., cut * s :])]
         na, nb = [f"{names[0]} (left half)"], [f"{names[0]} (right half)"]
-    else:
-        order = np.random.default_rng(int(seed)).permutation(len(pairs)).tolist()
-        n_a = (len(pairs) + 1) // 2
-        ia, ib = sorted(order[:n_a]), sorted(order[n_a:])
+    else:  # by source photograph: the views of one photo (data/translate.py) stay on one side
+        from .translate import source_of
+
+        keys = [source_of(n) for n in names]
+        if len(set(keys)) == 1:
+            keys = list(range(len(names)))  # all views of one photo: split the views themselves
+        sources = list(dict.fromkeys(keys))
+        order = np.random.default_rng(int(seed)).permutation(len(sources)).tolist()
+        side_a = {sources[j] for j in order[: (len(sources) + 1) // 2]}
+        ia = [i for i, k in enumerate(keys) if k in side_a]
+        ib = [i for i, k in enumerate(keys) if k not in side_a]
         a, b = [pairs[i] for i in ia], [pairs[i] for i in ib]
         na, nb = [names[i] for i in ia], [names[i] for i in ib]
     return (a, b, na, nb) if with_names else (a, b)

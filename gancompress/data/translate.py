@@ -44,10 +44,14 @@ def _warn_odd(name: str, img: torch.Tensor, size: int) -> None:
 
 def load_square_folder(folder: str | os.PathLike, size: int, hint: str) -> list[tuple[str, torch.Tensor]]:
     """Every readable image of `folder` as (name, (3, size, size))."""
-    out = []
-    for name, img in load_folder(folder, hint=hint):
+    return [(name, square(img, size)) for name, img in load_warned_folder(folder, size, hint)]
+
+
+def load_warned_folder(folder, size: int, hint: str) -> list[tuple[str, torch.Tensor]]:
+    """Every readable image of `folder` at its own size, with `load_square_folder`'s warnings."""
+    out = load_folder(folder, hint=hint)
+    for name, img in out:
         _warn_odd(name, img, size)
-        out.append((name, square(img, size)))
     return out
 
 
@@ -70,3 +74,51 @@ def paired_files(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> list[tup
             raise UserError(f"--paired: {b[stem]} has no partner named {stem}.* in {dir_a}; pairs are "
                             "matched by file name (without extension)")
     return [(a[s], b[s]) for s in sorted(a)]
+
+
+VIEW_SEP = "@view"  # "photo.png@view3": view 3 of photo.png (views of one photo stay on one side of a split)
+
+
+def source_of(name: str) -> str:
+    """The photograph a training view was cut from."""
+    return name.split(VIEW_SEP)[0]
+
+
+def _jitter_colour(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random saturation (x0.6-1.4), hue rotation (+-30 degrees about the grey axis) and gamma
+    (0.7-1.4): inputs the teacher has never been shown as such, but whose outputs it defines."""
+    u = torch.rand(3, generator=g)
+    sat, angle, gamma = 0.6 + 0.8 * u[0], (u[1] - 0.5) * (torch.pi / 3), 0.7 * 2 ** u[2].item()
+    grey = img.mean(0, keepdim=True)
+    img = grey + sat * (img - grey)
+    # rotation about (1, 1, 1)/sqrt(3) by `angle` (Rodrigues), which keeps grey pixels grey
+    k = torch.ones(3) / 3 ** 0.5
+    kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    rot = torch.eye(3) + torch.sin(angle) * kx + (1 - torch.cos(angle)) * (kx @ kx)
+    img = torch.einsum("ij,jhw->ihw", rot, img)
+    return img.clamp(0, 1) ** gamma
+
+
+def training_views(images: list[tuple[str, torch.Tensor]], size: int, views: int, seed: int,
+                   colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """`views` size x size squares of every photograph: the whole-photo square of `square`, then
+    views - 1 random crops whose side is drawn log-uniformly between `size` px of the original
+    (native resolution) and its shorter side (the whole photo), resized to `size`.
+
+    Why: the student only has to agree with the teacher on the inputs it will see, and a few
+    downscaled whole photographs cover few of them (textures at native resolution, close-ups).
+    Every view is labelled by the teacher, so any view is a valid training pair. Deterministic in
+    `seed`; with `colour`, views after the first also get a random colour jitter."""
+    g = torch.Generator().manual_seed(int(seed))
+    out = []
+    for name, img in images:
+        out.append((f"{name}{VIEW_SEP}0" if views > 1 else name, square(img, size)))
+        h, w = img.shape[-2:]
+        lo, hi = min(size, min(h, w)), min(h, w)
+        for v in range(1, views):
+            u = torch.rand(3, generator=g)
+            side = int(round(lo * (hi / lo) ** u[0].item()))
+            top, left = int(u[1] * (h - side + 1)) if h > side else 0, int(u[2] * (w - side + 1)) if w > side else 0
+            crop = square(img[:, top:top + side, left:left + side], size)
+            out.append((f"{name}{VIEW_SEP}{v}", _jitter_colour(crop, g) if colour else crop))
+    return out
