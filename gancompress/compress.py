@@ -72,7 +72,7 @@ class CompressConfig:
     # the CLI sets it when --nf is not given. The width used is what the run's config records.
     auto_nf: bool = False
     # flip/rotate training (input, teacher output) pairs together. The teachers are not equivariant
-    # (a flipped input's output is 20-37 dB from the flipped output), so this teaches outputs the
+    # (a flipped input's output is 21-38 dB PSNR from the flipped output), so this teaches outputs the
     # teacher never gives; off, the pairs are used as the teacher labelled them.
     pair_aug: bool = True
 
