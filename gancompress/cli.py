@@ -301,9 +301,11 @@ def _print_summary(m: dict) -> None:
     if m.get("fid_note"):
         print(m["fid_note"])
     if m.get("int8"):
-        from .report.run_report import int8_line
+        from .report.run_report import int8_discount_check, int8_line
 
         print(int8_line(m["int8"]))
+        if m.get("student_cost") is not None:
+            print(int8_discount_check(m["int8"], m["int8_cost"]))
 
 
 def cmd_compress(args, demo=False):

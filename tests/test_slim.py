@@ -133,3 +133,8 @@ def test_agd_precision_search_end_to_end(tiny_teacher, tiny_data, tmp_path):
     q = m["int8"]
     assert q["int8_vs_fp32"] > 30 and not any("/layers." in n for n in q["float_nodes"])  # every layer int8
     assert any(n.startswith("/head/") for n in q["float_nodes"])  # the frame stays float
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert ("did run faster" in report) == (q["latency_ratio_int8_fp32"] <= 0.9)  # the discount is checked
+    from gancompress.report.run_report import int8_discount_check
+
+    assert "search without --search-int8" in int8_discount_check({"latency_ratio_int8_fp32": 1.0}, 0.5)

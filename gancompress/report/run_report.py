@@ -139,7 +139,20 @@ def _architecture(spec, m: dict) -> str:
                  f"charged {m['int8_cost']} of an fp32 one ({m['student_macs'] / 1e9:.2f} GMACs in all).")
     if m.get("int8"):
         text += "\n\n" + int8_line(m["int8"])
+        if m.get("student_cost") is not None:
+            text += " " + int8_discount_check(m["int8"], m["int8_cost"])
     return text
+
+
+def int8_discount_check(q: dict, int8_cost: float) -> str:
+    """Whether the latency the budget's int8 discount assumed showed up on ONNX Runtime."""
+    r = q["latency_ratio_int8_fp32"]
+    if r <= 0.9:
+        return f"The int8 layers did run faster on ONNX Runtime (int8/fp32 {r:.2f})."
+    return (f"Warning: the budget charged int8 MACs {int8_cost} of fp32 ones, but this partly int8 model "
+            f"runs at {r:.2f}x its fp32 latency on ONNX Runtime (each precision boundary adds a "
+            "quantize/dequantize): for a latency target, search without --search-int8 and export every "
+            "layer int8 (gancompress export RUN --int8), or use GAN Slimming --bits 8.")
 
 
 def int8_line(q: dict) -> str:
