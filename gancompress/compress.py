@@ -189,6 +189,9 @@ def validate_options(cfg: CompressConfig) -> None:
         if cfg.real_target and not Path(cfg.real_target).is_dir():
             raise UserError(f"--real-target {cfg.real_target} is not a folder; give a folder of real "
                             "target-domain images (or leave it out)")
+    elif cfg.views != 1 or cfg.view_colour:
+        raise UserError("--views and --view-colour are for --task translate (SR training already samples "
+                        "random crops of the full-resolution photographs)")
     elif cfg.scale not in (2, 3, 4):
         raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
     if cfg.method not in METHODS:

@@ -197,3 +197,9 @@ def test_budget_just_below_the_space_suggests_a_narrower_trunk(args, capsys, tmp
     lo = spec_macs(make_supernet(s, frame_template(s, "sr", 4)).min_spec())
     code, err, line = run_cli(capsys, args(extra=["--budget", str(lo - 1)]))
     assert_clean_error(code, err, line, "below the smallest network", "--nf 7")
+
+
+def test_translation_views_refused_for_sr(args, capsys, tmp_path):
+    code, err, line = run_cli(capsys, args(extra=["--views", "4"]))
+    assert_clean_error(code, err, line, "--views", "--task translate")
+    assert not (tmp_path / "run").exists()
