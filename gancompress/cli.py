@@ -167,6 +167,9 @@ def _add_ofa_options(p: argparse.ArgumentParser) -> None:
     k.add_argument("--rho", type=float, default=sc.rho,
                    help=f"L1 weight on the channel gates (proximal step); larger prunes more (default {sc.rho})")
     k.add_argument("--lr-gate", type=float, default=sc.lr_gate, help=f"gate SGD learning rate (default {sc.lr_gate})")
+    k.add_argument("--stop-at-budget", action="store_true",
+                   help="shrink gates only while the unpruned channels are over the budget (a fixed --rho "
+                        "can prune far below it)")
     k.add_argument("--bits", type=int, default=sc.bits, choices=[8, 32],
                    help="8: GS-8, quantization-aware from the start; 32: GS-32 (default 32)")
 
@@ -190,7 +193,7 @@ def _slim_config(args):
     return SlimConfig(op=args.slim_op, steps=args.slim_steps, rho=args.rho, lr_gate=args.lr_gate,
                       lambda_recon=args.lambda_recon,
                       lambda_gan=SlimConfig.lambda_gan if args.lambda_gan is None else args.lambda_gan, gan_loss=args.gan_loss,
-                      bits=args.bits)
+                      bits=args.bits, stop_at_budget=args.stop_at_budget)
 
 
 def _ratio_text(r: float) -> str:

@@ -138,3 +138,20 @@ def test_agd_precision_search_end_to_end(tiny_teacher, tiny_data, tmp_path):
     from gancompress.report.run_report import int8_discount_check
 
     assert "search without --search-int8" in int8_discount_check({"latency_ratio_int8_fp32": 1.0}, 0.5)
+
+
+@pytest.mark.parametrize("stop,budget_share,calls", [(True, 1.0, 0), (True, 0.0, 3), (False, 1.0, 3)])
+def test_stop_at_budget_skips_the_proximal_step_once_the_live_network_fits(tmp_path, monkeypatch, stop,
+                                                                            budget_share, calls):
+    from gancompress.data.patches import PatchSampler
+    from gancompress.methods.slim import live_macs, train_gated
+
+    g = _gated()
+    widest = live_macs(g)
+    n = []
+    monkeypatch.setattr(GatedStudent, "proximal_step", lambda self, t: n.append(t))
+    pairs = [(torch.rand(3, 8, 8), torch.rand(3, 32, 32))]
+    sampler = PatchSampler(pairs, 8, 4, 2, seed=0)
+    cfg = SlimConfig(steps=3, lambda_gan=0.0, stop_at_budget=stop)
+    train_gated(cfg, g, nn.L1Loss(), sampler, tmp_path / "s.ckpt", "cpu", quiet=True, budget=int(budget_share * widest))
+    assert len(n) == calls

@@ -55,7 +55,7 @@ class SlimRun(MethodStages):
         student = slim.GatedStudent(self.space)
         self._quantize(student.net)
         slim.train_gated(o, student, self.recon, self._sampler(s.patch, s.batch, cfg.seed), run / "search" / "slim.ckpt",
-                         cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed)
+                         cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed, budget)
         student.cpu().eval()
         zero = student.sparsity()
         t = slim.threshold_for_budget(student, budget)
