@@ -79,6 +79,9 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                         f"(default {','.join(s.ops)})")
     a.add_argument("--widths", default=",".join(_ratio_text(r) for r in s.width_ratios),
                    help="width choices as ratios of nf, comma separated (default 1/3,1/2,2/3,5/6,1)")
+    a.add_argument("--frame-widths", default=None,
+                   help="translate, AGD: width choices of the stem, downsampling and upsampling layers as "
+                        "ratios of their CycleGAN-proportioned widths (default: the same as --widths)")
     a.add_argument("--upsampler", default=None, choices=["pixelshuffle", "progressive", "deconv", "resize"],
                    help=f"sr: pixelshuffle or progressive; translate: deconv (ConvTranspose2d) or resize "
                         f"(nearest + conv) {per_task('upsampler')}")
@@ -203,7 +206,7 @@ def _ratio_text(r: float) -> str:
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
-def _parse_ratios(text: str) -> tuple:
+def _parse_ratios(text: str, flag: str = "--widths") -> tuple:
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -211,9 +214,9 @@ def _parse_ratios(text: str) -> tuple:
             num, _, den = part.partition("/")
             r = float(num) / float(den) if den else float(num)
         except (ValueError, ZeroDivisionError):
-            raise UserError(f"cannot read width ratio {part!r} in --widths; write e.g. 1/3,1/2,1") from None
+            raise UserError(f"cannot read width ratio {part!r} in {flag}; write e.g. 1/3,1/2,1") from None
         if not 0 < r <= 1:
-            raise UserError(f"width ratio {part} in --widths must be in (0, 1]")
+            raise UserError(f"width ratio {part} in {flag} must be in (0, 1]")
         out.append(r)
     return tuple(out)
 
@@ -258,6 +261,7 @@ def config_from_args(args, demo: bool = False):
         raise UserError(f"unknown operator(s) {bad} in --ops; choose from {','.join(OPS)}")
     search = AGDSearchConfig(nf=args.nf, n_cells=args.cells, n_layers=args.layers, ops=ops,
                              width_ratios=_parse_ratios(args.widths),
+                             frame_ratios=_parse_ratios(args.frame_widths, "--frame-widths") if args.frame_widths else None,
                              upsampler=args.upsampler, up_width=args.up_width, patch=args.search_patch,
                              batch=args.search_batch, warmup_steps=args.warmup_steps,
                              search_steps=args.search_steps, lr_arch=args.lr_arch,

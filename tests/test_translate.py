@@ -366,3 +366,17 @@ def test_auto_nf_rule():
     assert narrowed.search.nf == 40 and space_floor(narrowed, 40) <= 0.85 * 0.635e9 < space_floor(c, 44)
     assert adapt_trunk_width(replace(c, auto_nf=False), int(0.635e9)).search.nf == 64
     assert adapt_trunk_width(replace(c, method="uniform"), int(0.635e9)).search.nf == 64
+
+
+def test_frame_widths_option_limits_the_searched_frame():
+    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+
+    base = AGDSearchConfig(nf=32, n_cells=2, n_layers=2, upsampler="deconv")
+    narrow = make_supernet(base, frame_template(base, "translate", 1))
+    wide_cfg = AGDSearchConfig(nf=32, n_cells=2, n_layers=2, upsampler="deconv", frame_ratios=(1 / 2, 1.0))
+    wide = make_supernet(wide_cfg, frame_template(wide_cfg, "translate", 1))
+    assert [min(ws) for ws in wide.frame_widths] > [min(ws) for ws in narrow.frame_widths]
+    assert [max(ws) for ws in wide.frame_widths] == [max(ws) for ws in narrow.frame_widths]
+    assert wide.layer_widths == narrow.layer_widths  # the cells keep --widths
+    assert wide.cost(wide.min_spec()) > narrow.cost(narrow.min_spec())
+    assert "frame_ratios" not in base.to_dict() and wide_cfg.to_dict()["frame_ratios"] == [0.5, 1.0]

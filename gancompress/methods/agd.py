@@ -63,11 +63,17 @@ class AGDSearchConfig:
     seed: int = 0
     int8_search: bool = False  # also choose int8 or fp32 per layer (issue 5 part 5; off by default)
     int8_cost: float = 0.5  # an int8 MAC's share of an fp32 MAC in the budget (arch.cost.INT8_MAC_COST)
+    # translation: width ratios for the frame (stem, down, up layers); None: the same as the cells'
+    frame_ratios: tuple | None = None
 
     def to_dict(self):
         d = asdict(self)
         d["ops"] = list(self.ops)
         d["width_ratios"] = list(self.width_ratios)
+        if self.frame_ratios is None:  # configs written before the option existed compare equal
+            del d["frame_ratios"]
+        else:
+            d["frame_ratios"] = list(self.frame_ratios)
         if not self.int8_search:  # configs written before the option existed compare equal
             del d["int8_search"], d["int8_cost"]
         return d
@@ -87,7 +93,7 @@ def make_supernet(cfg: AGDSearchConfig, template: ArchSpec) -> Supernet:
     if cfg.int8_search:  # every operator also as its int8 twin: precision becomes part of the choice
         ops += [o + INT8_SUFFIX for o in cfg.ops if not o.endswith(INT8_SUFFIX)]
     return Supernet(template, cfg.n_cells, cfg.n_layers, ops, cfg.width_ratios,
-                    cfg.int8_cost if cfg.int8_search else 1.0)
+                    cfg.int8_cost if cfg.int8_search else 1.0, frame_ratios=cfg.frame_ratios)
 
 
 @dataclass

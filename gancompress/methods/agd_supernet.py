@@ -83,7 +83,8 @@ class MixedLayer(nn.Module):
 
 
 class Supernet(nn.Module):
-    def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios, int8_cost: float = 1.0):
+    def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios, int8_cost: float = 1.0,
+                 frame_ratios=None):
         super().__init__()
         self.int8_cost = int8_cost  # cost per MAC of an int8 operator, relative to fp32
         self.template = replace(template, cells=[], meta={})
@@ -109,11 +110,12 @@ class Supernet(nn.Module):
         self.alpha = nn.Parameter(1e-3 * torch.randn(n, len(self.op_names)))
         self.betas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(ws))) for ws in self.layer_widths)
         # translation: the widths of the frame (stem, down[0], up[0], up[1]) are searched too, from
-        # the same ratios of the template's widths; their indices follow the cell layers' in `ws`
+        # `frame_ratios` (default: the cells' ratios) of the template's widths; their indices follow
+        # the cell layers' in `ws`
         self.frame_widths: list[list[int]] = []
         if self.template.task == "translate":
             fr = self.template.frame
-            self.frame_widths = [width_choices(m, width_ratios) for m in (fr.stem, fr.down[0], *fr.up)]
+            self.frame_widths = [width_choices(m, frame_ratios or width_ratios) for m in (fr.stem, fr.down[0], *fr.up)]
             for ws, m in zip(self.frame_widths, (fr.stem, fr.down[0], *fr.up)):
                 if ws[-1] != m:
                     ws.append(m)
