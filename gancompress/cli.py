@@ -280,8 +280,6 @@ def config_from_args(args, demo: bool = False):
                               train_data=args.train_data, eval_data=args.eval_data, method=args.method,
                               real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
                               slim=_slim_config(args))
-    if args.views < 1:
-        raise UserError(f"--views must be at least 1 (the whole photo), got {args.views}")
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
                           view_colour=args.view_colour, pair_aug=not args.no_pair_aug, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,

@@ -127,17 +127,13 @@ def _log(cfg, msg):
 # ---- data -----------------------------------------------------------------------------------
 def _square_images(folder, bundled_split: str, size: int, hint: str, views: int = 1, seed: int = 0,
                    colour: bool = False):
-    """Translation images, size x size: the user's folder, else the bundled split; with `views`
-    > 1, that many views of each (data/translate.py: training_views)."""
+    """Translation images, size x size: the user's folder, else the bundled split; `views` of each
+    (1: its centre square; data/translate.py: training_views)."""
     from .data.bundled import bundled_photographs
-    from .data.translate import load_square_folder, load_warned_folder, square, training_views
+    from .data.translate import load_warned_folder, training_views
 
-    if views > 1:
-        raw = load_warned_folder(folder, size, hint=hint) if folder else bundled_photographs(bundled_split)
-        return training_views(raw, size, views, seed, colour)
-    if folder:
-        return load_square_folder(folder, size, hint=hint)
-    return [(n, square(im, size)) for n, im in bundled_photographs(bundled_split)]
+    raw = load_warned_folder(folder, size, hint=hint) if folder else bundled_photographs(bundled_split)
+    return training_views(raw, size, views, seed, colour)
 
 
 def training_images(cfg: CompressConfig):
@@ -178,6 +174,8 @@ def validate_options(cfg: CompressConfig) -> None:
     if cfg.search.upsampler not in ups:
         raise UserError(f"--upsampler {cfg.search.upsampler} is not one for --task {cfg.task}; choose "
                         f"from {', '.join(ups)}")
+    if cfg.views < 1:
+        raise UserError(f"--views must be at least 1 (the whole photo), got {cfg.views}")
     if cfg.task == "translate":
         if cfg.scale != 1:
             raise UserError(f"--task translate keeps the image size (scale 1), got --scale {cfg.scale}")
@@ -462,11 +460,18 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
         finish_distributed()
 
 
+def _finished(cfg: CompressConfig) -> dict | None:
+    """finished_metrics, saying so: a finished run with the same config is left untouched."""
+    finished = finished_metrics(cfg)
+    if finished is not None:
+        _log(cfg, f"{cfg.out} is already complete; nothing to do (report: {Path(cfg.out) / 'report.md'})")
+    return finished
+
+
 def _compress(cfg: CompressConfig, force: bool) -> dict:
     validate_options(cfg)
-    finished = finished_metrics(cfg)
-    if finished is not None:  # a finished run with the same config: nothing to do, touch nothing
-        _log(cfg, f"{cfg.out} is already complete; nothing to do (report: {Path(cfg.out) / 'report.md'})")
+    finished = _finished(cfg)
+    if finished is not None:
         return finished
     cfg.device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -482,11 +487,10 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     t_macs = teacher_macs(teacher)
     budget = resolve_budget(cfg.budget, t_macs)
     adapted = adapt_trunk_width(cfg, budget)
-    if adapted is not cfg:
+    if adapted is not cfg:  # the run's config holds the narrowed trunk: check for it again
         cfg = adapted
-        finished = finished_metrics(cfg)
+        finished = _finished(cfg)
         if finished is not None:
-            _log(cfg, f"{cfg.out} is already complete; nothing to do (report: {Path(cfg.out) / 'report.md'})")
             return finished
     check_budget(cfg, budget, t_macs)
     # validate everything else before anything is written

@@ -83,8 +83,9 @@ def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
 
 
 # Cost of one int8 multiply-accumulate relative to an fp32 one in the budget when AGD searches
-# precision. Measured: ONNX Runtime's int8 SR students ran at 0.55-0.58x their fp32 latency
-# (BENCHMARKS.md, int8 section), so an int8 layer is charged half its MACs.
+# precision. Whole-model int8 SR students ran at 0.55-0.8x their fp32 latency on ONNX Runtime
+# (BENCHMARKS.md, int8 section), so an int8 layer is charged half its MACs; a partly int8 student
+# gained no speed there (the report says so when that happens).
 INT8_MAC_COST = 0.5
 
 
@@ -95,9 +96,9 @@ def has_int8_layers(spec: ArchSpec) -> bool:
 def spec_cost(spec: ArchSpec, int8_cost: float = INT8_MAC_COST, hw: tuple[int, int] = DEFAULT_HW) -> float:
     """The budget's cost: MACs, with int8 layers charged `int8_cost` per MAC (equals spec_macs
     for an all-float spec)."""
-    per_px = sum(OPS[layer.op].macs(cin, layer.width) * (int8_cost if OPS[layer.op].bits == 8 else 1.0)
-                 for _, _, cin, layer in spec.layers())
-    return frame_macs(spec, hw) + per_px * cells_area(spec, hw)
+    int8_px = sum(OPS[layer.op].macs(cin, layer.width) for _, _, cin, layer in spec.layers()
+                  if OPS[layer.op].bits == 8)
+    return spec_macs(spec, hw) - (1.0 - int8_cost) * int8_px * cells_area(spec, hw)
 
 
 def spec_params(spec: ArchSpec) -> int:

@@ -119,10 +119,11 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
         # quantizer recommends: fewer leftover shape ops, smaller file
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         nodes = [n.name for n in onnx.load(str(pre)).graph.node]
-        kept = [n for n in nodes if n.startswith(tuple(floats[task]))]
         if only_layers is not None:  # a mixed-precision AGD student: just the layers searched as int8
             prefixes = tuple(onnx_prefix(m) for m in only_layers)
             kept = [n for n in nodes if not n.startswith(prefixes)]
+        else:
+            kept = [n for n in nodes if n.startswith(tuple(floats[task]))]
         quantize_static(str(pre), str(tmp), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept,

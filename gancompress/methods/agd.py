@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..arch.cost import spec_macs
+from ..arch.cost import INT8_MAC_COST, spec_macs
 from ..arch.ops import DEFAULT_OPS
 from ..arch.spec import ArchSpec, UpsamplerSpec, frame_for_width
 from ..distill.loop import average_gradients, broadcast_parameters, is_main, run_loop
@@ -62,7 +62,7 @@ class AGDSearchConfig:
     eval_every: int = 10
     seed: int = 0
     int8_search: bool = False  # also choose int8 or fp32 per layer (issue 5 part 5; off by default)
-    int8_cost: float = 0.5  # an int8 MAC's share of an fp32 MAC in the budget (arch.cost.INT8_MAC_COST)
+    int8_cost: float = INT8_MAC_COST  # an int8 MAC's share of an fp32 MAC in the budget
     # translation: width ratios for the frame (stem, down, up layers); None: the same as the cells'
     frame_ratios: tuple | None = None
 

@@ -197,8 +197,8 @@ class Supernet(nn.Module):
         tables = []
         prev = [self.nf]
         for ws in self.layer_widths:
-            t = torch.tensor([[[float(OPS[o].macs(a, b)) * (self.int8_cost if OPS[o].bits == 8 else 1.0)
-                                for b in ws] for a in prev] for o in self.op_names])
+            t = torch.tensor([[[float(self.op_cost(o, a, b)) for b in ws] for a in prev]
+                              for o in range(len(self.op_names))])
             tables.append(t)
             prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
         self._tables = tables
