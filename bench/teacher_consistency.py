@@ -6,6 +6,9 @@ fidelity to the translation teacher").
    the student for outputs it cannot compute from the crop.
 2. Flip/rotation equivariance: flipping (input, teacher output) pairs together assumes
    teacher(flip(x)) == flip(teacher(x)).
+3. Shift equivariance: a crop at any offset assumes teacher(shift(x)) == shift(teacher(x)). Two
+   stride-2 layers make it hold only for shifts by multiples of 4 (why translation crops are
+   aligned to 4 px: --crop-align).
 
     python bench/teacher_consistency.py [--shared ../shared]
 """
@@ -46,9 +49,13 @@ def main() -> None:
     with torch.no_grad():
         t = load_task_teacher("translate", "demo", None, None)
         crop, flip, rot = [], [], []
+        shifts = {d: [] for d in (1, 2, 3, 4, 8)}
         for _, im in training_images(task_config("translate"))[:8]:
             whole = t.predict(im[None])[0]
             crop.append(psnr_rgb(t.predict(im[None, :, 64:192, 32:160])[0], whole[:, 64:192, 32:160]))
+            for d, vals in shifts.items():  # drop d columns: output column j should be whole's j + d
+                moved = t.predict(im[None, :, :, d:])[0]
+                vals.append(psnr_rgb(moved[:, 32:-32, 64:192], whole[:, 32:-32, 64 + d:192 + d]))
             f, r = _equivariance(lambda x: t.predict(x[None])[0], im, psnr_rgb)
             flip.append(f)
             rot.append(r)
@@ -56,6 +63,8 @@ def main() -> None:
         print("  " + _row("128 px crop vs the region of the whole-image output", crop))
         print("  " + _row("flip", flip))
         print("  " + _row("rot90", rot))
+        for d, vals in shifts.items():
+            print("  " + _row(f"input moved {d} px (interior)", vals))
 
         srgan = Path(args.shared) / "teachers" / "srgan_x4.pth"
         refs = [("SR demo", "demo")] + ([("SRGAN x4", f"srgan:{srgan}")] if srgan.is_file() else [])

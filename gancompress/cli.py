@@ -64,6 +64,9 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--no-pair-aug", action="store_true",
                    help="do not flip/rotate training (input, teacher output) pairs together (the teacher is not "
                         "flip/rotation equivariant, so flipped pairs are outputs it never gives)")
+    g.add_argument("--crop-align", type=int, default=c.crop_align,
+                   help="training crops start on multiples of N input pixels. translate: 4 keeps the 4 px pattern "
+                        "a teacher with two stride-2 layers draws in phase; use it with --no-pair-aug (default 1)")
     g.add_argument("--budget", default=c.budget,
                    help="MACs budget at 256x256 (LR) input: absolute (9.2G, 800M) or relative (1/10, 0.1x) "
                         f"(default {c.budget})")
@@ -281,7 +284,7 @@ def config_from_args(args, demo: bool = False):
                               real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
                               slim=_slim_config(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
-                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, budget=args.budget, search=search,
+                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,

@@ -75,12 +75,22 @@ class CompressConfig:
     # (a flipped input's output is 21-38 dB PSNR from the flipped output), so this teaches outputs the
     # teacher never gives; off, the pairs are used as the teacher labelled them.
     pair_aug: bool = True
+    # training crops start on multiples of this many input pixels (PatchSampler `align`). 4 keeps a
+    # translation teacher's 4 px output pattern in phase; it only matters without pair flips (which
+    # move the phase too), and is not the default (BENCHMARKS.md: lower PSNR, better FID)
+    crop_align: int = 1
+
+    def sampler_options(self) -> dict:
+        """PatchSampler keywords every distillation sampler of a run shares."""
+        return {"augment": self.pair_aug, "align": self.crop_align}
 
     def to_dict(self) -> dict:
         d = asdict(self)
         del d["auto_nf"]
         if self.pair_aug:  # run directories written before the option keep matching
             del d["pair_aug"]
+        if self.crop_align == 1:
+            del d["crop_align"]
         d["search"] = self.search.to_dict()
         d["retrain"] = self.retrain.to_dict()
         # each method's own options only in its runs (so older run directories keep matching)
@@ -176,6 +186,8 @@ def validate_options(cfg: CompressConfig) -> None:
                         f"from {', '.join(ups)}")
     if cfg.views < 1:
         raise UserError(f"--views must be at least 1 (the whole photo), got {cfg.views}")
+    if cfg.crop_align < 1:
+        raise UserError(f"--crop-align must be a number of pixels, at least 1, got {cfg.crop_align}")
     if cfg.task == "translate":
         if cfg.scale != 1:
             raise UserError(f"--task translate keeps the image size (scale 1), got --scale {cfg.scale}")
@@ -591,9 +603,9 @@ def _samplers(cfg, names, pairs, patch, batch, seed):
 
     rank, ws = world()
     a, b, na, nb = split_pairs(pairs, seed, names=names)
-    sa = PatchSampler(a, patch, cfg.scale, batch, seed, names=na, rank=rank, world_size=ws, augment=cfg.pair_aug)
+    sa = PatchSampler(a, patch, cfg.scale, batch, seed, names=na, rank=rank, world_size=ws, **cfg.sampler_options())
     sb = PatchSampler(b, patch, cfg.scale, batch, seed + 1, names=nb, rank=rank, world_size=ws,
-                      augment=cfg.pair_aug)
+                      **cfg.sampler_options())
     return sa, sb
 
 
@@ -614,7 +626,7 @@ def stage_search(cfg, run, names, pairs, budget, perceptual):
         from .data.patches import PatchSampler
 
         val = PatchSampler(pairs, s.patch, cfg.scale, 2 * s.batch, cfg.seed + 7, names=names,
-                           augment=cfg.pair_aug).next_batch()
+                           **cfg.sampler_options()).next_batch()
         loss = _distill_loss(perceptual, cfg)
         template = frame_template(s, cfg.task, cfg.scale)
         res = search(s, template, wa, ab, val, budget, run / "search", loss, cfg.device, cfg.quiet)
@@ -664,7 +676,7 @@ def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
     rank, ws = world()
     r = cfg.retrain
     sampler = PatchSampler(pairs, r.patch, cfg.scale, r.batch, cfg.seed + 11, names=names, rank=rank,
-                           world_size=ws, augment=cfg.pair_aug)
+                           world_size=ws, **cfg.sampler_options())
     fit_pixels(student, sampler, r, run / "retrain.ckpt", "retrain", cfg.device, cfg.quiet, perceptual)
     student = strip_fake_quant(student).cpu().eval()
     if is_main():

@@ -264,6 +264,34 @@ def test_patch_sampler_without_augment_matches_crop():
         assert torch.equal(t_b[i], target[:, y * scale : (y + p) * scale, x * scale : (x + p) * scale])
 
 
+def test_patch_sampler_align_puts_corners_on_the_grid():
+    # every pixel's value is its own (y, x): a crop's first pixel tells where it was taken
+    h, w, p = 37, 41, 8
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    im = torch.stack([yy, xx, yy * 0])
+    s = PatchSampler([(im, im)], lr_patch=p, scale=1, batch_size=64, seed=0, augment=False, align=4)
+    lr_b, t_b = s.next_batch()
+    ys, xs = lr_b[:, 0, 0, 0].long(), lr_b[:, 1, 0, 0].long()
+    assert torch.equal(lr_b, t_b)
+    assert (ys % 4 == 0).all() and (xs % 4 == 0).all()
+    assert int(ys.max()) <= h - p and int(xs.max()) <= w - p
+    assert len(set(ys.tolist())) > 3 and len(set(xs.tolist())) > 3  # still random along the grid
+    free = PatchSampler([(im, im)], lr_patch=p, scale=1, batch_size=64, seed=0, augment=False).next_batch()[0]
+    assert (free[:, 1, 0, 0].long() % 4 != 0).any()
+
+
+def test_crop_align_reaches_the_samplers_and_is_checked():
+    from gancompress.compress import task_config, validate_options
+
+    assert task_config("translate").sampler_options() == {"augment": True, "align": 1}
+    cfg = task_config("translate", crop_align=4, pair_aug=False)
+    assert cfg.sampler_options() == {"augment": False, "align": 4}
+    assert cfg.to_dict()["crop_align"] == 4
+    assert "crop_align" not in task_config("translate").to_dict()  # older run directories keep matching
+    with pytest.raises(UserError, match="--crop-align"):
+        validate_options(task_config("translate", crop_align=0))
+
+
 def test_patch_sampler_determinism_and_ranks():
     pairs = [_nearest_pair(30, 30, 2, 0)]
     a = PatchSampler(pairs, 8, 2, 4, seed=1).next_batch()

@@ -334,12 +334,13 @@ def test_vgg_losses_from_user_weights(tmp_path, depth, mode):
 
 
 def test_views_and_auto_nf_reach_the_run(tiny_translate, tmp_path, capsys):
-    """--views: the teacher labels every view; --nf left out: the trunk narrows for a tight budget."""
+    """--views: the teacher labels every view; --nf left out: the trunk narrows for a tight budget;
+    --crop-align reaches the run's config."""
     out = tmp_path / "views"
     tiny = [a for a in TINY_T if a not in ("--nf", "8")]
     args = ["compress", "--task", "translate", "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
             "--train-data", str(tiny_translate / "train"), "--eval-data", str(tiny_translate / "eval"),
-            "--budget", "1/2", "--views", "3", "--cells", "2", "--out", str(out), *tiny]
+            "--budget", "1/2", "--views", "3", "--cells", "2", "--crop-align", "4", "--out", str(out), *tiny]
     code, _, err = _cli(capsys, args)
     assert code == 0, err
     names = json.loads((out / "teacher_targets.json").read_text())
@@ -347,12 +348,15 @@ def test_views_and_auto_nf_reach_the_run(tiny_translate, tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     m = json.loads((out / "metrics.json").read_text())
     assert cfg["views"] == 3 and cfg["search"]["nf"] < 64 and cfg["search"]["nf"] % 4 == 0
+    assert cfg["crop_align"] == 4
     assert m["within_budget"]
     before = (out / "metrics.json").stat().st_mtime_ns
     code, out_text, _ = _cli(capsys, args[:-1])  # finished, with the narrowed trunk: nothing to do
     assert code == 0 and "nothing to do" in out_text and (out / "metrics.json").stat().st_mtime_ns == before
     code, _, err = _cli(capsys, [*args[:-len(tiny) - 2], "--views", "0", "--out", str(tmp_path / "v0"), *tiny])
     assert code == 2 and "--views must be at least 1" in err
+    code, _, err = _cli(capsys, [*args[:-len(tiny) - 2], "--crop-align", "0", "--out", str(tmp_path / "a0"), *tiny])
+    assert code == 2 and "--crop-align" in err and "Traceback" not in err
 
 
 def test_auto_nf_rule():

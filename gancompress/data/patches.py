@@ -37,6 +37,11 @@ class PatchSampler:
     * Deterministic given (seed, rank): the generator is seeded with ``[seed, rank]``
       (numpy SeedSequence), so under DDP each rank draws different patches, and a rerun with the
       same seed draws the same ones. `world_size` is only checked (rank < world_size).
+    * `align`: patch corners on multiples of `align` LR pixels. A translation generator with two
+      stride-2 layers draws a pattern that repeats every 4 px (ConvTranspose2d): moving its input by
+      1-2 px changes its output by ~25 dB PSNR, by 4 px ~50 dB (BENCHMARKS.md). Crops at any offset
+      ask the student for four phases of that pattern at once; aligned crops keep the phase the
+      whole-image output has.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class PatchSampler:
         names: Sequence[str] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        align: int = 1,
     ) -> None:
         if not pairs:
             raise UserError("no training images to sample patches from; point the training data option at a folder of images")
@@ -57,6 +63,8 @@ class PatchSampler:
             raise ValueError(f"got {len(names)} names for {len(pairs)} pairs")
         if lr_patch < 1 or batch_size < 1:
             raise ValueError(f"lr_patch and batch_size must be >= 1, got {lr_patch}, {batch_size}")
+        if align < 1:
+            raise ValueError(f"align must be >= 1, got {align}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.names = list(names) if names is not None else [f"image #{i}" for i in range(len(pairs))]
@@ -64,6 +72,7 @@ class PatchSampler:
         self.scale = int(scale)
         self.batch_size = int(batch_size)
         self.augment = augment
+        self.align = int(align)
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         for (lr, target), name in zip(pairs, self.names):
@@ -91,8 +100,9 @@ class PatchSampler:
         idx = int(rng.choice(len(self.pairs), p=self._probs))
         lr, target = self.pairs[idx]
         lh, lw = lr.shape[-2:]
-        y = int(rng.integers(0, lh - p + 1))
-        x = int(rng.integers(0, lw - p + 1))
+        a = self.align
+        y = a * int(rng.integers(0, (lh - p) // a + 1))
+        x = a * int(rng.integers(0, (lw - p) // a + 1))
         lr_c = lr[..., y : y + p, x : x + p]
         t_c = target[..., y * s : (y + p) * s, x * s : (x + p) * s]
         if self.augment:

@@ -98,7 +98,7 @@ class OFARun(MethodStages):
         from ..data.patches import PatchSampler
 
         held = PatchSampler(self.held, self.score_px, cfg.scale, o.score_crops, cfg.seed + 3,
-                            augment=False).next_batch()
+                            augment=False, align=cfg.crop_align).next_batch()
         calib = [self._sampler(s.patch, s.batch, cfg.seed + 5).next_batch()[0] for _ in range(2)]
         t0 = time.perf_counter()
         if o.config:
@@ -155,7 +155,8 @@ class OFARun(MethodStages):
         sampler = self._sampler(r.patch, r.batch, cfg.seed + 11)
         from ..data.patches import PatchSampler
 
-        val = PatchSampler(self.held, self.score_px, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False).next_batch()
+        val = PatchSampler(self.held, self.score_px, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False,
+                           align=cfg.crop_align).next_batch()
         ofa.finetune(self.o, student, obj, sampler, self.has_gt, r.steps, r.lr, run / "retrain.ckpt",
                      cfg.device, cfg.quiet, val, self._log)
         if is_main():

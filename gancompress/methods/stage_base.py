@@ -19,4 +19,4 @@ class MethodStages:
 
         rank, ws = world()
         return PatchSampler(self.train_pairs, patch, self.cfg.scale, batch, seed, names=self.train_names,
-                            rank=rank, world_size=ws, augment=self.cfg.pair_aug)
+                            rank=rank, world_size=ws, **self.cfg.sampler_options())
