@@ -427,30 +427,54 @@ def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
 
 
+def uniform_frame_ratios(cfg: CompressConfig, budget: int, nf: int) -> tuple | None:
+    """Translation AGD: frame width ratios (stem, down, up layers) whose narrowest choice is the
+    uniform baseline's frame at this budget, capped at the space's own (nf/4, nf/2). Searched
+    freely (the cells' ratios), the frame went to 3-8 channels at full resolution in every seed,
+    and those students were the weakest (BENCHMARKS.md, "frame floor"). None when no uniform
+    network fits the budget (check_budget says so)."""
+    try:
+        w = uniform_spec_for_budget(cfg, budget).nf
+    except UserError:
+        return None
+    r = min(1.0, w / nf)
+    return (round(r, 4),) + tuple(x for x in cfg.search.width_ratios if x > r)
+
+
 def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
     """With `auto_nf`, the widest trunk (a multiple of 4, at most the configured nf) whose space's
     smallest network lies below the band the search aims at ([band * budget, budget]): above it
     every derived network is forced to the narrowest widths. The benchmarks picked nf by hand at
     1/20 (SRGAN: 24 for 32; demo translation teacher: 40 for 64); this rule gives 28 and 40.
     AGD and GAN Compression only: GAN Slimming prunes down from the widest network, the uniform
-    baseline picks its own width."""
+    baseline picks its own width. Translation AGD without --frame-widths also gets its frame floor
+    (uniform_frame_ratios) at each trunk width tried."""
     from dataclasses import replace
 
-    if not cfg.auto_nf or cfg.method not in ("agd", "ofa"):
-        return cfg
+    floored = cfg.task == "translate" and cfg.method == "agd" and cfg.search.frame_ratios is None
+
+    def at(nf: int) -> CompressConfig:
+        s = replace(cfg.search, nf=nf)
+        if floored:
+            s = replace(s, frame_ratios=uniform_frame_ratios(cfg, budget, nf))
+        return replace(cfg, search=s)
+
     nf0 = cfg.search.nf
-    floor0 = space_floor(cfg, nf0)
+    start = at(nf0) if floored else cfg
+    if not cfg.auto_nf or cfg.method not in ("agd", "ofa"):
+        return start
+    floor0 = space_floor(start, nf0)
     share = cfg.search.band
     if floor0 <= share * budget:
-        return cfg
+        return start
     for nf in range((nf0 - 1) // 4 * 4, 7, -4):
-        floor = space_floor(cfg, nf)
+        floor = space_floor(at(nf), nf)
         if floor <= share * budget:
             _log(cfg, f"note: at --nf {nf0} the smallest network of the space is {fmt_macs(floor0)}, "
                       f"{floor0 / budget:.0%} of the budget {fmt_macs(budget)}, which leaves the search no "
                       f"room; using --nf {nf} (smallest network {fmt_macs(floor)}). Give --nf to choose yourself.")
-            return replace(cfg, search=replace(cfg.search, nf=nf))
-    return cfg  # nothing narrower helps: check_budget explains
+            return at(nf)
+    return start  # nothing narrower helps: check_budget explains
 
 
 def ofa_space(cfg: CompressConfig):

@@ -365,11 +365,35 @@ def test_auto_nf_rule():
     from gancompress.compress import adapt_trunk_width, space_floor, task_config
 
     c = task_config("translate", quiet=True)
+    c = replace(c, search=replace(c.search, frame_ratios=c.search.width_ratios))  # the frame as free as the cells
     assert c.auto_nf and adapt_trunk_width(c, int(1.27e9)).search.nf == 64  # demo teacher 1/10: room enough
     narrowed = adapt_trunk_width(c, int(0.635e9))  # 1/20: 64's floor is 1.06 G
     assert narrowed.search.nf == 40 and space_floor(narrowed, 40) <= 0.85 * 0.635e9 < space_floor(c, 44)
+    assert narrowed.search.frame_ratios == c.search.width_ratios  # given ratios are kept
     assert adapt_trunk_width(replace(c, auto_nf=False), int(0.635e9)).search.nf == 64
     assert adapt_trunk_width(replace(c, method="uniform"), int(0.635e9)).search.nf == 64
+
+
+def test_translation_agd_frame_is_never_narrower_than_the_uniform_baseline():
+    from dataclasses import replace
+
+    from gancompress.compress import adapt_trunk_width, task_config, uniform_spec_for_budget
+    from gancompress.methods.agd import frame_template, make_supernet
+
+    c = task_config("translate", quiet=True)
+    assert c.search.frame_ratios is None
+    for budget in (int(1.27e9), int(0.635e9)):  # the demo teacher's 1/10 and 1/20
+        a = adapt_trunk_width(c, budget)
+        uni = uniform_spec_for_budget(c, budget).frame
+        net = make_supernet(a.search, frame_template(a.search, "translate", 1))
+        stem, down, up1, up2 = (min(ws) for ws in net.frame_widths)
+        assert stem >= uni.stem - 1 and up2 >= uni.up[1] - 1 and down >= uni.down[0] - 1  # rounding
+        assert net.cost(net.min_spec()) <= 0.85 * budget  # the narrowing still leaves the search room
+        assert max(net.frame_widths[0]) > stem  # and the frame is still searched
+    assert adapt_trunk_width(c, int(1.27e9)).search.nf == 56  # the floor costs trunk width at 1/10
+    # without auto_nf (an explicit --nf) the floor still applies; other methods are untouched
+    assert adapt_trunk_width(replace(c, auto_nf=False), int(1.27e9)).search.frame_ratios[0] > 1 / 3
+    assert adapt_trunk_width(replace(c, method="ofa"), int(1.27e9)).search.frame_ratios is None
 
 
 def test_frame_widths_option_limits_the_searched_frame():
