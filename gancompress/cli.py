@@ -84,7 +84,8 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                    help="width choices as ratios of nf, comma separated (default 1/3,1/2,2/3,5/6,1)")
     a.add_argument("--frame-widths", default=None,
                    help="translate, AGD: width choices of the stem, downsampling and upsampling layers as "
-                        "ratios of their CycleGAN-proportioned widths (default: the same as --widths)")
+                        "ratios of their CycleGAN-proportioned widths (default: --widths from the uniform "
+                        "baseline's frame at the budget upwards)")
     a.add_argument("--upsampler", default=None, choices=["pixelshuffle", "progressive", "deconv", "resize"],
                    help=f"sr: pixelshuffle or progressive; translate: deconv (ConvTranspose2d) or resize "
                         f"(nearest + conv) {per_task('upsampler')}")

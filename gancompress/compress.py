@@ -437,8 +437,8 @@ def uniform_frame_ratios(cfg: CompressConfig, budget: int, nf: int) -> tuple | N
         w = uniform_spec_for_budget(cfg, budget).nf
     except UserError:
         return None
-    r = min(1.0, w / nf)
-    return (round(r, 4),) + tuple(x for x in cfg.search.width_ratios if x > r)
+    r = round(min(1.0, max(w / nf, min(cfg.search.width_ratios))), 4)  # never below the cells' own floor
+    return (r,) + tuple(x for x in cfg.search.width_ratios if x > r)
 
 
 def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
