@@ -427,18 +427,20 @@ def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
 
 
-def uniform_frame_ratios(cfg: CompressConfig, budget: int, nf: int) -> tuple | None:
-    """Translation AGD: frame width ratios (stem, down, up layers) whose narrowest choice is the
-    uniform baseline's frame at this budget, capped at the space's own (nf/4, nf/2). Searched
-    freely (the cells' ratios), the frame went to 3-8 channels at full resolution in every seed,
-    and those students were the weakest (BENCHMARKS.md, "frame floor"). None when no uniform
-    network fits the budget (check_budget says so)."""
+def uniform_frame_ratios(cfg: CompressConfig, budget: int, nf: int) -> tuple[tuple | None, int]:
+    """Translation AGD: (frame width ratios, frame_nf) such that the narrowest frame on offer
+    (stem, down, up layers) is the uniform baseline's at this budget, and the widest is the
+    CycleGAN proportions of max(nf, the uniform width). Searched freely (the cells' ratios), the
+    frame went to 2-8 channels at full resolution in every seed, and those students were the
+    weakest (BENCHMARKS.md, "frame floor"). (None, 0) when no uniform network fits the budget
+    (check_budget says so)."""
     try:
         w = uniform_spec_for_budget(cfg, budget).nf
     except UserError:
-        return None
-    r = round(min(1.0, max(w / nf, min(cfg.search.width_ratios))), 4)  # never below the cells' own floor
-    return (r,) + tuple(x for x in cfg.search.width_ratios if x > r)
+        return None, 0
+    top = max(nf, w)
+    r = round(max(w / top, min(cfg.search.width_ratios)), 4)  # never below the cells' own floor
+    return (r,) + tuple(x for x in cfg.search.width_ratios if x > r), (top if top > nf else 0)
 
 
 def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
@@ -456,7 +458,8 @@ def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
     def at(nf: int) -> CompressConfig:
         s = replace(cfg.search, nf=nf)
         if floored:
-            s = replace(s, frame_ratios=uniform_frame_ratios(cfg, budget, nf))
+            ratios, frame_nf = uniform_frame_ratios(cfg, budget, nf)
+            s = replace(s, frame_ratios=ratios, frame_nf=frame_nf)
         return replace(cfg, search=s)
 
     nf0 = cfg.search.nf

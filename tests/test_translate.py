@@ -382,14 +382,18 @@ def test_translation_agd_frame_is_never_narrower_than_the_uniform_baseline():
 
     c = task_config("translate", quiet=True)
     assert c.search.frame_ratios is None
-    for budget in (int(1.27e9), int(0.635e9)):  # the demo teacher's 1/10 and 1/20
+    for budget in (int(1.27e9), int(0.635e9), int(4.955e9)):  # demo teacher 1/10, 1/20; ngf-64 teacher 1/10
         a = adapt_trunk_width(c, budget)
         uni = uniform_spec_for_budget(c, budget).frame
         net = make_supernet(a.search, frame_template(a.search, "translate", 1))
         stem, down, up1, up2 = (min(ws) for ws in net.frame_widths)
         assert stem >= uni.stem - 1 and up2 >= uni.up[1] - 1 and down >= uni.down[0] - 1  # rounding
         assert net.cost(net.min_spec()) <= 0.85 * budget  # the narrowing still leaves the search room
-        assert max(net.frame_widths[0]) > stem  # and the frame is still searched
+        if a.search.frame_nf == 0:  # the uniform frame is inside nf's: still searched above it
+            assert max(net.frame_widths[0]) > stem
+    wide = adapt_trunk_width(c, int(4.955e9))  # the uniform width (78) is above nf 64: the frame widens
+    assert wide.search.nf == 64 and wide.search.frame_nf == 78 and wide.to_dict()["search"]["frame_nf"] == 78
+    assert "frame_nf" not in adapt_trunk_width(c, int(1.27e9)).to_dict()["search"]
     assert adapt_trunk_width(c, int(1.27e9)).search.nf == 56  # the floor costs trunk width at 1/10
     # without auto_nf (an explicit --nf) the floor still applies; other methods are untouched
     assert adapt_trunk_width(replace(c, auto_nf=False), int(1.27e9)).search.frame_ratios[0] > 1 / 3

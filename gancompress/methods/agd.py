@@ -65,6 +65,9 @@ class AGDSearchConfig:
     int8_cost: float = INT8_MAC_COST  # an int8 MAC's share of an fp32 MAC in the budget
     # translation: width ratios for the frame (stem, down, up layers); None: the same as the cells'
     frame_ratios: tuple | None = None
+    # translation: the trunk width whose CycleGAN proportions (w/4, w/2) are the frame's widest
+    # choices; 0: nf. The frame floor raises it when the uniform baseline's frame is wider than nf's
+    frame_nf: int = 0
 
     def to_dict(self):
         d = asdict(self)
@@ -74,6 +77,8 @@ class AGDSearchConfig:
             del d["frame_ratios"]
         else:
             d["frame_ratios"] = list(self.frame_ratios)
+        if not self.frame_nf:
+            del d["frame_nf"]
         if not self.int8_search:  # configs written before the option existed compare equal
             del d["int8_search"], d["int8_cost"]
         return d
@@ -82,7 +87,8 @@ class AGDSearchConfig:
 def frame_template(cfg: AGDSearchConfig, task: str = "sr", scale: int = 4) -> ArchSpec:
     """The spec of everything around the searched cells (no cells yet)."""
     if task == "translate":
-        return ArchSpec("translate", 1, cfg.nf, [], skip="none", frame=frame_for_width(cfg.nf, cfg.upsampler))
+        return ArchSpec("translate", 1, cfg.nf, [], skip="none",
+                        frame=frame_for_width(cfg.frame_nf or cfg.nf, cfg.upsampler))
     return ArchSpec("sr", scale, cfg.nf, [], UpsamplerSpec(cfg.upsampler, cfg.up_width), skip=cfg.skip)
 
 
