@@ -7,8 +7,7 @@ fidelity to the translation teacher").
 2. Flip/rotation equivariance: flipping (input, teacher output) pairs together assumes
    teacher(flip(x)) == flip(teacher(x)).
 3. Shift equivariance: a crop at any offset assumes teacher(shift(x)) == shift(teacher(x)). Two
-   stride-2 layers make it hold only for shifts by multiples of 4 (why translation crops are
-   aligned to 4 px: --crop-align).
+   stride-2 layers make it hold only for shifts by multiples of 4 (what --crop-align 4 keeps).
 
     python bench/teacher_consistency.py [--shared ../shared]
 """

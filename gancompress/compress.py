@@ -427,20 +427,15 @@ def _smaller_space_hint(cfg: CompressConfig, budget: int) -> str:
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
 
 
-def uniform_frame_ratios(cfg: CompressConfig, budget: int, nf: int) -> tuple[tuple | None, int]:
+def uniform_frame_ratios(width_ratios, uniform_width: int, nf: int) -> tuple[tuple, int]:
     """Translation AGD: (frame width ratios, frame_nf) such that the narrowest frame on offer
-    (stem, down, up layers) is the uniform baseline's at this budget, and the widest is the
-    CycleGAN proportions of max(nf, the uniform width). Searched freely (the cells' ratios), the
-    frame went to 2-8 channels at full resolution in every seed, and those students were the
-    weakest (BENCHMARKS.md, "frame floor"). (None, 0) when no uniform network fits the budget
-    (check_budget says so)."""
-    try:
-        w = uniform_spec_for_budget(cfg, budget).nf
-    except UserError:
-        return None, 0
-    top = max(nf, w)
-    r = round(max(w / top, min(cfg.search.width_ratios)), 4)  # never below the cells' own floor
-    return (r,) + tuple(x for x in cfg.search.width_ratios if x > r), (top if top > nf else 0)
+    (stem, down, up layers) is the uniform baseline's (width `uniform_width` at the budget), and
+    the widest is the CycleGAN proportions of max(nf, uniform_width). Searched freely (the cells'
+    ratios), the frame went to 2-8 channels at full resolution in every seed, and those students
+    were the weakest (BENCHMARKS.md, "frame floor")."""
+    top = max(nf, uniform_width)
+    r = round(max(uniform_width / top, min(width_ratios)), 4)  # never below the cells' own floor
+    return (r,) + tuple(x for x in width_ratios if x > r), (top if top > nf else 0)
 
 
 def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
@@ -453,12 +448,18 @@ def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
     (uniform_frame_ratios) at each trunk width tried."""
     from dataclasses import replace
 
-    floored = cfg.task == "translate" and cfg.method == "agd" and cfg.search.frame_ratios is None
+    uniform_width = None  # the frame floor's width; none without a floor or a uniform network in budget
+    if cfg.task == "translate" and cfg.method == "agd" and cfg.search.frame_ratios is None:
+        try:
+            uniform_width = uniform_spec_for_budget(cfg, budget).nf
+        except UserError:  # check_budget says what fits
+            pass
+    floored = uniform_width is not None
 
     def at(nf: int) -> CompressConfig:
         s = replace(cfg.search, nf=nf)
         if floored:
-            ratios, frame_nf = uniform_frame_ratios(cfg, budget, nf)
+            ratios, frame_nf = uniform_frame_ratios(cfg.search.width_ratios, uniform_width, nf)
             s = replace(s, frame_ratios=ratios, frame_nf=frame_nf)
         return replace(cfg, search=s)
 

@@ -64,6 +64,7 @@ class AGDSearchConfig:
     int8_search: bool = False  # also choose int8 or fp32 per layer (issue 5 part 5; off by default)
     int8_cost: float = INT8_MAC_COST  # an int8 MAC's share of an fp32 MAC in the budget
     # translation: width ratios for the frame (stem, down, up layers); None: the same as the cells'
+    # (compress.adapt_trunk_width sets the uniform baseline's frame as the floor when left None)
     frame_ratios: tuple | None = None
     # translation: the trunk width whose CycleGAN proportions (w/4, w/2) are the frame's widest
     # choices; 0: nf. The frame floor raises it when the uniform baseline's frame is wider than nf's

@@ -69,6 +69,15 @@ class OFARun(MethodStages):
         super().__init__(cfg, run, train_pairs, train_names)
         self.recon = _distill_loss(perceptual, cfg)
 
+    def _held_batch(self):
+        """The fixed held-out crops that score candidates in the search and track the fine-tune
+        (the same seed, so both stages see the same crops)."""
+        from ..data.patches import PatchSampler
+
+        cfg = self.cfg
+        return PatchSampler(self.held, self.score_px, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False,
+                            align=cfg.crop_align).next_batch()
+
     def _objective(self):
         """The objective with mapping convs sized for the widest sub-network (narrower ones use a
         slice), so the supernet's mapping layers carry over to fine-tuning."""
@@ -95,10 +104,7 @@ class OFARun(MethodStages):
         net = ofa.train_supernet(o, self.space, obj, sampler, self.has_gt, run / "search", cfg.device,
                                  cfg.quiet, cfg.seed)
         t_train = time.perf_counter() - t0
-        from ..data.patches import PatchSampler
-
-        held = PatchSampler(self.held, self.score_px, cfg.scale, o.score_crops, cfg.seed + 3,
-                            augment=False, align=cfg.crop_align).next_batch()
+        held = self._held_batch()
         calib = [self._sampler(s.patch, s.batch, cfg.seed + 5).next_batch()[0] for _ in range(2)]
         t0 = time.perf_counter()
         if o.config:
@@ -153,10 +159,7 @@ class OFARun(MethodStages):
                 obj.disc.load_state_dict({k[5:]: v for k, v in aux.items() if k.startswith("disc.")})
         r = cfg.retrain
         sampler = self._sampler(r.patch, r.batch, cfg.seed + 11)
-        from ..data.patches import PatchSampler
-
-        val = PatchSampler(self.held, self.score_px, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False,
-                           align=cfg.crop_align).next_batch()
+        val = self._held_batch()
         ofa.finetune(self.o, student, obj, sampler, self.has_gt, r.steps, r.lr, run / "retrain.ckpt",
                      cfg.device, cfg.quiet, val, self._log)
         if is_main():
