@@ -17,7 +17,7 @@ def _is_student_ref(ref: str) -> bool:
         p.suffix in (".json",) or p.name.endswith("student.safetensors")
 
 
-def load_model(ref: str, scale: int | None = None):
+def load_model(ref: str, scale: int | None = None, trust_teacher_code: bool = False):
     """A student (run dir, student folder, student.safetensors, spec.json) or a teacher (KIND:PATH,
     'demo'). Returns (module, description dict)."""
     from .export.student import load_student
@@ -33,13 +33,14 @@ def load_model(ref: str, scale: int | None = None):
             return build_student(spec).eval(), {"kind": "spec", "spec_macs": spec_macs(spec), "scale": spec.scale}
         model, spec = load_student(ref)
         return model, {"kind": "student", "spec_macs": spec_macs(spec), "scale": spec.scale}
-    t = load_teacher(ref, scale=scale)
+    t = load_teacher(ref, scale=scale, trust_code=trust_teacher_code)
     return t, {"kind": f"teacher ({t.kind})", "scale": t.scale}
 
 
-def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = None) -> dict:
+def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = None,
+            trust_teacher_code: bool = False) -> dict:
     """MACs (FlopCounterMode), params, file size and latency of a student or teacher."""
-    model, info = load_model(ref, scale)
+    model, info = load_model(ref, scale, trust_teacher_code)
     x_hw = (size, size)
     res = {"model": ref, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_RULE}
     if not info["kind"].startswith("teacher (onnx"):
@@ -50,7 +51,7 @@ def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = Non
 
 
 def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: int | None = None,
-                 quiet: bool = False, real_target: str | None = None) -> dict:
+                 quiet: bool = False, real_target: str | None = None, trust_teacher_code: bool = False) -> dict:
     """Evaluate a finished run's student (and its teacher) on another eval folder.
     Translation runs: fidelity to the teacher, and FID/KID to `real_target` images if given."""
     from .compress import load_task_teacher
@@ -65,7 +66,7 @@ def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: in
     t = load_task_teacher(spec.task, teacher or cfg.get("teacher", "demo"),
                           None if teacher else cfg.get("teacher_weights"),
                           None if teacher else cfg.get("teacher_range"),
-                          scale=spec.scale if spec.task == "sr" else None)
+                          scale=spec.scale if spec.task == "sr" else None, trust_code=trust_teacher_code)
     if spec.task == "translate":
         from .data.translate import load_square_folder
         from .evaluate import check_fid_request
@@ -92,7 +93,7 @@ def _run_config(run: Path) -> dict:
 
 
 def export_run(run: str, out: str | None = None, int8: bool = False, calib_data: str | None = None,
-               calib_count: int = 16, recipe: str | None = None) -> dict:
+               calib_count: int = 16, recipe: str | None = None, trust_teacher_code: bool = False) -> dict:
     """(Re-)export a run's student to ONNX, checked against PyTorch; with `int8`, also an int8 QDQ
     model calibrated on `calib_data` (default: the run's training images), evaluated against the
     fp32 model on the run's evaluation images (written to RUN/int8.json)."""
@@ -103,7 +104,7 @@ def export_run(run: str, out: str | None = None, int8: bool = False, calib_data:
     diff = export_onnx(model, path)
     res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
     if int8:
-        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, recipe)
+        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, recipe, trust_teacher_code)
     return res
 
 
@@ -120,7 +121,8 @@ def _run_images(cfg_d: dict, spec, calib_data: str | None):
     return training_images(cfg), eval_set(cfg)
 
 
-def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int, recipe: str | None = None) -> dict:
+def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int, recipe: str | None = None,
+                 trust_teacher_code: bool = False) -> dict:
     from .arch.cost import latency_ms
     from .compress import load_task_teacher
     from .data.degrade import bicubic_downscale
@@ -146,7 +148,8 @@ def _export_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int,
                            only_layers=only)
     fp32, i8 = onnx_runner(fp32_path), onnx_runner(q["path"])
     teacher = load_task_teacher(spec.task, cfg_d.get("teacher", "demo"), cfg_d.get("teacher_weights"),
-                                cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None)
+                                cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None,
+                                trust_code=trust_teacher_code)
     rows, outs = [], {"fp32": [], "int8": [], "teacher": []}
     for item in evalset:
         x = item[1]

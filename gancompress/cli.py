@@ -36,6 +36,7 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                             "export, onnx, module:pkg.mod:factory=WEIGHTS) or 'demo' (the bundled teacher "
                             "of the task)")
         g.add_argument("--teacher-weights", default=None, help="weights for a module:pkg.mod:factory teacher")
+        _add_trust_option(g)
         g.add_argument("--teacher-range", default=None, metavar="LO,HI",
                        help="value range of a black-box teacher's input and output, e.g. -1,1 (default 0,1)")
         g.add_argument("--train-data", default=None,
@@ -203,6 +204,13 @@ def _slim_config(args):
                       bits=args.bits, stop_at_budget=args.stop_at_budget)
 
 
+def _add_trust_option(p) -> None:
+    p.add_argument("--trust-teacher-code", action="store_true",
+                   help="allow a teacher that runs code when loaded: TorchScript and module:pkg.mod:factory teachers "
+                        "are code by design, and a torch.export .pt2 with pickled members would unpickle them. "
+                        "Only for files you trust; zoo checkpoints and ONNX never need it (never stored in the run)")
+
+
 def _ratio_text(r: float) -> str:
     from fractions import Fraction
 
@@ -279,7 +287,7 @@ def config_from_args(args, demo: bool = False):
     parse_mix(args.loss)  # a bad mix is an error before anything runs
     retrain = TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
                           perceptual_weight=pw, loss=args.loss)
-    kw = {} if demo else dict(teacher=args.teacher,
+    kw = {} if demo else dict(teacher=args.teacher, trust_teacher_code=args.trust_teacher_code,
                               teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
                               train_data=args.train_data, eval_data=args.eval_data, method=args.method,
                               real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
@@ -350,7 +358,8 @@ def cmd_train_teacher(args):
 def cmd_profile(args):
     from .api import profile
 
-    res = profile(args.model, size=args.size, repeats=args.repeats, scale=args.scale)
+    res = profile(args.model, size=args.size, repeats=args.repeats, scale=args.scale,
+                  trust_teacher_code=args.trust_teacher_code)
     if args.json:
         print(json.dumps(res, indent=1))
         return
@@ -365,7 +374,8 @@ def cmd_profile(args):
 def cmd_eval(args):
     from .api import evaluate_run
 
-    res = evaluate_run(args.run, args.eval_data, teacher=args.teacher, quiet=args.quiet, real_target=args.real_target)
+    res = evaluate_run(args.run, args.eval_data, teacher=args.teacher, quiet=args.quiet, real_target=args.real_target,
+                       trust_teacher_code=args.trust_teacher_code)
     keys = ("images", "student_psnr_y", "student_ssim_y", "teacher_psnr_y", "bicubic_psnr_y", "psnr_to_teacher")
     if "ssim_to_teacher" in res:
         keys = ("images", "psnr_to_teacher", "ssim_to_teacher", "fid_to_teacher", "kid_to_teacher",
@@ -380,7 +390,8 @@ def cmd_eval(args):
 def cmd_export(args):
     from .api import export_run
 
-    res = export_run(args.run, args.onnx, int8=args.int8, calib_data=args.calib_data, recipe=args.int8_recipe)
+    res = export_run(args.run, args.onnx, int8=args.int8, calib_data=args.calib_data, recipe=args.int8_recipe,
+                     trust_teacher_code=args.trust_teacher_code)
     print(f"ONNX written to {res['onnx']} ({res['bytes'] / 1e6:.2f} MB; max |ONNX - PyTorch| = "
           f"{res['max_abs_diff']:.1e})")
     q = res.get("int8")
@@ -445,12 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scale", type=int, default=None, help="scale of a black-box teacher")
     pr.add_argument("--repeats", type=int, default=5)
     pr.add_argument("--json", action="store_true")
+    _add_trust_option(pr)
     pr.add_argument("--threads", type=int, default=None)
     e = sub.add_parser("eval", help="evaluate a finished run on an eval folder")
     e.add_argument("run")
     e.add_argument("--eval-data", required=True)
     e.add_argument("--teacher", default=None, help="override the run's teacher")
     e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
+    _add_trust_option(e)
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--quiet", action="store_true")
     x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
@@ -463,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--int8-recipe", default=None, choices=["qlinear", "conv"],
                    help="qlinear: int8 conv + LeakyReLU + add kernels (QOperator; default for sr); conv: QDQ "
                         "around the convolutions only (default for translate)")
+    _add_trust_option(x)
     x.add_argument("--threads", type=int, default=None)
     for name, what in (("upscale", "super-resolve images with a compressed SR student"),
                        ("apply", "run a compressed student (SR or translation) on image files")):

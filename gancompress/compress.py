@@ -79,6 +79,9 @@ class CompressConfig:
     # translation teacher's 4 px output pattern in phase; it only matters without pair flips (which
     # move the phase too), and is not the default (BENCHMARKS.md: lower PSNR, better FID)
     crop_align: int = 1
+    # load a teacher that is code (TorchScript, module:, a .pt2 with pickled members): the user's
+    # decision for this invocation, never stored in the run directory (teachers/trust.py)
+    trust_teacher_code: bool = False
 
     def sampler_options(self) -> dict:
         """PatchSampler keywords every distillation sampler of a run shares."""
@@ -86,7 +89,7 @@ class CompressConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        del d["auto_nf"]
+        del d["auto_nf"], d["trust_teacher_code"]
         if self.pair_aug:  # run directories written before the option keep matching
             del d["pair_aug"]
         if self.crop_align == 1:
@@ -265,7 +268,7 @@ def _is_black_box(ref: str) -> bool:
 
 
 def load_task_teacher(task: str, ref: str, weights: str | None = None, value_range=None,
-                      device: str = "cpu", scale: int | None = None):
+                      device: str = "cpu", scale: int | None = None, trust_code: bool = False):
     """The teacher of a run: 'demo' means the bundled teacher of the task, and a black-box
     translation teacher keeps the image size (scale 1, no probe). One place for compress, eval
     and int8 export, so they always load the same model the same way."""
@@ -275,7 +278,7 @@ def load_task_teacher(task: str, ref: str, weights: str | None = None, value_ran
     if task == "translate" and _is_black_box(ref):
         scale = 1
     return load_teacher(ref, weights=weights, device=device, scale=scale,
-                        value_range=tuple(value_range) if value_range else None)
+                        value_range=tuple(value_range) if value_range else None, trust_code=trust_code)
 
 
 def check_teacher_task(cfg: CompressConfig, teacher) -> None:
@@ -516,7 +519,8 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     cfg.device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     # scale=None: zoo teachers read it from the checkpoint, black boxes from a probe run
-    teacher = load_task_teacher(cfg.task, cfg.teacher, cfg.teacher_weights, cfg.teacher_range, cfg.device)
+    teacher = load_task_teacher(cfg.task, cfg.teacher, cfg.teacher_weights, cfg.teacher_range, cfg.device,
+                                trust_code=cfg.trust_teacher_code)
     check_teacher_task(cfg, teacher)
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
@@ -589,7 +593,7 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     from .arch.cost import has_int8_layers
 
     if (spec.bits == 8 or has_int8_layers(spec)) and "int8" not in metrics:  # trained for int8: deploy it so
-        metrics["int8"] = clock("int8", lambda: int8_export(run))
+        metrics["int8"] = clock("int8", lambda: int8_export(run, cfg.trust_teacher_code))
     metrics["stage_seconds"] = clock.seconds
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1))
     from .report.run_report import write_run_report
@@ -600,12 +604,12 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     return metrics
 
 
-def int8_export(run: RunDir) -> dict:
+def int8_export(run: RunDir, trust_teacher_code: bool = False) -> dict:
     """The run's student as int8 ONNX (ORT static QDQ; weights already on the int8 grid after QAT),
     with its quality delta and latency ratio vs fp32 (also in RUN/int8.json)."""
     from .api import export_run
 
-    return export_run(str(run.path), int8=True)["int8"]
+    return export_run(str(run.path), int8=True, trust_teacher_code=trust_teacher_code)["int8"]
 
 
 class StageClock:

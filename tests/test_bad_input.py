@@ -184,7 +184,8 @@ def test_fixed_shape_exported_teacher(args, capsys, tmp_path):
 
 def test_black_box_teacher_scale_is_checked_before_anything_is_written(args, capsys, tmp_path):
     torch.jit.save(torch.jit.trace(_X2(), torch.rand(1, 3, 8, 8)), str(tmp_path / "x2.ts"))
-    code, err, line = run_cli(capsys, args(teacher=f"torchscript:{tmp_path / 'x2.ts'}"))  # --scale 4 default
+    code, err, line = run_cli(capsys, args(teacher=f"torchscript:{tmp_path / 'x2.ts'}",
+                                                  extra=["--trust-teacher-code"]))  # --scale 4 default
     assert_clean_error(code, err, line, "x2", "--scale 2")
     assert not (tmp_path / "run").exists()
 

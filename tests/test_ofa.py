@@ -227,7 +227,7 @@ def test_black_box_teacher_falls_back_to_output_distillation(tmp_path):
 
     path = tmp_path / "t.ts"
     torch.jit.trace(RRDBNet(nf=8, nb=1, gc=4, scale=4).eval(), torch.rand(1, 3, 8, 8)).save(str(path))
-    layers, note = resolve_teacher_layers(load_teacher(f"torchscript:{path}", scale=4), [])
+    layers, note = resolve_teacher_layers(load_teacher(f"torchscript:{path}", scale=4, trust_code=True), [])
     assert layers == {} and "feature distillation is unavailable" in note
 
 

@@ -197,10 +197,10 @@ def test_torchscript_round_trip_and_scale_probe(tmp_path):
     model = _tiny_sr()
     path = tmp_path / "tiny.ts"
     torch.jit.save(torch.jit.trace(model, X), str(path))
-    teacher = load_teacher(f"torchscript:{path}", scale=2)
+    teacher = load_teacher(f"torchscript:{path}", scale=2, trust_code=True)
     assert teacher.kind == "torchscript" and teacher.scale == 2 and teacher.differentiable
     _assert_same(teacher, model)
-    bare = load_teacher(str(path))  # kind from the extension, scale from a probe
+    bare = load_teacher(str(path), trust_code=True)  # kind from the extension, scale from a probe
     assert bare.scale == 2 and bare.scale_inferred and "inferred" in bare.kind
     _assert_same(bare, model, torch.rand(1, 3, 9, 7))
 
@@ -244,13 +244,14 @@ def test_module_factory_round_trip(tmp_path, monkeypatch):
     model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2)).eval()
     weights = tmp_path / "w.pth"
     torch.save(model.state_dict(), weights)
-    teacher = load_teacher(f"module:gc_tiny_teacher_mod:build={weights}", scale=2)
+    teacher = load_teacher(f"module:gc_tiny_teacher_mod:build={weights}", scale=2, trust_code=True)
     _assert_same(teacher, model)
-    teacher = load_teacher("module:gc_tiny_teacher_mod:build", weights=str(weights))
+    teacher = load_teacher("module:gc_tiny_teacher_mod:build", weights=str(weights), trust_code=True)
     assert teacher.scale == 2
     _assert_same(teacher, model)
     save_zoo_teacher(model, tmp_path / "w.safetensors")
-    _assert_same(load_teacher(f"module:gc_tiny_teacher_mod:build={tmp_path / 'w.safetensors'}"),
+    _assert_same(load_teacher(f"module:gc_tiny_teacher_mod:build={tmp_path / 'w.safetensors'}",
+                              trust_code=True),
                  model)
 
 
@@ -262,7 +263,7 @@ def test_value_range_mapping_and_predict_clamps(tmp_path):
 
     path = tmp_path / "signed.ts"
     torch.jit.save(torch.jit.script(Signed()), str(path))
-    teacher = load_teacher(f"torchscript:{path}", scale=1, value_range=(-1, 1))
+    teacher = load_teacher(f"torchscript:{path}", scale=1, value_range=(-1, 1), trust_code=True)
     x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
     # [0,1] -> [-1,1]: -1, -0.5, 0, 1; doubled: -2, -1, 0, 2; back to [0,1]: -0.5, 0, 0.5, 1.5
     expected = torch.tensor([-0.5, 0.0, 0.5, 1.5]).view(1, 1, 2, 2).expand(1, 3, 2, 2)

@@ -140,6 +140,8 @@ def test_bad_translate_inputs(tiny_translate, tmp_path, capsys, tiny_teacher):
     args = _compress_args(tiny_translate, tmp_path)
     args[4] = f"torchscript:{ts}"
     code, _, err = _cli(capsys, args)
+    assert code == 2 and "--trust-teacher-code" in err and "TorchScript" in err
+    code, _, err = _cli(capsys, [*args, "--trust-teacher-code"])
     assert code == 2 and "value range" in err and "--teacher-range -1,1" in err
     code, _, err = _cli(capsys, _compress_args(tiny_translate, tmp_path, "--upsampler", "pixelshuffle"))
     assert code == 2 and "deconv, resize" in err

@@ -28,6 +28,7 @@ from .generic import (
     load_torchscript,
     load_weights_file,
 )
+from .trust import require_trust
 from .zoo import ZOO, RRDBNet, SRGAN, SRResNet, ZooEntry
 
 __all__ = [
@@ -192,11 +193,14 @@ def _probe_scale(teacher: Teacher, input_shape: list | None, device) -> tuple[in
 
 # --------------------------------------------------------------------------- loading
 def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | None = None,
-                 weights: str | None = None, device: str | torch.device = "cpu") -> Teacher:
+                 weights: str | None = None, device: str | torch.device = "cpu",
+                 trust_code: bool = False) -> Teacher:
     """Load a frozen teacher from `KIND:PATH`, a bare PATH with a telling extension, or `demo`.
 
     Zoo kinds infer their scale from the checkpoint (a given `scale` must agree); black boxes
-    use `scale` or infer it from a probe run. `value_range` defaults to (0, 1).
+    use `scale` or infer it from a probe run. `value_range` defaults to (0, 1). TorchScript and
+    module teachers, and .pt2 programs with pickled members, run code when loaded: they need
+    `trust_code` (the CLI's --trust-teacher-code; see teachers/trust.py).
     """
     if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool) or scale < 1):
         raise UserError(f"scale {scale!r} must be an integer >= 1")
@@ -213,6 +217,7 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
         kind, target = _parse_ref(ref)
 
     if kind == "module":
+        require_trust("module", target, trust_code)
         spec, eq, path = target.partition("=")
         if eq:
             if weights is not None and weights != path:
@@ -240,7 +245,9 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
                               value_range=value_range or entry.value_range, feature_layers=layers)
             teacher.info = info
             return teacher.to(device)
-        model, hints = _BLACK_BOX[kind](target)
+        if kind == "torchscript":
+            require_trust(kind, target, trust_code)
+        model, hints = load_exported(target, trust_code) if kind == "export" else _BLACK_BOX[kind](target)
         teacher = Teacher(model, kind=kind, source=target, scale=scale or 1,
                           value_range=value_range or (0.0, 1.0),
                           differentiable=not isinstance(model, OnnxModule))

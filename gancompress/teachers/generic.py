@@ -166,14 +166,19 @@ def load_torchscript(path: str | Path) -> tuple[nn.Module, dict]:
     return model, {}
 
 
-def load_exported(path: str | Path) -> tuple[nn.Module, dict]:
-    """Load a `torch.export` program (.pt2) and return its callable module."""
+def load_exported(path: str | Path, trust_code: bool = False) -> tuple[nn.Module, dict]:
+    """Load a `torch.export` program (.pt2) and return its callable module. The archive is inspected
+    first (`trust.load_pt2_checked`): one that would unpickle or run code is refused unless trusted."""
+    from .trust import load_pt2_checked
+
     p = _require_file(path)
     if not zipfile.is_zipfile(p):  # checked here: torch.export.load logs a traceback first
         raise UserError(f"{p} is not a torch.export program (.pt2 files are zip archives); save "
                         "one with torch.export.save(torch.export.export(model, (x,)), path)")
     try:
-        program = torch.export.load(str(p))
+        program = load_pt2_checked(p, trust_code)
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"cannot load {p} as a torch.export program ({_first_line(exc)}); save it "
                         "with torch.export.save(torch.export.export(model, (x,)), path)") from exc
