@@ -14,6 +14,7 @@ import torch
 
 from ..data.degrade import bicubic_downscale
 from ..data.patches import PatchSampler
+from ..distill.loop import remove_checkpoint
 from ..distill.train import TrainConfig, fit_pixels
 from ..fileio import save_safetensors_atomic
 from .zoo import RRDBNet
@@ -51,5 +52,5 @@ def train_sr_teacher(out: str | os.PathLike, scale: int = 4, data: str | None = 
                "train teacher", device=device, quiet=quiet)
     save_safetensors_atomic(model.state_dict(), out, {"arch": "esrgan", "nf": str(nf), "nb": str(nb), "gc": str(gc),
                                                       "scale": str(scale), "steps": str(steps), "seed": str(seed)})
-    ckpt.unlink(missing_ok=True)
+    remove_checkpoint(ckpt)  # and its previous copy
     return out

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..data.patches import PatchSampler
 from ..distill.gan import ImagePool, PatchDiscriminator
-from ..distill.loop import run_loop
+from ..distill.loop import remove_checkpoint, run_loop
 from ..errors import UserError
 from ..fileio import save_safetensors_atomic
 from .zoo_translate import ResnetGenerator
@@ -182,5 +182,5 @@ def train_translate_teacher(out: str | os.PathLike, domain_a: str | None = None,
     save_safetensors_atomic(g_ab.state_dict(), out, {"arch": "cyclegan-resnet", "ngf": str(ngf),
                                                     "n_blocks": str(n_blocks), "mode": "paired" if paired else "cycle",
                                                     "steps": str(steps), "seed": str(seed)})
-    ckpt.unlink(missing_ok=True)
+    remove_checkpoint(ckpt)  # and its previous copy
     return out
