@@ -13,7 +13,6 @@ ratio is meaningful on a noisy machine; for PyTorch eager and ONNX Runtime.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,23 +27,22 @@ from .metrics.sr import psnr_y, ssim_y
 
 @torch.no_grad()
 def predict_tiled(fn, lr: torch.Tensor, scale: int, tile: int = 256, overlap: int = 16) -> torch.Tensor:
-    """Run an SR network on a (3, h, w) CPU image in overlapping tiles so memory stays bounded on
-    big inputs; the output is clamped to [0, 1] and returned on the CPU (the network may live on a
-    GPU). Small images run in one piece."""
+    """Run an SR network on a (3, h, w) CPU image in overlapping tiles so the network's activations
+    stay bounded on big inputs; the output is clamped to [0, 1] and returned on the CPU (the network
+    may live on a GPU) as one float tensor (`streaming.sr_to_png` writes the same pixels to a PNG
+    without holding the output). Small images run in one piece."""
     x = lr.unsqueeze(0) if lr.dim() == 3 else lr
     dev = module_device(fn)
     run = (lambda t: fn(t.to(dev)).cpu()) if dev.type != "cpu" else fn
     _, c, h, w = x.shape
     if h <= tile and w <= tile:
         return run(x).clamp_(0, 1)[0]
+    from .streaming import tile_grid
+
     out = torch.zeros(1, 3, h * scale, w * scale)
-    step = tile - 2 * overlap
-    for y0 in range(0, h, step):
-        for x0 in range(0, w, step):
-            ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
-            yb, xb = min(h, y0 + step + overlap), min(w, x0 + step + overlap)
+    for y0, y1, row in tile_grid(h, w, tile, overlap):
+        for x0, x1, ya, yb, xa, xb in row:
             piece = run(x[:, :, ya:yb, xa:xb]).clamp_(0, 1)
-            y1, x1 = min(h, y0 + step), min(w, x0 + step)
             oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
             out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                 piece[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
@@ -108,26 +106,27 @@ def teacher_onnx_path(teacher, workdir: Path) -> Path | None:
     path = Path(workdir) / "teacher.onnx"
     if path.is_file():
         return path
-    tmp_dir = Path(tempfile.mkdtemp(dir=workdir))
+    import io
+
+    from .fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tmp = tmp_dir / "t.onnx"
-            torch.onnx.export(teacher, (torch.rand(1, 3, 32, 32),), str(tmp), input_names=["lr"],
+            torch.onnx.export(teacher, (torch.rand(1, 3, 32, 32),), buf, input_names=["lr"],
                               output_names=["sr"], dynamic_axes={"lr": {2: "h", 3: "w"}, "sr": {2: "H", 3: "W"}},
                               opset_version=17, dynamo=False)
-        os.replace(tmp, path)
-        return path
+    except OSError:  # the machine, not the teacher: a full disk must stop the run (it resumes later)
+        raise
     except Exception as e:  # a teacher the exporter cannot trace: report PyTorch latency only
         from .errors import warn
 
         warn(f"teacher could not be exported to ONNX for the latency comparison ({type(e).__name__}); "
              "reporting PyTorch latency only")
         return None
-    finally:
-        import shutil
-
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    atomic_write_bytes(path, buf.getvalue())  # an OSError (full disk, read-only) stops the run
+    return path
 
 
 def teacher_macs(teacher) -> int | None:

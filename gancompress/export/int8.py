@@ -41,11 +41,14 @@ RECIPES = {
 DEFAULT_RECIPE = {"sr": "qlinear", "translate": "conv"}
 
 
-def compact_names(path: Path) -> None:
-    """Rename every internal tensor and node to a short id, in place. Quantization writes names
-    like `/cells/cells.0/layers.0/conv/Conv_output_0_QuantizeLinear_Output` four times per layer:
-    for a small student they were a third of the int8 file. Graph inputs and outputs keep theirs."""
+def compact_names(path: Path, out: Path | None = None) -> None:
+    """Rename every internal tensor and node to a short id (in place, or written atomically to
+    `out`). Quantization writes names like `/cells/cells.0/layers.0/conv/Conv_output_0_QuantizeLinear_Output`
+    four times per layer: for a small student they were a third of the int8 file. Graph inputs and
+    outputs keep theirs."""
     import onnx
+
+    from ..fileio import atomic_write_bytes
 
     m = onnx.load(str(path))
     g = m.graph
@@ -64,7 +67,7 @@ def compact_names(path: Path) -> None:
         node.input[:] = [short(x) for x in node.input]
         node.output[:] = [short(x) for x in node.output]
     del g.value_info[:]
-    onnx.save(m, str(path))
+    atomic_write_bytes(Path(out or path), m.SerializeToString())
 
 
 def onnx_prefix(module_name: str) -> str:
@@ -112,8 +115,9 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
     fmt, ops, floats = RECIPES[recipe]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    pre = out_path.with_name(f".{out_path.name}.pre{os.getpid()}.onnx")
+    # temporary names that fileio.remove_stale_temp_files recognises after a kill
+    tmp = out_path.with_name(f".{out_path.name}.q.tmp{os.getpid()}")
+    pre = out_path.with_name(f".{out_path.name}.pre.tmp{os.getpid()}")
     try:
         # ONNX Runtime's own pre-processing (constant folding, redundant-node removal) first, as its
         # quantizer recommends: fewer leftover shape ops, smaller file
@@ -128,10 +132,9 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept,
                         op_types_to_quantize=list(ops))
-        compact_names(tmp)
-        os.replace(tmp, out_path)
+        compact_names(tmp, out_path)  # written atomically and durably
     finally:
-        for extra in [pre, *Path(out_path.parent).glob(f".{out_path.name}.tmp*")]:
+        for extra in [pre, tmp]:
             extra.unlink(missing_ok=True)
     plumbing = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze", "Concat", "Cast"}
     float_ops = {op: n for op, n in _op_types(out_path).items()

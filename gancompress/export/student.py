@@ -96,33 +96,43 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, example_hw=(32,
                 atol: float = 1e-4) -> float:
     """Export with dynamic H, W; run it in ONNX Runtime at two sizes and compare with PyTorch.
 
-    Returns the max absolute difference; raises if it exceeds `atol` (the file is then removed).
+    Returns the max absolute difference; raises if it exceeds `atol` or if either side gives a
+    non-finite value (the file is then not written). The model is exported and checked in memory
+    and written atomically only once it passed, so a failure never leaves a file behind.
     """
+    import io
+
+    import numpy as np
     import onnxruntime as ort
 
+    from ..fileio import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     x = torch.rand(1, 3, *example_hw)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(tmp), input_names=["lr"], output_names=["sr"],
+        torch.onnx.export(model, (x,), buf, input_names=["lr"], output_names=["sr"],
                           dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}},
                           opset_version=opset, dynamo=False)
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    data = buf.getvalue()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     worst = 0.0
     for hw in (example_hw, (example_hw[0] + 7, example_hw[1] + 13)):
         xi = torch.rand(1, 3, *hw)
         with torch.no_grad():
             ref = model(xi).numpy()
         got = sess.run(None, {"lr": xi.numpy()})[0]
-        worst = max(worst, float(abs(got - ref).max()))
-    if worst > atol:
-        tmp.unlink(missing_ok=True)
+        for who, out in (("PyTorch", ref), ("ONNX Runtime", got)):
+            if not np.isfinite(out).all():
+                raise UserError(f"the student gives non-finite values (NaN/inf) under {who} on a {hw[0]}x{hw[1]} "
+                                f"input: its weights are broken (a diverged training); {path} was not written")
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if not worst <= atol:
         raise UserError(f"ONNX export of the student differs from PyTorch by {worst:.2e} (> {atol}); "
                         f"{path} was not written (report this model's spec.json as a bug)")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     return worst
 
 

@@ -140,10 +140,10 @@ def _parse_ref(ref: str) -> tuple[str, str]:
         if not rest:
             raise UserError(f"teacher {ref!r} names no file; write it as {kind}:PATH")
         return kind, rest
-    path = Path(ref).expanduser()
-    if not path.is_file() and ref.lower() in (*ZOO, *_BLACK_BOX, *_ALIASES, "module"):
+    path = _user_path(ref)
+    if not _is_file(path) and ref.lower() in (*ZOO, *_BLACK_BOX, *_ALIASES, "module"):
         raise UserError(f"teacher {ref!r} names a kind but no file; write it as {ref}:PATH")
-    if not path.is_file():
+    if not _is_file(path):
         raise UserError(f"teacher file not found: {ref}; give an existing file, as KIND:PATH "
                         f"where the extension does not say the kind (kinds: {_kinds_text()})")
     kind = _EXTENSIONS.get(path.suffix.lower())
@@ -152,6 +152,21 @@ def _parse_ref(ref: str) -> tuple[str, str]:
                         f"{path.suffix or '(none)'}; write it as KIND:PATH, e.g. esrgan:{ref} "
                         f"(kinds: {_kinds_text()})")
     return kind, ref
+
+
+def _user_path(ref: str) -> Path:
+    try:
+        return Path(ref).expanduser()
+    except RuntimeError:  # ~name of an unknown user
+        return Path(ref)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, but False for names the OS refuses (too long, NUL bytes, ...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _check_value_range(value_range) -> tuple[float, float]:
@@ -231,7 +246,7 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
         if weights is not None:
             raise UserError(f"weights={weights!r} is only used with module:pkg.mod:factory "
                             f"teachers; for {kind} put the file in the reference ({kind}:PATH)")
-        if not Path(target).expanduser().is_file():
+        if not _is_file(_user_path(target)):
             raise UserError(f"teacher file not found: {target} (from {ref!r}); check the path")
         if kind in ZOO:
             entry = ZOO[kind]
