@@ -99,12 +99,22 @@ def export_run(run: str, out: str | None = None, int8: bool = False, calib_data:
     fp32 model on the run's evaluation images (written to RUN/int8.json)."""
     from .export.student import export_onnx, load_student
 
+    import contextlib
+
+    from .rundir import CONFIG, locked_run
+
     model, spec = load_student(run)
     path = Path(out) if out else Path(run) / "student" / "student.onnx"
-    diff = export_onnx(model, path)
-    res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
-    if int8:
-        res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, recipe, trust_teacher_code)
+    is_run = Path(run).is_dir() and (Path(run) / CONFIG).is_file()
+    with locked_run(run) if is_run else contextlib.nullcontext():  # not beside a live compress of that run
+        if is_run:  # what an export killed before this one left behind
+            from .fileio import remove_stale_temp_files
+
+            remove_stale_temp_files(Path(run))
+        diff = export_onnx(model, path)
+        res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
+        if int8:
+            res["int8"] = _export_int8(Path(run), spec, path, calib_data, calib_count, recipe, trust_teacher_code)
     return res
 
 
@@ -197,34 +207,50 @@ def _int8_fid(outs: dict) -> dict:
     return {"fp32_fid_to_teacher": a, "int8_fid_to_teacher": b, "delta_fid_to_teacher": b - a}
 
 
-def upscale(run: str, images: list[str], out: str, quiet: bool = False) -> list[str]:
+def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixels: float | None = None,
+            tile: int = 256, overlap: int = 16) -> list[str]:
     """Run a compressed student on image files (super-resolve, or translate); writes PNGs into `out`.
-    Translation students take any size: the image is edge-padded to a multiple of 4 and cropped back."""
+    SR runs tile by tile and streams the output into the PNG (memory bounded by the input, kept as
+    8 bits); inputs above `max_pixels` (default streaming.SR_MAX_PIXELS) are refused. Translation
+    students run on the whole image (instance norm): inputs above `max_pixels` (default
+    streaming.TRANSLATE_MAX_PIXELS) are refused; any size is edge-padded to a multiple of 4 and
+    cropped back."""
+    import math
+
     from tqdm.auto import tqdm
 
-    from .data.images import load_image, save_image
-    from .evaluate import predict_tiled
     from .export.student import load_student
+    from .fileio import atomic_writer
+    from .streaming import (SR_MAX_PIXELS, TRANSLATE_MAX_PIXELS, image_to_png, load_image_u8, sr_to_png,
+                            to_float)
 
     if not images:
         raise UserError("no input images given; pass one or more image files")
     model, spec = load_student(run)
+    if max_pixels is None:
+        max_pixels = TRANSLATE_MAX_PIXELS if spec.task == "translate" else SR_MAX_PIXELS
+    if not (isinstance(max_pixels, (int, float)) and math.isfinite(max_pixels) and max_pixels >= 1):
+        raise UserError(f"--max-pixels must be a positive number of pixels, got {max_pixels!r}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder")
+    for img in images:  # every input is checked before any output is written
+        if not Path(img).is_file():
+            raise UserError(f"input image {img} not found")
+    note = (" (a translation student runs on the whole image)" if spec.task == "translate" else "")
     written = []
     for img in tqdm(images, desc="upscale", disable=quiet):
         p = Path(img)
-        if not p.is_file():
-            raise UserError(f"input image {p} not found")
-        x = load_image(p)
+        x = load_image_u8(p, max_pixels, note)
         if spec.task == "translate":
-            y = _translate_whole(model, x)
             target = out_dir / f"{p.stem}_translated.png"
+            y = _translate_whole(model, to_float(x)[0])
+            with atomic_writer(target, 0o644) as f:
+                image_to_png(y, f)
         else:
-            y = predict_tiled(model, x, spec.scale)
             target = out_dir / f"{p.stem}_x{spec.scale}.png"
-        save_image(y, target)
+            with atomic_writer(target, 0o644) as f:
+                sr_to_png(model, x, spec.scale, f, tile, overlap)
         written.append(str(target))
     return written
 
