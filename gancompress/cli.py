@@ -65,6 +65,10 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--no-pair-aug", action="store_true",
                    help="do not flip/rotate training (input, teacher output) pairs together (the teacher is not "
                         "flip/rotation equivariant, so flipped pairs are outputs it never gives)")
+    g.add_argument("--labels", default=c.labels, choices=["crop", "whole"],
+                   help="translate: how training crops get their labels: crop (the teacher runs on every crop, so each "
+                        "label is a real teacher output for that input) or whole (crops of whole-image outputs, which "
+                        f"instance norm makes differ from the crop's own) (default {c.labels})")
     g.add_argument("--crop-align", type=int, default=c.crop_align,
                    help="training crops start on multiples of N input pixels. translate: 4 keeps the 4 px pattern "
                         "a teacher with two stride-2 layers draws in phase; use it with --no-pair-aug (default 1)")
@@ -293,7 +297,7 @@ def config_from_args(args, demo: bool = False):
                               real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
                               slim=_slim_config(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
-                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align, budget=args.budget, search=search,
+                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align, labels=args.labels, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,
@@ -410,7 +414,7 @@ def cmd_export(args):
 def cmd_upscale(args):
     from .api import upscale
 
-    for p in upscale(args.run, args.images, args.out, quiet=args.quiet):
+    for p in upscale(args.run, args.images, args.out, quiet=args.quiet, max_pixels=args.max_pixels):
         print(p)
 
 
@@ -484,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
         u.add_argument("run")
         u.add_argument("images", nargs="+")
         u.add_argument("--out", required=True, help="output folder")
+        u.add_argument("--max-pixels", type=float, default=None,
+                       help="refuse input images with more pixels than this (default: 268435456 = 16384^2 for SR, "
+                            "streamed tile by tile; 9437184 = 3072^2 for translation, run whole)")
         u.add_argument("--threads", type=int, default=None)
         u.add_argument("--quiet", action="store_true")
     return p
@@ -504,6 +511,14 @@ def main(argv=None) -> int:
         COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only disk, a permission: the path and the fix, no traceback
+        from .errors import os_error_message
+
+        msg = os_error_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)

@@ -79,6 +79,10 @@ class CompressConfig:
     # translation teacher's 4 px output pattern in phase; it only matters without pair flips (which
     # move the phase too), and is not the default (BENCHMARKS.md: lower PSNR, better FID)
     crop_align: int = 1
+    # translation training labels: "crop" runs the teacher on every training crop (its instance norm
+    # and stride-2 layers make a crop's output differ from the same region of the whole image's:
+    # data/teacher_views.py); "whole" cuts crops out of whole-image outputs (the behaviour before)
+    labels: str = "crop"
     # load a teacher that is code (TorchScript, module:, a .pt2 with pickled members): the user's
     # decision for this invocation, never stored in the run directory (teachers/trust.py)
     trust_teacher_code: bool = False
@@ -108,7 +112,8 @@ class CompressConfig:
         return d
 
 
-TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception")
+TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception", "labels")
+LABELS = ("crop", "whole")
 
 TASK_DEFAULTS = {
     "sr": dict(scale=4, nf=32, cells=5, layers=5, upsampler="pixelshuffle", search_patch=24, search_batch=8,
@@ -191,6 +196,8 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError(f"--views must be at least 1 (the whole photo), got {cfg.views}")
     if cfg.crop_align < 1:
         raise UserError(f"--crop-align must be a number of pixels, at least 1, got {cfg.crop_align}")
+    if cfg.labels not in LABELS:
+        raise UserError(f"--labels must be one of {', '.join(LABELS)}, got {cfg.labels!r}")
     if cfg.task == "translate":
         if cfg.scale != 1:
             raise UserError(f"--task translate keeps the image size (scale 1), got --scale {cfg.scale}")
@@ -335,6 +342,8 @@ def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
             _, lr = bicubic_downscale(hr, cfg.scale, name=name)
             pairs.append((lr, predict_tiled(teacher, lr, cfg.scale)))
         names.append(name)
+    from .distill.guard import check_finite_targets
+    check_finite_targets(names, pairs, cfg.teacher)  # a NaN teacher is refused here, naming the images
     if is_main():
         tensors = {}
         for i, (lr, t) in enumerate(pairs):
@@ -497,8 +506,11 @@ def compress(cfg: CompressConfig, force: bool = False) -> dict:
     """Run (or resume) every stage; returns the metrics dict (also in RUN/metrics.json).
 
     Under torchrun every rank trains; rank 0 alone writes and evaluates, the others return {}."""
+    from .rundir import run_locks_scope
+
     try:
-        return _compress(cfg, force)
+        with run_locks_scope():  # the run directory's lock (taken by RunDir) lasts the whole run
+            return _compress(cfg, force)
     finally:
         finish_distributed()
 
@@ -581,12 +593,13 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     elif cfg.method == "slim":
         from .methods.slim_stages import SlimRun
 
-        slim_run = SlimRun(cfg, run, names, pairs, perceptual)
+        slim_run = SlimRun(cfg, run, names, pairs, perceptual, teacher)
         spec, init_state = clock("search", lambda: slim_run.search(budget))
         student = clock("retrain", lambda: slim_run.finetune(spec, init_state))
     else:
-        spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual))
-        student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual))
+        spec, init_state = clock("search", lambda: stage_search(cfg, run, names, pairs, budget, perceptual, teacher))
+        student = clock("retrain", lambda: stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual,
+                                                         teacher))
     if not is_main():
         return {}
     metrics = clock("evaluate", lambda: stage_evaluate(cfg, run, spec, student, teacher, evalset, budget, t_macs))
@@ -630,18 +643,34 @@ class StageClock:
         return out
 
 
-def _samplers(cfg, names, pairs, patch, batch, seed):
-    from .data.patches import PatchSampler, split_pairs
+def make_sampler(cfg, pairs, names, patch, batch, seed, teacher, fixed: bool = False, split: bool = True):
+    """The distillation batches of every method: SR and `--labels whole` cut aligned crops out of
+    (input, teacher output) pairs (PatchSampler); translation with `--labels crop` (default) runs the
+    teacher on each crop (TeacherViewSampler). `fixed`: no flips or rescaling (held-out scoring).
+    `split`: every rank draws its own batches (training); off, all ranks draw the same."""
+    from .data.patches import PatchSampler
 
-    rank, ws = world()
+    rank, ws = world() if split else (0, 1)
+    if cfg.task == "translate" and cfg.labels == "crop":
+        from .data.teacher_views import TeacherViewSampler
+
+        return TeacherViewSampler([p[0] for p in pairs], teacher, patch, batch, seed, names=names, rank=rank,
+                                  world_size=ws, augment=not fixed, rescale=not fixed)
+    opts = cfg.sampler_options()
+    if fixed:
+        opts["augment"] = False
+    return PatchSampler(pairs, patch, cfg.scale, batch, seed, names=names, rank=rank, world_size=ws, **opts)
+
+
+def _samplers(cfg, names, pairs, patch, batch, seed, teacher):
+    from .data.patches import split_pairs
+
     a, b, na, nb = split_pairs(pairs, seed, names=names)
-    sa = PatchSampler(a, patch, cfg.scale, batch, seed, names=na, rank=rank, world_size=ws, **cfg.sampler_options())
-    sb = PatchSampler(b, patch, cfg.scale, batch, seed + 1, names=nb, rank=rank, world_size=ws,
-                      **cfg.sampler_options())
-    return sa, sb
+    return (make_sampler(cfg, a, na, patch, batch, seed, teacher),
+            make_sampler(cfg, b, nb, patch, batch, seed + 1, teacher))
 
 
-def stage_search(cfg, run, names, pairs, budget, perceptual):
+def stage_search(cfg, run, names, pairs, budget, perceptual, teacher):
     spec_path = run / "search" / "spec.json"
     init_path = run / "search" / "init.safetensors"
     if run.done("search"):
@@ -654,11 +683,8 @@ def stage_search(cfg, run, names, pairs, budget, perceptual):
         _log(cfg, f"uniform baseline: width {spec.nf}, {fmt_macs(spec_macs(spec))} MACs")
     else:
         s = cfg.search
-        wa, ab = _samplers(cfg, names, pairs, s.patch, s.batch, cfg.seed)
-        from .data.patches import PatchSampler
-
-        val = PatchSampler(pairs, s.patch, cfg.scale, 2 * s.batch, cfg.seed + 7, names=names,
-                           **cfg.sampler_options()).next_batch()
+        wa, ab = _samplers(cfg, names, pairs, s.patch, s.batch, cfg.seed, teacher)
+        val = make_sampler(cfg, pairs, names, s.patch, 2 * s.batch, cfg.seed + 7, teacher, split=False).next_batch()
         loss = _distill_loss(perceptual, cfg)
         template = frame_template(s, cfg.task, cfg.scale)
         res = search(s, template, wa, ab, val, budget, run / "search", loss, cfg.device, cfg.quiet)
@@ -695,8 +721,7 @@ def student_to_retrain(cfg, run, spec, init_state):
     return None, student
 
 
-def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
-    from .data.patches import PatchSampler
+def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual, teacher):
     from .quant.fake import enable_fake_quant, int8_layer_names, strip_fake_quant
 
     done, student = student_to_retrain(cfg, run, spec, init_state)
@@ -705,10 +730,8 @@ def stage_retrain(cfg, run, spec, init_state, names, pairs, perceptual):
     int8_layers = int8_layer_names(spec)
     if int8_layers:  # layers the precision search made int8 retrain with fake quantization
         enable_fake_quant(student, 8, only=tuple(int8_layers))
-    rank, ws = world()
     r = cfg.retrain
-    sampler = PatchSampler(pairs, r.patch, cfg.scale, r.batch, cfg.seed + 11, names=names, rank=rank,
-                           world_size=ws, **cfg.sampler_options())
+    sampler = make_sampler(cfg, pairs, names, r.patch, r.batch, cfg.seed + 11, teacher)
     fit_pixels(student, sampler, r, run / "retrain.ckpt", "retrain", cfg.device, cfg.quiet, perceptual)
     student = strip_fake_quant(student).cpu().eval()
     if is_main():

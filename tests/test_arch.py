@@ -194,7 +194,8 @@ def random_translate_spec(rng, up_kind):
     nf = rng.choice([8, 12])
     cells = [[LayerSpec(rng.choice(ALL_OPS), rng.choice([3, 5, nf])), LayerSpec(rng.choice(ALL_OPS), nf)]
              for _ in range(rng.randint(1, 3))]
-    frame = FrameSpec(rng.randint(2, 6), [rng.randint(2, 7)], [rng.randint(2, 7), rng.randint(2, 7)], up_kind)
+    frame = FrameSpec(rng.randint(2, 6), [rng.randint(2, 7)], [rng.randint(2, 7), rng.randint(2, 7)], up_kind,
+                      rng.choice([3, 7, 9]), rng.choice([1, 5, 7]))
     return ArchSpec("translate", 1, nf, cells, skip="none", frame=frame)
 
 
@@ -219,6 +220,15 @@ def test_cyclegan_reference_macs():
     assert measure_macs(ResnetGenerator(ngf=64, n_blocks=9)) == 49_551_507_456
     spec = uniform_translate_spec(256, 9, 2, frame=FrameSpec(64, [128], [128, 64]))
     assert spec_macs(spec) == 49_551_507_456
+
+
+def test_frame_kernels_are_stored_only_when_not_7_and_checked():
+    spec = uniform_translate_spec(8, 2, 2)
+    assert "stem_k" not in spec.to_dict()["frame"]  # 7x7 specs read as before the fields existed
+    d = spec.to_dict()
+    d["frame"]["out_k"] = 4
+    with pytest.raises(UserError, match="kernel sides"):
+        ArchSpec.from_dict(d)
 
 
 def test_translate_spec_errors():

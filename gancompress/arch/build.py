@@ -121,8 +121,8 @@ def _masked(h, masks, i):
 
 
 class TranslateStudent(nn.Module):
-    """The translation student: stem 7x7 -> 2 stride-2 convs -> residual cells -> 2 x2 upsampling
-    layers -> 7x7 conv -> RGB. Input and output RGB in [0, 1] (the output is (tanh + 1) / 2).
+    """The translation student: stem kxk (7 by default) -> 2 stride-2 convs -> residual cells -> 2 x2
+    upsampling layers -> kxk conv -> RGB. Input and output RGB in [0, 1] (the output is (tanh + 1) / 2).
     Input sides must be multiples of 4."""
 
     style = TRANSLATE_STYLE
@@ -132,11 +132,11 @@ class TranslateStudent(nn.Module):
         super().__init__()
         spec.validate()
         f: FrameSpec = spec.frame
-        self.stem = _conv_norm_relu(3, f.stem, 7)
+        self.stem = _conv_norm_relu(3, f.stem, f.stem_k)
         self.down = nn.Sequential(_conv_norm_relu(f.stem, f.down[0], 3, 2), _conv_norm_relu(f.down[0], spec.nf, 3, 2))
         self.cells = nn.Sequential(*(Cell.from_spec(c, spec.nf, TRANSLATE_STYLE) for c in spec.cells))
         self.up = nn.Sequential(_Up(spec.nf, f.up[0], f.up_kind), _Up(f.up[0], f.up[1], f.up_kind))
-        self.out = nn.Conv2d(f.up[1], 3, 7, padding=3, padding_mode="reflect")
+        self.out = nn.Conv2d(f.up[1], 3, f.out_k, padding=f.out_k // 2, padding_mode="reflect")
 
     # `masks` (the AGD supernet's width choices for stem, down[0], up[0], up[1]) keep the first w
     # channels of each frame layer; a plain student has exact widths and passes none

@@ -59,21 +59,21 @@ def frame_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
     h, w = hw
     if spec.task == "translate":
         f = spec.frame
-        return translate_frame_macs(spec.nf, f.stem, f.down[0], f.up[0], f.up[1], f.up_kind, hw)
+        return translate_frame_macs(spec.nf, f.stem, f.down[0], f.up[0], f.up[1], f.up_kind, hw, f.stem_k, f.out_k)
     per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width)
     return (per_px + skip_macs_per_px(spec.skip, spec.scale)) * h * w
 
 
-def translate_frame_macs(nf, stem, down, up0, up1, up_kind: str, hw=DEFAULT_HW):
+def translate_frame_macs(nf, stem, down, up0, up1, up_kind: str, hw=DEFAULT_HW, stem_k=7, out_k=7):
     """MACs of the translation frame for these widths (ints, or expected widths as tensors: the
     AGD search differentiates through this with independent per-layer width distributions)."""
     h, w = hw
     full, half, quarter = h * w, (h // 2) * (w // 2), (h // 4) * (w // 4)
-    m = 49 * 3 * stem * full + 9 * stem * down * half + 9 * down * nf * quarter
+    m = stem_k * stem_k * 3 * stem * full + 9 * stem * down * half + 9 * down * nf * quarter
     # a ConvTranspose2d is counted from its input (FlopCounterMode's rule); resize+conv at the output
     m = m + 9 * nf * up0 * (quarter if up_kind == "deconv" else half)
     m = m + 9 * up0 * up1 * (half if up_kind == "deconv" else full)
-    return m + 49 * up1 * 3 * full
+    return m + out_k * out_k * up1 * 3 * full
 
 
 def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
@@ -141,10 +141,20 @@ def resolve_budget(text: str | float, teacher_macs: int | None) -> int:
 
     Accepts absolute values ('9.2G', '800M', '4.5e9') and fractions of the teacher ('1/10', '0.1x').
     """
+    import math
+
     from ..errors import UserError
 
+    def checked(v: float) -> int:
+        if not math.isfinite(v) or v < 1 or v > 1e18:
+            raise UserError(f"budget {text!r} is {v:g} MACs: give a positive, finite budget such as 9.2G, 800M or "
+                            "1/10 (of the teacher)")
+        return int(v)
+
+    if isinstance(text, bool):
+        raise UserError(f"cannot read budget {text!r}: write e.g. 9.2G, 800M or 1/10 (of the teacher)")
     if isinstance(text, (int, float)):
-        return int(text)
+        return checked(float(text))
     s = str(text).strip().replace(" ", "")
     if not s:
         raise UserError("empty --budget: write e.g. 9.2G, 800M or 1/10 (of the teacher)")
@@ -158,12 +168,14 @@ def resolve_budget(text: str | float, teacher_macs: int | None) -> int:
                 frac = float(num) / float(den)
             else:
                 frac = float(s[:-1])
-            return int(frac * teacher_macs)
+            if not math.isfinite(frac) or frac <= 0:
+                raise UserError(f"budget {text!r} is not a positive fraction of the teacher: write e.g. 1/10 or 0.1x")
+            return checked(frac * teacher_macs)
         mult = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
         if s[-1].lower() in mult:
-            return int(float(s[:-1]) * mult[s[-1].lower()])
-        return int(float(s))
-    except (ValueError, ZeroDivisionError):
+            return checked(float(s[:-1]) * mult[s[-1].lower()])
+        return checked(float(s))
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise UserError(f"cannot read budget {text!r}: write e.g. 9.2G, 800M or 1/10 (of the teacher)") from None
 
 

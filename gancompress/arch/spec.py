@@ -31,6 +31,7 @@ UPSAMPLERS = ("pixelshuffle", "progressive")
 SKIPS = ("bicubic", "none")
 TASKS = ("sr", "translate")
 UP_KINDS = ("deconv", "resize")
+FRAME_KERNELS = (1, 3, 5, 7, 9)
 
 
 @dataclass
@@ -60,6 +61,10 @@ class FrameSpec:
     down: list[int]  # the first stride-2 conv's width; the second maps to nf
     up: list[int]  # the two x2 upsampling layers' widths
     up_kind: str = "deconv"  # deconv: ConvTranspose2d 3x3 s2 | resize: nearest x2 + conv 3x3
+    # kernel sides of the full-resolution stem and output convs (CycleGAN: 7; Johnson's
+    # style-transfer nets: 9), so a student can draw at the scale its teacher draws
+    stem_k: int = 7
+    out_k: int = 7
 
 
 @dataclass
@@ -122,6 +127,8 @@ class ArchSpec:
             raise UserError(f"frame needs 1 'down' width and 2 'up' widths, got {f.down} and {f.up}")
         if min([f.stem, *f.down, *f.up]) < 1:
             raise UserError(f"frame widths must be >= 1, got stem {f.stem}, down {f.down}, up {f.up}")
+        if f.stem_k not in FRAME_KERNELS or f.out_k not in FRAME_KERNELS:
+            raise UserError(f"frame kernel sides must be one of {FRAME_KERNELS}, got stem_k {f.stem_k}, out_k {f.out_k}")
 
     # ---- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -131,6 +138,9 @@ class ArchSpec:
             del d["frame"]
         else:
             del d["upsampler"]
+            for k in ("stem_k", "out_k"):  # 7x7 frames read exactly as before the fields existed
+                if d["frame"][k] == 7:
+                    del d["frame"][k]
         return d
 
     def to_json(self) -> str:
@@ -138,6 +148,8 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ArchSpec":
+        if not isinstance(d, dict):
+            raise UserError(f"malformed architecture spec (a JSON object is expected, got {type(d).__name__})")
         try:
             version = int(d.get("version", SPEC_VERSION))
             if version > SPEC_VERSION:
@@ -149,7 +161,8 @@ class ArchSpec:
             up = d.get("upsampler", {}) or {}
             fr = d.get("frame")
             frame = None if fr is None else FrameSpec(int(fr["stem"]), [int(v) for v in fr["down"]],
-                                                      [int(v) for v in fr["up"]], str(fr.get("up_kind", "deconv")))
+                                                      [int(v) for v in fr["up"]], str(fr.get("up_kind", "deconv")),
+                                                      int(fr.get("stem_k", 7)), int(fr.get("out_k", 7)))
             spec = cls(
                 task=str(d["task"]),
                 scale=int(d["scale"]),
@@ -162,16 +175,17 @@ class ArchSpec:
                 version=version,
                 frame=frame,
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"malformed architecture spec ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise UserError(f"malformed architecture spec ({type(e).__name__}: {str(e)[:200]})") from None
         return spec.validate()
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise UserError(f"architecture spec is not valid JSON: {e}") from None
+            d = json.loads(text)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, or nesting too deep to parse
+            raise UserError(f"architecture spec is not valid JSON: {str(e)[:200]}") from None
+        return cls.from_dict(d)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(Path(path), self.to_json() + "\n")
@@ -182,7 +196,7 @@ class ArchSpec:
         if not p.is_file():
             raise UserError(f"spec file {p} not found")
         try:
-            return cls.from_json(p.read_text())
+            return cls.from_json(p.read_bytes().decode("utf-8", errors="replace"))
         except UserError as e:
             raise UserError(f"{p}: {e}") from None
 
@@ -200,7 +214,7 @@ class ArchSpec:
         if self.task == "translate":
             f = self.frame
             lines = [f"translate, nf={self.nf}, stem={f.stem}, down={f.down[0]}, up={f.up[0]},{f.up[1]} "
-                     f"({f.up_kind})"]
+                     f"({f.up_kind}), stem/out kernels {f.stem_k}/{f.out_k}"]
             lines += [f"  cell {ci}: " + " ".join(f"{l.op}:{l.width}" for l in cell)
                       for ci, cell in enumerate(self.cells)]
             return "\n".join(lines)
@@ -221,10 +235,10 @@ def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = 
     return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec(), skip=skip).validate()
 
 
-def frame_for_width(nf: int, up_kind: str = "deconv") -> FrameSpec:
+def frame_for_width(nf: int, up_kind: str = "deconv", stem_k: int = 7, out_k: int = 7) -> FrameSpec:
     """CycleGAN's proportions around a trunk of width nf: stem nf/4, down nf/2, up nf/2 and nf/4."""
     q, h = max(1, round(nf / 4)), max(1, round(nf / 2))
-    return FrameSpec(q, [h], [h, q], up_kind)
+    return FrameSpec(q, [h], [h, q], up_kind, stem_k, out_k)
 
 
 def uniform_translate_spec(nf: int, n_cells: int, n_layers: int, op: str = "conv3x3",

@@ -123,18 +123,27 @@ class PatchSampler:
 
     def state_dict(self) -> dict:
         """The generator's position, so an interrupted training run resumes on the same patches."""
-        st = self._rng.bit_generator.state
-        return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]),
-                "inc": str(st["state"]["inc"]), "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
+        return rng_state(self._rng)
 
     def load_state_dict(self, d: dict) -> None:
-        self._rng.bit_generator.state = {"bit_generator": d["bit_generator"],
-                                         "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-                                         "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
+        set_rng_state(self._rng, d)
 
     def __iter__(self):
         while True:
             yield self.next_batch()
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """A numpy generator's position as plain values (checkpoints load with weights_only=True)."""
+    st = rng.bit_generator.state
+    return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]),
+            "inc": str(st["state"]["inc"]), "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
+
+
+def set_rng_state(rng: np.random.Generator, d: dict) -> None:
+    rng.bit_generator.state = {"bit_generator": d["bit_generator"],
+                               "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+                               "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
 
 
 def split_pairs(

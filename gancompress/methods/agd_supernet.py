@@ -222,7 +222,7 @@ class Supernet(nn.Module):
         e = [(F.softmax(b, dim=-1) * torch.tensor(ws, dtype=b.dtype, device=b.device)).sum()
              for ws, b in zip(self.frame_widths, self.frame_betas)]
         t = self.template
-        return translate_frame_macs(t.nf, *e, t.frame.up_kind, hw)
+        return translate_frame_macs(t.nf, *e, t.frame.up_kind, hw, t.frame.stem_k, t.frame.out_k)
 
     # ---- derive -------------------------------------------------------------------------------
     def choices(self):

@@ -27,7 +27,7 @@ from torch import nn
 from ..arch.build import build_student, load_sliced
 from ..arch.cost import spec_macs
 from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
-from ..arch.spec import ArchSpec, FrameSpec, LayerSpec, UpsamplerSpec
+from ..arch.spec import ArchSpec, LayerSpec, UpsamplerSpec
 from ..errors import UserError
 from .agd_supernet import width_choices
 
@@ -108,7 +108,7 @@ class OFASpace:
                  + [LayerSpec(self.op, nf)] for c in range(self.n_cells)]
         spec = replace(t, nf=nf, cells=cells, meta=dict(meta or {}))
         if t.task == "translate":
-            spec.frame = FrameSpec(vals["stem"], [vals["down"]], [vals["up0"], vals["up1"]], t.frame.up_kind)
+            spec.frame = replace(t.frame, stem=vals["stem"], down=[vals["down"]], up=[vals["up0"], vals["up1"]])
         elif "up" in vals:
             spec.upsampler = UpsamplerSpec(t.upsampler.kind, vals["up"])
         return spec.validate()

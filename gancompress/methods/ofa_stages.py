@@ -58,7 +58,7 @@ class OFARun(MethodStages):
     def __init__(self, cfg, run, teacher, feature_layers, images, names, pairs, perceptual):
         from ..compress import _distill_loss, ofa_space
 
-        self.teacher, self.layers = teacher, feature_layers
+        self.layers = feature_layers
         self.space = ofa_space(cfg)
         self.o = o = ofa.resolved(cfg.ofa, cfg.task)
         self.has_gt = cfg.task == "sr" and (o.lambda_gan > 0 or o.score == "psnr-y")
@@ -66,17 +66,17 @@ class OFARun(MethodStages):
         strip = min(o.translate_score_px, cfg.size // 4) if cfg.task == "translate" else None  # a quarter at most
         self.score_px = min(cfg.retrain.patch, strip) if strip else cfg.retrain.patch
         train_pairs, train_names, self.held = ofa.holdout_split(pairs, names, o.holdout, cfg.seed, strip)
-        super().__init__(cfg, run, train_pairs, train_names)
+        super().__init__(cfg, run, train_pairs, train_names, teacher)
         self.recon = _distill_loss(perceptual, cfg)
 
     def _held_batch(self):
         """The fixed held-out crops that score candidates in the search and track the fine-tune
         (the same seed, so both stages see the same crops)."""
-        from ..data.patches import PatchSampler
+        from ..compress import make_sampler
 
         cfg = self.cfg
-        return PatchSampler(self.held, self.score_px, cfg.scale, self.o.score_crops, cfg.seed + 3, augment=False,
-                            align=cfg.crop_align).next_batch()
+        return make_sampler(cfg, self.held, None, self.score_px, self.o.score_crops, cfg.seed + 3, self.teacher,
+                            fixed=True, split=False).next_batch()
 
     def _objective(self):
         """The objective with mapping convs sized for the widest sub-network (narrower ones use a

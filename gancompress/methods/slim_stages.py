@@ -31,10 +31,10 @@ def slim_space(cfg):
 
 
 class SlimRun(MethodStages):
-    def __init__(self, cfg, run, names, pairs, perceptual):
+    def __init__(self, cfg, run, names, pairs, perceptual, teacher):
         from ..compress import _distill_loss
 
-        super().__init__(cfg, run, pairs, names)
+        super().__init__(cfg, run, pairs, names, teacher)
         self.perceptual = perceptual
         self.space = slim_space(cfg)
         self.recon = _distill_loss(perceptual, cfg)

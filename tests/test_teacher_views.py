@@ -1,0 +1,62 @@
+"""Translation batches labelled by the teacher on each crop (data/teacher_views.py)."""
+
+import torch
+
+from gancompress.data.teacher_views import TeacherViewSampler
+from gancompress.errors import UserError
+
+
+class _InstanceNormTeacher(torch.nn.Module):
+    """A teacher whose output depends on the whole input (instance norm), like a CycleGAN."""
+
+    def forward(self, x):
+        return torch.sigmoid(torch.nn.functional.instance_norm(x))
+
+    def predict(self, x):
+        return self(x).clamp(0, 1)
+
+
+def _images():
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(3, 40, 56, generator=g), torch.rand(3, 64, 48, generator=g)]
+
+
+def test_labels_are_the_teacher_output_of_the_crop_itself():
+    t = _InstanceNormTeacher()
+    s = TeacherViewSampler(_images(), t, 24, 5, seed=1)
+    x, y = s.next_batch()
+    assert x.shape == y.shape == (5, 3, 24, 24)
+    torch.testing.assert_close(y, t.predict(x))
+    # a crop of the whole image's output would differ: instance norm sees the whole image
+    whole = t.predict(_images()[0][None])[0, :, :24, :24]
+    assert (whole - t.predict(_images()[0][None, :, :24, :24])[0]).abs().max() > 1e-3
+
+
+def test_deterministic_and_resumable():
+    t = _InstanceNormTeacher()
+    a, b = TeacherViewSampler(_images(), t, 16, 3, seed=4), TeacherViewSampler(_images(), t, 16, 3, seed=4)
+    a.next_batch()
+    state = a.state_dict()
+    xa, _ = a.next_batch()
+    b.load_state_dict(state)
+    xb, _ = b.next_batch()
+    assert torch.equal(xa, xb)
+    other = TeacherViewSampler(_images(), t, 16, 3, seed=4, rank=1, world_size=2).next_batch()[0]
+    assert not torch.equal(other, TeacherViewSampler(_images(), t, 16, 3, seed=4).next_batch()[0])
+
+
+def test_fixed_views_are_plain_crops_and_small_images_are_refused():
+    t = _InstanceNormTeacher()
+    imgs = _images()
+    x, _ = TeacherViewSampler(imgs, t, 16, 4, seed=0, augment=False, rescale=False).next_batch()
+    # without flips or rescaling every view is a crop of one of the images, pixel for pixel
+    for v in x:
+        found = any((im.unfold(1, 16, 1).unfold(2, 16, 1) == v[:, None, None]).all(0).all(-1).all(-1).any()
+                    for im in imgs)
+        assert found
+    try:
+        TeacherViewSampler(imgs, t, 48, 2, seed=0, names=["a.png", "b.png"])
+    except UserError as e:
+        assert "a.png" in str(e) and "--patch" in str(e)
+    else:
+        raise AssertionError("a too small image must be refused")
