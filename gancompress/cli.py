@@ -172,7 +172,12 @@ def _add_ofa_options(p: argparse.ArgumentParser) -> None:
                    help="weight of the GAN term; 0 turns the discriminator off (default: ofa 0 for sr, 0.1 for "
                         f"translate; slim {sc.lambda_gan})")
     j.add_argument("--gan-loss", default=o.gan_loss, choices=["lsgan", "hinge"])
-    k = p.add_argument_group("GAN Slimming (--method slim); prunes the widest network of --nf/--cells/--layers")
+    k = p.add_argument_group("GAN Slimming (--method slim); prunes the teacher itself where its layout is "
+                             "expressible, else the widest network of --nf/--cells/--layers")
+    k.add_argument("--slim-init", default=sc.init, choices=["teacher", "space"],
+                   help="teacher: slim the pretrained teacher itself (instance-norm cyclegan-resnet teachers; others "
+                        "fall back to space, and the run says so); space: the widest network of the space, from "
+                        f"scratch (default {sc.init})")
     k.add_argument("--slim-op", default=sc.op, choices=list(SLIM_OPS), help=f"(default {sc.op})")
     k.add_argument("--slim-steps", type=int, default=sc.steps,
                    help=f"steps of the joint distillation + pruning optimization (default {sc.steps})")
@@ -205,7 +210,7 @@ def _slim_config(args):
     return SlimConfig(op=args.slim_op, steps=args.slim_steps, rho=args.rho, lr_gate=args.lr_gate,
                       lambda_recon=args.lambda_recon,
                       lambda_gan=SlimConfig.lambda_gan if args.lambda_gan is None else args.lambda_gan, gan_loss=args.gan_loss,
-                      bits=args.bits, stop_at_budget=args.stop_at_budget)
+                      bits=args.bits, stop_at_budget=args.stop_at_budget, init=args.slim_init)
 
 
 def _add_trust_option(p) -> None:

@@ -378,7 +378,7 @@ def uniform_spec_for_budget(cfg: CompressConfig, budget: int) -> ArchSpec:
     return best
 
 
-def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
+def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None, start=None) -> None:
     if t_macs is not None and budget >= t_macs:
         raise UserError(f"budget {fmt_macs(budget)} is not below the teacher's {fmt_macs(t_macs)}: "
                         "there is nothing to compress; give a smaller --budget (e.g. 1/10)")
@@ -402,7 +402,7 @@ def check_budget(cfg: CompressConfig, budget: int, t_macs: int | None) -> None:
     if cfg.method == "slim":
         from .methods.slim_stages import slim_space
 
-        space = slim_space(cfg)
+        space = slim_space(cfg, start[0] if start else None)
         lo = space.macs(tuple(1 for _ in space.names))
         if budget < lo:
             raise UserError(f"budget {fmt_macs(budget)} is below the smallest network GAN Slimming can prune to "
@@ -542,13 +542,15 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
 
     t_macs = teacher_macs(teacher)
     budget = resolve_budget(cfg.budget, t_macs)
-    adapted = adapt_trunk_width(cfg, budget)
-    if adapted is not cfg:  # the run's config holds the narrowed trunk: check for it again
+    from .methods.slim_stages import slim_start
+
+    adapted, start = slim_start(adapt_trunk_width(cfg, budget), teacher, lambda m: _log(cfg, m))
+    if adapted is not cfg:  # the run's config holds the narrowed trunk or the slimmed network: check again
         cfg = adapted
         finished = _finished(cfg)
         if finished is not None:
             return finished
-    check_budget(cfg, budget, t_macs)
+    check_budget(cfg, budget, t_macs, start)
     # validate everything else before anything is written
     evalset = eval_set(cfg)
     if cfg.task == "translate":
@@ -593,7 +595,7 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     elif cfg.method == "slim":
         from .methods.slim_stages import SlimRun
 
-        slim_run = SlimRun(cfg, run, names, pairs, perceptual, teacher)
+        slim_run = SlimRun(cfg, run, names, pairs, perceptual, teacher, start)
         spec, init_state = clock("search", lambda: slim_run.search(budget))
         student = clock("retrain", lambda: slim_run.finetune(spec, init_state))
     else:

@@ -100,6 +100,8 @@ def test_slim_compress_end_to_end(tiny_teacher, tiny_data, tmp_path, bits):
     spec = json.loads((tmp_path / "run" / "search" / "spec.json").read_text())
     assert spec["bits"] == bits and spec["meta"]["method"] == "slim"
     assert m["student_macs"] == m["student_macs_flopcounter"]
+    # an ESRGAN-style teacher cannot be written as a student: the run slimmed the space network
+    assert "init" not in json.loads((tmp_path / "run" / "config.json").read_text())["slim"]
 
 
 def test_int8_twins_cost_less_and_build_the_same_module():

@@ -414,3 +414,43 @@ def test_frame_widths_option_limits_the_searched_frame():
     assert wide.layer_widths == narrow.layer_widths  # the cells keep --widths
     assert wide.cost(wide.min_spec()) > narrow.cost(narrow.min_spec())
     assert "frame_ratios" not in base.to_dict() and wide_cfg.to_dict()["frame_ratios"] == [0.5, 1.0]
+
+
+# ---- the teacher as a student (GAN Slimming from the teacher) ----------------------------------
+@pytest.mark.parametrize("dropout", [False, True])
+def test_cyclegan_teacher_as_student_computes_the_teacher(tmp_path, dropout):
+    from gancompress.arch.build import build_student
+    from gancompress.teachers import load_teacher
+    from gancompress.teachers.as_student import teacher_as_student
+    from gancompress.teachers.zoo_translate import ResnetGenerator
+
+    torch.manual_seed(1)
+    g = ResnetGenerator(ngf=4, n_blocks=3, dropout=dropout)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(g.state_dict(), tmp_path / "G.pth")
+    teacher = load_teacher(f"cyclegan:{tmp_path / 'G.pth'}")
+    spec, sd = teacher_as_student(teacher)
+    student = build_student(spec)
+    student.load_state_dict(sd)  # strict: every student tensor comes from the teacher
+    x = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(student.eval()(x), teacher(x), atol=1e-5, rtol=0)
+    assert spec.frame.down_pad == "zeros" and spec.nf == 16 and len(spec.cells) == 3
+
+
+def test_slim_starts_from_the_teacher_or_says_why_not(tiny_translate, tmp_path, capsys, tiny_teacher):
+    out = tmp_path / "slim"
+    code, outs, err = _cli(capsys, ["compress", "--task", "translate", "--method", "slim", "--slim-steps", "4",
+                                    "--teacher", f"cyclegan:{tiny_translate / 'latest_net_G.pth'}",
+                                    "--train-data", str(tiny_translate / "train"),
+                                    "--eval-data", str(tiny_translate / "eval"), "--budget", "1/3",
+                                    "--out", str(out), *TINY_T])
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["slim"]["init"] == "teacher"
+    spec = json.loads((out / "search" / "spec.json").read_text())
+    assert spec["frame"]["down_pad"] == "zeros" and len(spec["cells"]) == 2  # the teacher's 2 blocks
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["within_budget"] and m["student_macs"] == m["student_macs_flopcounter"]

@@ -92,8 +92,8 @@ class SRStudent(nn.Module):
         return self.decode(self.cells(f), f, x)
 
 
-def _conv_norm_relu(cin, cout, k, stride=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, padding_mode="reflect"),
+def _conv_norm_relu(cin, cout, k, stride=1, pad="reflect"):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, padding_mode=pad),
                          nn.InstanceNorm2d(cout, affine=True), nn.ReLU())
 
 
@@ -133,7 +133,8 @@ class TranslateStudent(nn.Module):
         spec.validate()
         f: FrameSpec = spec.frame
         self.stem = _conv_norm_relu(3, f.stem, f.stem_k)
-        self.down = nn.Sequential(_conv_norm_relu(f.stem, f.down[0], 3, 2), _conv_norm_relu(f.down[0], spec.nf, 3, 2))
+        self.down = nn.Sequential(_conv_norm_relu(f.stem, f.down[0], 3, 2, f.down_pad),
+                                  _conv_norm_relu(f.down[0], spec.nf, 3, 2, f.down_pad))
         self.cells = nn.Sequential(*(Cell.from_spec(c, spec.nf, TRANSLATE_STYLE) for c in spec.cells))
         self.up = nn.Sequential(_Up(spec.nf, f.up[0], f.up_kind), _Up(f.up[0], f.up[1], f.up_kind))
         self.out = nn.Conv2d(f.up[1], 3, f.out_k, padding=f.out_k // 2, padding_mode="reflect")

@@ -32,6 +32,7 @@ SKIPS = ("bicubic", "none")
 TASKS = ("sr", "translate")
 UP_KINDS = ("deconv", "resize")
 FRAME_KERNELS = (1, 3, 5, 7, 9)
+PADDINGS = ("reflect", "zeros")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class FrameSpec:
     # style-transfer nets: 9), so a student can draw at the scale its teacher draws
     stem_k: int = 7
     out_k: int = 7
+    # padding of the two stride-2 convs: reflect, or zeros as CycleGAN's released generator pads
+    # them (a teacher of that layout becomes a student exactly: teachers/as_student.py)
+    down_pad: str = "reflect"
 
 
 @dataclass
@@ -127,6 +131,8 @@ class ArchSpec:
             raise UserError(f"frame needs 1 'down' width and 2 'up' widths, got {f.down} and {f.up}")
         if min([f.stem, *f.down, *f.up]) < 1:
             raise UserError(f"frame widths must be >= 1, got stem {f.stem}, down {f.down}, up {f.up}")
+        if f.down_pad not in PADDINGS:
+            raise UserError(f"frame down_pad must be one of {PADDINGS}, got {f.down_pad!r}")
         if f.stem_k not in FRAME_KERNELS or f.out_k not in FRAME_KERNELS:
             raise UserError(f"frame kernel sides must be one of {FRAME_KERNELS}, got stem_k {f.stem_k}, out_k {f.out_k}")
 
@@ -138,8 +144,8 @@ class ArchSpec:
             del d["frame"]
         else:
             del d["upsampler"]
-            for k in ("stem_k", "out_k"):  # 7x7 frames read exactly as before the fields existed
-                if d["frame"][k] == 7:
+            for k, default in (("stem_k", 7), ("out_k", 7), ("down_pad", "reflect")):
+                if d["frame"][k] == default:  # such frames read exactly as before the fields existed
                     del d["frame"][k]
         return d
 
@@ -162,7 +168,8 @@ class ArchSpec:
             fr = d.get("frame")
             frame = None if fr is None else FrameSpec(int(fr["stem"]), [int(v) for v in fr["down"]],
                                                       [int(v) for v in fr["up"]], str(fr.get("up_kind", "deconv")),
-                                                      int(fr.get("stem_k", 7)), int(fr.get("out_k", 7)))
+                                                      int(fr.get("stem_k", 7)), int(fr.get("out_k", 7)),
+                                                      str(fr.get("down_pad", "reflect")))
             spec = cls(
                 task=str(d["task"]),
                 scale=int(d["scale"]),

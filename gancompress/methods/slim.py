@@ -53,11 +53,17 @@ class SlimConfig:
     # shrink gates only while the network of non-zero gates is over the budget (a fixed rho can prune
     # far below it: 26 % under at SRGAN 1/10); False is the paper's fixed-rho proximal step
     stop_at_budget: bool = False
+    # the network that is slimmed: "teacher" (the pretrained teacher itself, as the paper does, when
+    # its layout is expressible: teachers/as_student.py; otherwise the run falls back to "space")
+    # or "space" (the widest network of the GAN Compression space, trained from scratch)
+    init: str = "teacher"
 
     def to_dict(self):
         d = asdict(self)
         if not self.stop_at_budget:  # run directories written before the option keep matching
             del d["stop_at_budget"]
+        if self.init == "space":
+            del d["init"]
         return d
 
 
@@ -65,6 +71,8 @@ def validate(cfg: SlimConfig) -> None:
     if cfg.op not in SLIM_OPS:
         raise UserError(f"--slim-op {cfg.op!r}: GAN Slimming prunes operators without an internal skip; "
                         f"choose one of {', '.join(SLIM_OPS)}" + ("" if cfg.op in OPS else " (unknown operator)"))
+    if cfg.init not in ("teacher", "space"):
+        raise UserError(f"--slim-init must be 'teacher' or 'space', got {cfg.init!r}")
     if cfg.bits not in (8, 32):
         raise UserError(f"--bits must be 8 (GS-8, quantization-aware) or 32 (GS-32), got {cfg.bits}")
     if cfg.rho < 0 or cfg.steps < 0 or cfg.lambda_recon < 0 or cfg.lambda_gan < 0:

@@ -22,21 +22,41 @@ from . import slim
 from .stage_base import MethodStages
 
 
-def slim_space(cfg):
+def slim_space(cfg, start=None):
+    """The widths GAN Slimming prunes: around the teacher's own layout when it starts from the teacher
+    (`start`: its ArchSpec), else the GAN Compression space of the run's options."""
     from ..compress import frame_template
     from .ofa_space import OFASpace
 
     s = cfg.search
+    if start is not None:
+        return OFASpace(start, len(start.cells), len(start.cells[0]), start.cells[0][0].op, s.width_ratios)
     return OFASpace(frame_template(s, cfg.task, cfg.scale), s.n_cells, s.n_layers, cfg.slim.op, s.width_ratios)
 
 
+def slim_start(cfg, teacher, log):
+    """(cfg, (spec, weights) of the teacher as a student, or None). With --slim-init teacher and a
+    teacher whose layout is not expressible, the run says so and slims the space network instead
+    (its config records init "space")."""
+    if cfg.method != "slim" or cfg.slim.init != "teacher":
+        return cfg, None
+    from ..teachers.as_student import teacher_as_student
+
+    start = teacher_as_student(teacher)
+    if start is None:
+        log(f"note: GAN Slimming cannot start from teacher {cfg.teacher} (only an instance-norm cyclegan-resnet "
+            "layout is expressible as a student); slimming the widest network of the space instead")
+        return replace(cfg, slim=replace(cfg.slim, init="space")), None
+    return cfg, start
+
+
 class SlimRun(MethodStages):
-    def __init__(self, cfg, run, names, pairs, perceptual, teacher):
+    def __init__(self, cfg, run, names, pairs, perceptual, teacher, start=None):
         from ..compress import _distill_loss
 
         super().__init__(cfg, run, pairs, names, teacher)
-        self.perceptual = perceptual
-        self.space = slim_space(cfg)
+        self.perceptual, self.start = perceptual, start
+        self.space = slim_space(cfg, start[0] if start else None)
         self.recon = _distill_loss(perceptual, cfg)
 
     def _quantize(self, module):
@@ -53,6 +73,8 @@ class SlimRun(MethodStages):
         (run / "search").mkdir(exist_ok=True)
         s = cfg.search
         student = slim.GatedStudent(self.space)
+        if self.start is not None:  # the teacher itself, weights and all (outputs equal: tested)
+            student.net.load_state_dict(self.start[1])
         self._quantize(student.net)
         slim.train_gated(o, student, self.recon, self._sampler(s.patch, s.batch, cfg.seed), run / "search" / "slim.ckpt",
                          cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed, budget)
