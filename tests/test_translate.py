@@ -307,6 +307,25 @@ def test_weight_free_loss_mix():
     assert v.item() > loss(b, b).item() and a.grad.abs().sum() > 0
 
 
+def test_inception_feature_and_gram_terms():
+    """incp/gram run the FID Inception's first blocks: zero for equal images, and a Gram loss that
+    ignores where a texture is (a shifted periodic pattern) while the feature loss does not."""
+    from gancompress.distill.inception_loss import feature_and_gram_losses
+    from gancompress.distill.losses import make_distill_loss, parse_mix
+
+    assert parse_mix("l1+l2+incp+gram") == {"l1": 1.0, "l2": 1.0, "incp": 0.1, "gram": 1.0}
+    yy, xx = torch.meshgrid(torch.arange(72.0), torch.arange(72.0), indexing="ij")
+    stripes = lambda s: (0.5 + 0.4 * torch.sin((xx + s) * 0.8)).expand(1, 3, 72, 72)  # noqa: E731
+    feat0, gram0 = feature_and_gram_losses(stripes(0), stripes(0))
+    assert feat0.item() == pytest.approx(0, abs=1e-6) and gram0.item() == pytest.approx(0, abs=1e-6)
+    feat, style = feature_and_gram_losses(stripes(4), stripes(0))
+    _, style_far = feature_and_gram_losses(torch.full((1, 3, 72, 72), 0.5), stripes(0))
+    assert feat.item() > 0.1 and style.item() < 0.2 * style_far.item()
+    a = stripes(2).clone().requires_grad_(True)
+    make_distill_loss("l1+gram")(a, stripes(0)).backward()
+    assert a.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("depth", [16, 19])
 @pytest.mark.parametrize("mode", ["sr", "style"])
 def test_vgg_losses_from_user_weights(tmp_path, depth, mode):

