@@ -69,6 +69,9 @@ def _add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> Non
                    help="translate: how training crops get their labels: crop (the teacher runs on every crop, so each "
                         "label is a real teacher output for that input) or whole (crops of whole-image outputs, which "
                         f"instance norm makes differ from the crop's own) (default {c.labels})")
+    g.add_argument("--label-reuse", type=int, default=c.label_reuse,
+                   help="translate, --labels crop: use each teacher-labelled view about N times (a pool refreshed by "
+                        f"batch/N views per step), so the teacher runs 1/N of a pass per step (default {c.label_reuse})")
     g.add_argument("--crop-align", type=int, default=c.crop_align,
                    help="training crops start on multiples of N input pixels. translate: 4 keeps the 4 px pattern "
                         "a teacher with two stride-2 layers draws in phase; use it with --no-pair-aug (default 1)")
@@ -303,7 +306,7 @@ def config_from_args(args, demo: bool = False):
                               real_target=args.real_target, inception=args.inception, ofa=_ofa_config(args),
                               slim=_slim_config(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
-                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align, labels=args.labels, budget=args.budget, search=search,
+                          view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align, labels=args.labels, label_reuse=args.label_reuse, budget=args.budget, search=search,
                           retrain=retrain, init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,

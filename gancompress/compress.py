@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from .arch.build import build_student, load_sliced
 from .arch.cost import fmt_macs, macs_convention, measure_macs, resolve_budget, spec_macs
@@ -28,7 +27,7 @@ from .arch.spec import (ArchSpec, UpsamplerSpec, atomic_write_text, frame_for_wi
 from .distill.loop import barrier, finish_distributed, init_distributed, is_main, world
 from .distill.train import TrainConfig, fit_pixels
 from .errors import UserError
-from .fileio import save_safetensors_atomic
+from .fileio import load_run_tensors, save_safetensors_atomic
 from .methods.agd import AGDSearchConfig, frame_template, make_supernet, search
 from .methods.agd_supernet import student_state_from_supernet
 from .methods.ofa import OFAConfig
@@ -83,6 +82,9 @@ class CompressConfig:
     # and stride-2 layers make a crop's output differ from the same region of the whole image's:
     # data/teacher_views.py); "whole" cuts crops out of whole-image outputs (the behaviour before)
     labels: str = "crop"
+    # with labels "crop": each labelled view is used about this many times (a pool of views, refreshed
+    # by batch/label_reuse views per step), so the teacher costs 1/label_reuse of a pass per step
+    label_reuse: int = 4
     # load a teacher that is code (TorchScript, module:, a .pt2 with pickled members): the user's
     # decision for this invocation, never stored in the run directory (teachers/trust.py)
     trust_teacher_code: bool = False
@@ -112,7 +114,7 @@ class CompressConfig:
         return d
 
 
-TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception", "labels")
+TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception", "labels", "label_reuse")
 LABELS = ("crop", "whole")
 
 TASK_DEFAULTS = {
@@ -198,6 +200,8 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError(f"--crop-align must be a number of pixels, at least 1, got {cfg.crop_align}")
     if cfg.labels not in LABELS:
         raise UserError(f"--labels must be one of {', '.join(LABELS)}, got {cfg.labels!r}")
+    if not isinstance(cfg.label_reuse, int) or cfg.label_reuse < 1:
+        raise UserError(f"--label-reuse must be a whole number, at least 1, got {cfg.label_reuse!r}")
     if cfg.task == "translate":
         if cfg.scale != 1:
             raise UserError(f"--task translate keeps the image size (scale 1), got --scale {cfg.scale}")
@@ -329,9 +333,13 @@ def teacher_targets(cfg: CompressConfig, run: RunDir, teacher, images):
 
     path = run / "teacher_targets.safetensors"
     if path.is_file():
-        d = load_file(str(path))
-        names = json.loads((run / "teacher_targets.json").read_text())
-        return names, [(d[f"{i}.lr"], d[f"{i}.t"]) for i in range(len(names))]
+        try:  # a cache: a damaged copy is said and recomputed, never a traceback
+            d = load_run_tensors(path)
+            names = json.loads((run / "teacher_targets.json").read_text())
+            return names, [(d[f"{i}.lr"], d[f"{i}.t"]) for i in range(len(names))]
+        except (UserError, KeyError, ValueError, OSError) as e:
+            _log(cfg, f"note: {path} or teacher_targets.json is damaged or incomplete ({str(e)[:120]}); "
+                      "recomputing the teacher targets")
     from tqdm.auto import tqdm
 
     names, pairs = [], []
@@ -657,7 +665,8 @@ def make_sampler(cfg, pairs, names, patch, batch, seed, teacher, fixed: bool = F
         from .data.teacher_views import TeacherViewSampler
 
         return TeacherViewSampler([p[0] for p in pairs], teacher, patch, batch, seed, names=names, rank=rank,
-                                  world_size=ws, augment=not fixed, rescale=not fixed)
+                                  world_size=ws, augment=not fixed, rescale=not fixed,
+                                  reuse=1 if fixed else cfg.label_reuse)
     opts = cfg.sampler_options()
     if fixed:
         opts["augment"] = False
@@ -677,7 +686,7 @@ def stage_search(cfg, run, names, pairs, budget, perceptual, teacher):
     init_path = run / "search" / "init.safetensors"
     if run.done("search"):
         spec = ArchSpec.load(spec_path)
-        return spec, (load_file(str(init_path)) if init_path.is_file() else None)
+        return spec, (load_run_tensors(init_path) if init_path.is_file() else None)
     (run / "search").mkdir(exist_ok=True)
     if cfg.method == "uniform":
         spec = uniform_spec_for_budget(cfg, budget)

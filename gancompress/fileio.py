@@ -120,3 +120,19 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+def load_run_tensors(path) -> dict:
+    """A safetensors file the run wrote itself (targets, search weights): a damaged one (a disk
+    error, a hand edit) is one UserError naming it, not a safetensors traceback."""
+    from safetensors.torch import load_file
+
+    from .errors import UserError
+
+    try:
+        return load_file(str(path))
+    except OSError:
+        raise
+    except Exception as e:  # safetensors raises its own error types
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); re-run the same command with --force to "
+                        "redo the run from the start (or restore the file)") from None

@@ -491,3 +491,31 @@ def test_translation_apply_refuses_above_its_limit(tmp_path, capsys):
     assert main(["apply", str(tmp_path / "student"), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
                  "--quiet"]) == 0
     assert Image.open(tmp_path / "o" / "a_translated.png").size == (30, 22)
+
+
+def test_damaged_run_tensors_are_recomputed_or_one_clear_error(tiny_teacher, tiny_data, tmp_path):
+    """The teacher-target cache is recomputed when damaged; files the run cannot recompute alone
+    (search weights) are a UserError naming the file and the fix."""
+    from gancompress.compress import load_task_teacher, teacher_targets, training_images
+    from gancompress.errors import UserError
+    from gancompress.fileio import load_run_tensors
+    from gancompress.rundir import RunDir
+
+    train, evald = tiny_data
+    cfg = tiny_config(tiny_teacher, train, evald, tmp_path / "r")
+    run = RunDir(tmp_path / "r", cfg.to_dict())
+    try:
+        teacher = load_task_teacher(cfg.task, cfg.teacher, scale=cfg.scale)
+        images = training_images(cfg)
+        names, pairs = teacher_targets(cfg, run, teacher, images)
+        path = tmp_path / "r" / "teacher_targets.safetensors"
+        path.write_bytes(path.read_bytes()[:100])  # torn
+        names2, pairs2 = teacher_targets(cfg, run, teacher, images)
+        assert names2 == names and all(torch.equal(a[1], b[1]) for a, b in zip(pairs, pairs2))
+        assert load_run_tensors(path).keys()  # rewritten whole
+    finally:
+        run.close()
+    bad = tmp_path / "init.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(UserError, match="init.safetensors is damaged.*--force"):
+        load_run_tensors(bad)

@@ -60,3 +60,36 @@ def test_fixed_views_are_plain_crops_and_small_images_are_refused():
         assert "a.png" in str(e) and "--patch" in str(e)
     else:
         raise AssertionError("a too small image must be refused")
+
+
+class _CountingTeacher(_InstanceNormTeacher):
+    def __init__(self):
+        super().__init__()
+        self.views = 0
+
+    def predict(self, x):
+        self.views += x.shape[0]
+        return super().predict(x)
+
+
+def test_label_reuse_keeps_exact_labels_costs_less_and_resumes_exactly():
+    t = _CountingTeacher()
+    s = TeacherViewSampler(_images(), t, 16, 4, seed=2, reuse=4)
+    batches = [s.next_batch() for _ in range(20)]
+    for x, y in batches:  # every label is still the teacher's output for that very view
+        torch.testing.assert_close(y, _InstanceNormTeacher().predict(x))
+    # pool of 2*4*4 = 32 filled once, then one fresh view per step
+    assert t.views == 32 + 19
+    # a copy resumed from the state gives the same batches (the pool travels in the state)
+    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.state_dict().items()}
+    nxt = [s.next_batch() for _ in range(3)]
+    r = TeacherViewSampler(_images(), _InstanceNormTeacher(), 16, 4, seed=2, reuse=4)
+    r.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(nxt, [r.next_batch() for _ in range(3)]):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    try:
+        TeacherViewSampler(_images(), t, 16, 4, seed=2, reuse=0)
+    except UserError as e:
+        assert "--label-reuse" in str(e)
+    else:
+        raise AssertionError("reuse 0 must be refused")

@@ -12,6 +12,11 @@ Each item: an image drawn in proportion to its area, a square side drawn log-uni
 patch size and the image's shorter side (native detail up to the whole image), a random position,
 an antialiased resize to the patch size, a random flip and quarter turn; then one teacher pass
 over the batch. Deterministic in (seed, rank), resumable through `state_dict`, like PatchSampler.
+
+`reuse` R > 1 keeps a pool of 2 x batch x R labelled views: each batch labels only batch/R new
+views (replacing the oldest) and draws the batch from the pool, so every view is used about R
+times and the teacher costs 1/R of a pass per step. The labels stay exact (each is the teacher's
+output for that view); what is traded is view diversity per step. The pool is part of the state.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class TeacherViewSampler:
 
     def __init__(self, images: Sequence[torch.Tensor], teacher, patch: int, batch_size: int, seed: int,
                  names: Sequence[str] | None = None, rank: int = 0, world_size: int = 1, augment: bool = True,
-                 rescale: bool = True):
+                 rescale: bool = True, reuse: int = 1):
         if not images:
             raise UserError("no training images to sample views from; point --train-data at a folder of images")
         if not 0 <= rank < world_size:
@@ -43,6 +48,11 @@ class TeacherViewSampler:
         self.images = list(images)
         self.teacher, self.patch, self.batch_size = teacher, int(patch), int(batch_size)
         self.augment, self.rescale = augment, rescale
+        if int(reuse) < 1:
+            raise UserError(f"--label-reuse must be at least 1, got {reuse}")
+        self.reuse = int(reuse)
+        self._pool: tuple[torch.Tensor, torch.Tensor] | None = None  # (views, labels) when reuse > 1
+        self._next = 0  # the pool slot replaced next
         self.scale = 1
         areas = np.array([im.shape[-2] * im.shape[-1] for im in self.images], dtype=np.float64)
         self._probs = areas / areas.sum()
@@ -66,21 +76,42 @@ class TeacherViewSampler:
                 v = torch.rot90(v, k, dims=(-2, -1))
         return v
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _labelled(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         from ..arch.cost import module_device
 
-        x = torch.stack([self._view() for _ in range(self.batch_size)]).contiguous()
-        t = self.teacher.predict(x.to(module_device(self.teacher))).cpu()
-        return x, t
+        x = torch.stack([self._view() for _ in range(n)]).contiguous()
+        return x, self.teacher.predict(x.to(module_device(self.teacher))).cpu()
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.reuse == 1:
+            return self._labelled(self.batch_size)
+        size = 2 * self.batch_size * self.reuse
+        if self._pool is None:  # filled batch by batch, so one teacher pass stays batch-sized
+            parts = [self._labelled(self.batch_size) for _ in range(2 * self.reuse)]
+            self._pool = (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts]))
+        else:
+            fresh = -(-self.batch_size // self.reuse)
+            x, t = self._labelled(fresh)
+            slots = (self._next + torch.arange(fresh)) % size
+            self._pool[0][slots], self._pool[1][slots] = x, t
+            self._next = int(slots[-1] + 1) % size
+        pick = torch.from_numpy(self._rng.choice(size, self.batch_size, replace=False))
+        return self._pool[0][pick], self._pool[1][pick]
 
     def state_dict(self) -> dict:
         from .patches import rng_state
 
-        return rng_state(self._rng)
+        d = rng_state(self._rng)
+        if self._pool is not None:
+            d = {**d, "pool_x": self._pool[0], "pool_t": self._pool[1], "pool_next": self._next}
+        return d
 
     def load_state_dict(self, d: dict) -> None:
         from .patches import set_rng_state
 
+        d = dict(d)
+        if "pool_x" in d:
+            self._pool, self._next = (d.pop("pool_x"), d.pop("pool_t")), int(d.pop("pool_next"))
         set_rng_state(self._rng, d)
 
     def __iter__(self):

@@ -14,13 +14,12 @@ import json
 import time
 
 import torch
-from safetensors.torch import load_file
 
 from ..arch.build import build_student
 from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
 from ..distill.loop import is_main
-from ..fileio import atomic_write_text, save_safetensors_atomic
+from ..fileio import atomic_write_text, load_run_tensors, save_safetensors_atomic
 from . import ofa
 from .stage_base import MethodStages
 
@@ -95,7 +94,7 @@ class OFARun(MethodStages):
         cfg, run, o = self.cfg, self.run, self.o
         spec_path, init_path = run / "search" / "spec.json", run / "search" / "init.safetensors"
         if run.done("search"):
-            return ArchSpec.load(spec_path), load_file(str(init_path))
+            return ArchSpec.load(spec_path), load_run_tensors(init_path)
         (run / "search").mkdir(exist_ok=True)
         s = cfg.search
         obj = self._objective()
@@ -152,7 +151,7 @@ class OFARun(MethodStages):
         obj = self._objective()
         aux_path = run / "search" / "ofa_aux.safetensors"
         if aux_path.is_file():
-            aux = load_file(str(aux_path))
+            aux = load_run_tensors(aux_path)
             if obj.mapper is not None:
                 obj.mapper.load_state_dict({k[7:]: v for k, v in aux.items() if k.startswith("mapper.")})
             if obj.disc is not None:

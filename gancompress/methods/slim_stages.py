@@ -12,12 +12,11 @@ import json
 import warnings
 from dataclasses import replace
 
-from safetensors.torch import load_file
 
 from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
 from ..distill.loop import is_main
-from ..fileio import atomic_write_text, save_safetensors_atomic
+from ..fileio import atomic_write_text, load_run_tensors, save_safetensors_atomic
 from . import slim
 from .stage_base import MethodStages
 
@@ -69,7 +68,7 @@ class SlimRun(MethodStages):
         cfg, run, o = self.cfg, self.run, self.cfg.slim
         spec_path, init_path = run / "search" / "spec.json", run / "search" / "init.safetensors"
         if run.done("search"):
-            return ArchSpec.load(spec_path), load_file(str(init_path))
+            return ArchSpec.load(spec_path), load_run_tensors(init_path)
         (run / "search").mkdir(exist_ok=True)
         s = cfg.search
         student = slim.GatedStudent(self.space)
