@@ -119,11 +119,14 @@ LABELS = ("crop", "whole")
 
 TASK_DEFAULTS = {
     "sr": dict(scale=4, nf=32, cells=5, layers=5, upsampler="pixelshuffle", search_patch=24, search_batch=8,
-               patch=32, batch=16, retrain_steps=5000),
+               patch=32, batch=16, retrain_steps=5000, loss="l1"),
     # CycleGAN's trunk is 4*ngf wide at 1/4 resolution with 9 residual blocks: nf 64 covers students
     # from ~1/40 to ~1/8 of the ngf-64 CycleGAN generator; whole 256 px images, crops of 128 px
     "translate": dict(scale=1, nf=64, cells=9, layers=2, upsampler="deconv", search_patch=64, search_batch=4,
-                      patch=128, batch=4, retrain_steps=3000),
+                      patch=128, batch=4, retrain_steps=3000,
+                      # Inception-feature distillation copies a painted texture that L1 averages away
+                      # (style teacher 1/5: +0.45 dB, FID to the teacher 95 vs 179; BENCHMARKS.md)
+                      loss="l1+incp"),
 }
 
 
@@ -133,7 +136,7 @@ def task_config(task: str = "sr", **overrides) -> CompressConfig:
     d = TASK_DEFAULTS[task]
     search = AGDSearchConfig(nf=d["nf"], n_cells=d["cells"], n_layers=d["layers"], upsampler=d["upsampler"],
                              patch=d["search_patch"], batch=d["search_batch"])
-    retrain = TrainConfig(steps=d["retrain_steps"], patch=d["patch"], batch=d["batch"])
+    retrain = TrainConfig(steps=d["retrain_steps"], patch=d["patch"], batch=d["batch"], loss=d["loss"])
     auto = "search" not in overrides  # the task's trunk width: narrowed for tight budgets, as in the CLI
     return CompressConfig(**{"task": task, "scale": d["scale"], "search": search, "retrain": retrain,
                              "auto_nf": auto, **overrides})
@@ -200,6 +203,12 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError(f"--crop-align must be a number of pixels, at least 1, got {cfg.crop_align}")
     if cfg.labels not in LABELS:
         raise UserError(f"--labels must be one of {', '.join(LABELS)}, got {cfg.labels!r}")
+    from .distill.losses import parse_mix
+
+    if {"incp", "gram"} & set(parse_mix(cfg.retrain.loss)):  # fail before any work if the network is absent
+        from .distill.inception_loss import inception_terms
+
+        inception_terms("cpu")
     if not isinstance(cfg.label_reuse, int) or cfg.label_reuse < 1:
         raise UserError(f"--label-reuse must be a whole number, at least 1, got {cfg.label_reuse!r}")
     if cfg.task == "translate":

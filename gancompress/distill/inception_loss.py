@@ -29,7 +29,12 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from ..metrics.fid import inception_path
 
-        net = torch.jit.load(str(inception_path(path)), map_location="cpu").eval()
+        try:
+            where = inception_path(path)
+        except UserError as e:
+            raise UserError(f"the incp/gram loss terms (--loss; the translation default is l1+incp) need the Inception "
+                            f"network: {e}; or pass --loss l1") from None
+        net = torch.jit.load(str(where), map_location="cpu").eval()
         try:
             seq = net.net.layers
             names = [n for n, _ in seq.named_children()]
