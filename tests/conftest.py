@@ -46,3 +46,41 @@ def tiny_config(teacher, train, evald, out, **kw):
                 retrain=retrain, out=str(out), latency_size=32, latency_repeats=1, quiet=True)
     args.update(kw)
     return CompressConfig(**args)
+
+
+def interrupted_fit(tmp_path, stop_at_batch: int):
+    """A tiny SR fit run whole (`model_a`) and the same fit stopped by KeyboardInterrupt at batch
+    `stop_at_batch` (checkpoint `tmp_path/b.ckpt`); `fresh()` makes the objects a new process would
+    build to resume it. For the resume tests."""
+    from gancompress.arch.build import build_student
+    from gancompress.arch.spec import uniform_sr_spec
+    from gancompress.data.patches import PatchSampler
+    from gancompress.distill.train import TrainConfig, fit_pixels
+
+    torch.manual_seed(0)
+    pairs = [(torch.rand(3, 16, 16), torch.rand(3, 64, 64)), (torch.rand(3, 20, 16), torch.rand(3, 80, 64))]
+    cfg = TrainConfig(steps=120, patch=8, batch=2)
+
+    def fresh():
+        torch.manual_seed(1)
+        return build_student(uniform_sr_spec(4, 4, 1, 2)), PatchSampler(pairs, 8, 4, 2, seed=3)
+
+    model_a, sampler_a = fresh()
+    fit_pixels(model_a, sampler_a, cfg, tmp_path / "a.ckpt", "a", quiet=True)
+    model_b, sampler_b = fresh()
+    real, calls = sampler_b.next_batch, {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == stop_at_batch:
+            raise KeyboardInterrupt
+        return real()
+
+    sampler_b.next_batch = flaky
+    try:
+        fit_pixels(model_b, sampler_b, cfg, tmp_path / "b.ckpt", "b", quiet=True)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the fit was not interrupted")
+    return model_a, fresh, cfg

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import interrupted_fit, tiny_config
 from gancompress.arch.cost import spec_macs
 from gancompress.cli import main
 from gancompress.compress import compress
@@ -60,35 +60,9 @@ def test_rerunning_a_finished_run_does_nothing(finished_run):
 
 def test_retraining_resumes_after_an_interrupt_exactly(tmp_path):
     """Interrupt fit_pixels mid-way; the resumed run ends with the same weights as an uninterrupted one."""
-    from gancompress.arch.build import build_student
-    from gancompress.arch.spec import uniform_sr_spec
-    from gancompress.data.patches import PatchSampler
-    from gancompress.distill.train import TrainConfig, fit_pixels
+    from gancompress.distill.train import fit_pixels
 
-    torch.manual_seed(0)
-    pairs = [(torch.rand(3, 16, 16), torch.rand(3, 64, 64)), (torch.rand(3, 20, 16), torch.rand(3, 80, 64))]
-    cfg = TrainConfig(steps=120, patch=8, batch=2)
-
-    def fresh():
-        torch.manual_seed(1)
-        return build_student(uniform_sr_spec(4, 4, 1, 2)), PatchSampler(pairs, 8, 4, 2, seed=3)
-
-    model_a, sampler_a = fresh()
-    fit_pixels(model_a, sampler_a, cfg, tmp_path / "a.ckpt", "a", quiet=True)
-
-    model_b, sampler_b = fresh()
-    calls = {"n": 0}
-    real = sampler_b.next_batch
-
-    def flaky():
-        calls["n"] += 1
-        if calls["n"] == 71:
-            raise KeyboardInterrupt
-        return real()
-
-    sampler_b.next_batch = flaky
-    with pytest.raises(KeyboardInterrupt):
-        fit_pixels(model_b, sampler_b, cfg, tmp_path / "b.ckpt", "b", quiet=True)
+    model_a, fresh, cfg = interrupted_fit(tmp_path, 71)
     model_c, sampler_c = fresh()  # a new process: fresh objects, state from the checkpoint
     fit_pixels(model_c, sampler_c, cfg, tmp_path / "b.ckpt", "b", quiet=True)
     for (k, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):

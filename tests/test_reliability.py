@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import interrupted_fit, tiny_config
 from gancompress.cli import main
 from gancompress.errors import UserError
 
@@ -293,33 +293,10 @@ def test_unrecognised_os_errors_still_raise(monkeypatch, tmp_path):
 def test_torn_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_path, capsys):
     """Interrupt fit_pixels after two checkpoints, tear the newest: the resume uses the older one,
     says so, and ends with the same weights as an uninterrupted run."""
-    from gancompress.arch.build import build_student
-    from gancompress.arch.spec import uniform_sr_spec
-    from gancompress.data.patches import PatchSampler
     from gancompress.distill.loop import previous_path
-    from gancompress.distill.train import TrainConfig, fit_pixels
+    from gancompress.distill.train import fit_pixels
 
-    torch.manual_seed(0)
-    pairs = [(torch.rand(3, 16, 16), torch.rand(3, 64, 64)), (torch.rand(3, 20, 16), torch.rand(3, 80, 64))]
-    cfg = TrainConfig(steps=120, patch=8, batch=2)
-
-    def fresh():
-        torch.manual_seed(1)
-        return build_student(uniform_sr_spec(4, 4, 1, 2)), PatchSampler(pairs, 8, 4, 2, seed=3)
-
-    model_a, sampler_a = fresh()
-    fit_pixels(model_a, sampler_a, cfg, tmp_path / "a.ckpt", "a", quiet=True)
-    model_b, sampler_b = fresh()
-    real, calls = sampler_b.next_batch, {"n": 0}
-
-    def flaky():
-        calls["n"] += 1
-        if calls["n"] == 111:
-            raise KeyboardInterrupt
-        return real()
-    sampler_b.next_batch = flaky
-    with pytest.raises(KeyboardInterrupt):
-        fit_pixels(model_b, sampler_b, cfg, tmp_path / "b.ckpt", "b", quiet=True)
+    model_a, fresh, cfg = interrupted_fit(tmp_path, 111)
     ckpt = tmp_path / "b.ckpt"
     assert previous_path(ckpt).is_file()  # steps 50 and 100 were saved
     data = ckpt.read_bytes()
