@@ -274,3 +274,19 @@ def test_strip_holdout_takes_the_same_strip_of_every_image():
     assert names == ["a", "b"] and len(held) == 2
     assert [h[0].shape[-1] for h in held] == [16, 16] and [t[0].shape[-1] for t in train] == [44, 64]
     assert torch.equal(torch.cat([train[1][0], held[1][0]], -1), pairs[1][0])
+
+
+def test_feature_taps_ignore_what_other_calls_left():
+    """The teacher also labels training views between OFA steps; its taps must return the features
+    of the input they are asked about, not the last call's (a batch of another size)."""
+    from gancompress.distill.features import FeatureTaps
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1))
+    taps = FeatureTaps(net, ["0", "2"])
+    with torch.no_grad():
+        net(torch.rand(1, 3, 8, 8))  # a labelling call, not asked about
+        x = torch.rand(2, 3, 8, 8)
+        feats = taps.run_until_taps(net, x)
+    assert [f.shape[0] for f in feats] == [2, 2]
+    torch.testing.assert_close(feats[0], net[0](x))
+    taps.close()

@@ -85,6 +85,9 @@ class FeatureTaps:
         return hook
 
     def run_until_taps(self, fn, x) -> list[torch.Tensor]:
+        # forget what other calls of the module left (the teacher also labels training views): only
+        # this input's features may count, and a stale full set would stop the run at once
+        self.out = {}
         self._stop = True
         try:
             fn(x)
