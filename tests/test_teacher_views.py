@@ -87,6 +87,11 @@ def test_label_reuse_keeps_exact_labels_costs_less_and_resumes_exactly():
     r.load_state_dict(state)
     for (xa, ya), (xb, yb) in zip(nxt, [r.next_batch() for _ in range(3)]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    t16 = _CountingTeacher()  # reuse above the batch size: one new view every 4 steps
+    s16 = TeacherViewSampler(_images(), t16, 16, 4, seed=2, reuse=16)
+    for _ in range(41):
+        s16.next_batch()
+    assert t16.views == 2 * 4 * 16 + 10
     try:
         TeacherViewSampler(_images(), t, 16, 4, seed=2, reuse=0)
     except UserError as e:

@@ -14,7 +14,7 @@ an antialiased resize to the patch size, a random flip and quarter turn; then on
 over the batch. Deterministic in (seed, rank), resumable through `state_dict`, like PatchSampler.
 
 `reuse` R > 1 keeps a pool of 2 x batch x R labelled views: each batch labels only batch/R new
-views (replacing the oldest) and draws the batch from the pool, so every view is used about R
+views on average (replacing the oldest; with R > batch, one view every R/batch steps) and draws the batch from the pool, so every view is used about R
 times and the teacher costs 1/R of a pass per step. The labels stay exact (each is the teacher's
 output for that view); what is traded is view diversity per step. The pool is part of the state.
 """
@@ -53,6 +53,7 @@ class TeacherViewSampler:
         self.reuse = int(reuse)
         self._pool: tuple[torch.Tensor, torch.Tensor] | None = None  # (views, labels) when reuse > 1
         self._next = 0  # the pool slot replaced next
+        self._refreshes = 0  # batches drawn from the pool: step k labels floor((k+1)B/R) - floor(kB/R) views
         self.scale = 1
         areas = np.array([im.shape[-2] * im.shape[-1] for im in self.images], dtype=np.float64)
         self._probs = areas / areas.sum()
@@ -89,12 +90,15 @@ class TeacherViewSampler:
         if self._pool is None:  # filled batch by batch, so one teacher pass stays batch-sized
             parts = [self._labelled(self.batch_size) for _ in range(2 * self.reuse)]
             self._pool = (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts]))
-        else:
-            fresh = -(-self.batch_size // self.reuse)
-            x, t = self._labelled(fresh)
-            slots = (self._next + torch.arange(fresh)) % size
-            self._pool[0][slots], self._pool[1][slots] = x, t
-            self._next = int(slots[-1] + 1) % size
+        else:  # batch/reuse new views per step on average, also when that is below one
+            k, b, r = self._refreshes, self.batch_size, self.reuse
+            fresh = (k + 1) * b // r - k * b // r
+            self._refreshes += 1
+            if fresh:
+                x, t = self._labelled(fresh)
+                slots = (self._next + torch.arange(fresh)) % size
+                self._pool[0][slots], self._pool[1][slots] = x, t
+                self._next = int(slots[-1] + 1) % size
         pick = torch.from_numpy(self._rng.choice(size, self.batch_size, replace=False))
         return self._pool[0][pick], self._pool[1][pick]
 
@@ -103,7 +107,8 @@ class TeacherViewSampler:
 
         d = rng_state(self._rng)
         if self._pool is not None:
-            d = {**d, "pool_x": self._pool[0], "pool_t": self._pool[1], "pool_next": self._next}
+            d = {**d, "pool_x": self._pool[0], "pool_t": self._pool[1], "pool_next": self._next,
+                 "pool_refreshes": self._refreshes}
         return d
 
     def load_state_dict(self, d: dict) -> None:
@@ -112,6 +117,7 @@ class TeacherViewSampler:
         d = dict(d)
         if "pool_x" in d:
             self._pool, self._next = (d.pop("pool_x"), d.pop("pool_t")), int(d.pop("pool_next"))
+            self._refreshes = int(d.pop("pool_refreshes", 0))
         set_rng_state(self._rng, d)
 
     def __iter__(self):
