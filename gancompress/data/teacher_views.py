@@ -14,8 +14,9 @@ an antialiased resize to the patch size, a random flip and quarter turn; then on
 over the batch. Deterministic in (seed, rank), resumable through `state_dict`, like PatchSampler.
 
 `reuse` R > 1 keeps a pool of 2 x batch x R labelled views: each batch labels only batch/R new
-views on average (replacing the oldest; with R > batch, one view every R/batch steps) and draws the batch from the pool, so every view is used about R
-times and the teacher costs 1/R of a pass per step. The labels stay exact (each is the teacher's
+views on average (replacing the oldest; with R > batch, one view every R/batch steps) and draws
+the batch from the pool, so every view is used about R times and the teacher costs 1/R of a pass
+per step. The labels stay exact (each is the teacher's
 output for that view); what is traded is view diversity per step. The pool is part of the state.
 """
 
