@@ -29,11 +29,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from gancompress import load_student
+    from gancompress.cli import _parse_range
     from gancompress.compress import load_task_teacher
     from gancompress.data.images import load_image
     from gancompress.report.images import side_by_side
 
-    rng = tuple(float(v) for v in a.teacher_range.split(",")) if a.teacher_range else None
+    rng = _parse_range(a.teacher_range)
     teacher = load_task_teacher("translate", a.teacher, None, rng, trust_code=a.trust_teacher_code)
     student, _ = load_student(a.run)
     rows = []

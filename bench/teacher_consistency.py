@@ -58,13 +58,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from gancompress.cli import _parse_range
     from gancompress.compress import load_task_teacher, task_config, training_images
     from gancompress.data.bundled import bundled_photographs
     from gancompress.data.degrade import bicubic_downscale
     from gancompress.metrics.sr import psnr_rgb, psnr_y
 
     with torch.no_grad():
-        rng = tuple(float(v) for v in args.teacher_range.split(",")) if args.teacher_range else None
+        rng = _parse_range(args.teacher_range)
         t = load_task_teacher("translate", args.teacher, None, rng, trust_code=args.trust_teacher_code)
         crop, flip, rot, mean = [], [], [], []
         blur = {s: [] for s in (0.5, 1.0, 2.0, 4.0)}

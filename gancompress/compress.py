@@ -206,9 +206,9 @@ def validate_options(cfg: CompressConfig) -> None:
     from .distill.losses import parse_mix
 
     if {"incp", "gram"} & set(parse_mix(cfg.retrain.loss)):  # fail before any work if the network is absent
-        from .distill.inception_loss import inception_terms
+        from .distill.inception_loss import require_inception
 
-        inception_terms("cpu")
+        require_inception()
     if not isinstance(cfg.label_reuse, int) or cfg.label_reuse < 1:
         raise UserError(f"--label-reuse must be a whole number, at least 1, got {cfg.label_reuse!r}")
     if cfg.task == "translate":

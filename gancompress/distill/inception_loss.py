@@ -24,17 +24,22 @@ from ..errors import UserError
 BLOCKS = ("conv_2", "conv_4", "mixed_2")
 
 
+def require_inception(path: str | None = None):
+    """The Inception file the incp/gram terms load, or a UserError saying how to get it (checked
+    before a run starts, without loading the network)."""
+    from ..metrics.fid import inception_path
+
+    try:
+        return inception_path(path)
+    except UserError as e:
+        raise UserError(f"the incp/gram loss terms (--loss; the translation default is l1+incp) need the Inception "
+                        f"network: {e}; or pass --loss l1") from None
+
+
 class InceptionFeatures(nn.Module):
     def __init__(self, blocks=BLOCKS, path: str | None = None):
         super().__init__()
-        from ..metrics.fid import inception_path
-
-        try:
-            where = inception_path(path)
-        except UserError as e:
-            raise UserError(f"the incp/gram loss terms (--loss; the translation default is l1+incp) need the Inception "
-                            f"network: {e}; or pass --loss l1") from None
-        net = torch.jit.load(str(where), map_location="cpu").eval()
+        net = torch.jit.load(str(require_inception(path)), map_location="cpu").eval()
         try:
             seq = net.net.layers
             names = [n for n, _ in seq.named_children()]
