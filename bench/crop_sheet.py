@@ -29,8 +29,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from gancompress import load_student
-    from gancompress.cli import _parse_range
-    from gancompress.compress import load_task_teacher
+    from gancompress.cli_options import _parse_range
+    from gancompress.teachers.checks import load_task_teacher
     from gancompress.data.images import load_image
     from gancompress.report.images import side_by_side
 

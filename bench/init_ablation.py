@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from gancompress.arch.build import build_student, load_sliced
 from gancompress.arch.spec import ArchSpec
-from gancompress.compress import CompressConfig, teacher_targets
+from gancompress.config import CompressConfig
+from gancompress.data.run_data import teacher_targets
 from gancompress.data.patches import PatchSampler
 from gancompress.data.sr_sets import load_sr_eval_set
 from gancompress.distill.train import TrainConfig, fit_pixels

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from gancompress.cli import build_parser, config_from_args
-from gancompress.compress import compress, ofa_space
+from gancompress.api import compress
+from gancompress.methods.gan_compression import ofa_space
 from gancompress.distill.loop import load_checkpoint
-from gancompress.methods.ofa_space import OFASupernet
+from gancompress.methods.space import WidthSupernet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -30,12 +31,12 @@ def held_out_batch(cfg, run):
     from safetensors.torch import load_file
 
     from gancompress.data.patches import PatchSampler
-    from gancompress.methods.ofa import holdout_split
+    from gancompress.methods.once_for_all import holdout_split
 
     d = load_file(str(run / "teacher_targets.safetensors"))
     names = json.loads((run / "teacher_targets.json").read_text())
     pairs = [(d[f"{i}.lr"], d[f"{i}.t"]) for i in range(len(names))]
-    _, _, held = holdout_split(pairs, names, cfg.ofa.holdout, cfg.seed)
+    _, _, held = holdout_split(pairs, names, cfg.method_options.holdout, cfg.seed)
     return PatchSampler(held, cfg.retrain.patch, cfg.scale, 32, 123, augment=False).next_batch()
 
 
@@ -59,7 +60,7 @@ def main():
         cfg = config_from_args(build_parser().parse_args(args))
         m = compress(cfg)
         space = ofa_space(cfg)
-        net = OFASupernet(space)
+        net = WidthSupernet(space)
         net.load_state_dict(load_checkpoint(out / "search" / "supernet.ckpt")["state"]["supernet"])
         net.eval()
         lr, tgt = held_out_batch(cfg, out)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from gancompress.cli import build_parser, config_from_args
-from gancompress.compress import compress
+from gancompress.api import compress
 
 SPACE = {"sr": ["--cells", "3", "--layers", "3"], "translate": ["--cells", "6", "--layers", "2"]}
 

@@ -58,8 +58,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from gancompress.cli import _parse_range
-    from gancompress.compress import load_task_teacher, task_config, training_images
+    from gancompress.cli_options import _parse_range
+    from gancompress.config import task_config
+    from gancompress.data.run_data import training_images
+    from gancompress.teachers.checks import load_task_teacher
     from gancompress.data.bundled import bundled_photographs
     from gancompress.data.degrade import bicubic_downscale
     from gancompress.metrics.sr import psnr_rgb, psnr_y

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gancompress.cli import build_parser, config_from_args
-from gancompress.compress import compress
+from gancompress.api import compress
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -8,8 +8,8 @@
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "compress": "compress", "CompressConfig": "compress", "task_config": "compress",
-    "AGDSearchConfig": "methods.agd", "TrainConfig": "distill.train",
+    "compress": "api", "CompressConfig": "config", "task_config": "config",
+    "SpaceConfig": "methods.space", "TrainConfig": "distill.train", "METHODS": "methods.registry",
     "ArchSpec": "arch.spec", "build_student": "arch.build", "spec_macs": "arch.cost",
     "measure_macs": "arch.cost",
     "load_teacher": "teachers", "load_student": "export.student", "save_student": "export.student",

@@ -99,7 +99,7 @@ def speed(student: torch.nn.Module, teacher, size: int, repeats: int, student_on
 
 def teacher_onnx_path(teacher, workdir: Path) -> Path | None:
     """An ONNX file of the teacher for the ONNX Runtime latency comparison (None if impossible)."""
-    if teacher.kind.split()[0] == "onnx":
+    if teacher.kind_name == "onnx":
         return Path(teacher.source)
     if not isinstance(teacher.model, torch.nn.Module):
         return None
@@ -131,7 +131,7 @@ def teacher_onnx_path(teacher, workdir: Path) -> Path | None:
 
 def teacher_macs(teacher) -> int | None:
     """Teacher MACs at 256x256 LR by FlopCounterMode; None for black boxes it cannot see into."""
-    if teacher.kind.split()[0] == "onnx":
+    if teacher.kind_name == "onnx":
         return None
     try:
         m = measure_macs(teacher)

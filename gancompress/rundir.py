@@ -171,6 +171,17 @@ class RunDir:
 _VOLATILE = {"quiet", "device", "threads", "force", "out"}
 
 
+def omit_defaults(d: dict, added: dict) -> dict:
+    """The config-versioning rule, one for every config section: an option added after the first
+    release (`added`: name -> its default) is written to config.json only when it differs from its
+    default. A run directory written before the option existed ran with the default, so it still
+    matches (same_config) and resumes."""
+    for k, default in added.items():
+        if k in d and d[k] == default:
+            del d[k]
+    return d
+
+
 def same_config(a: dict, b: dict) -> bool:
     """Whether two run configs give the same results (device, quiet etc. may differ)."""
     return _comparable(json.loads(json.dumps(a))) == _comparable(json.loads(json.dumps(b)))

@@ -29,7 +29,7 @@ def load_image_u8(path: str | Path, max_pixels: float, what: str = "") -> np.nda
     before it is decoded."""
     from PIL import Image, ImageOps
 
-    from .data.images import _to_rgb
+    from .data.images import to_rgb
 
     path = Path(path)
     if not path.is_file():
@@ -45,7 +45,7 @@ def load_image_u8(path: str | Path, max_pixels: float, what: str = "") -> np.nda
             im.load()
             if im.getexif().get(0x0112, 1) != 1:  # rotate as load_image does (exif_transpose copies even when
                 im = ImageOps.exif_transpose(im)  # there is nothing to do: a whole image more in memory)
-            arr = np.asarray(_to_rgb(im), dtype=np.uint8)
+            arr = np.asarray(to_rgb(im), dtype=np.uint8)
     except UserError:
         raise
     except MemoryError:

@@ -35,11 +35,11 @@ def tiny_data(tmp_path_factory) -> tuple[str, str]:
 
 
 def tiny_config(teacher, train, evald, out, **kw):
-    from gancompress.compress import CompressConfig
+    from gancompress.config import CompressConfig
     from gancompress.distill.train import TrainConfig
-    from gancompress.methods.agd import AGDSearchConfig
+    from gancompress.methods.space import SpaceConfig
 
-    search = AGDSearchConfig(nf=8, n_cells=2, n_layers=2, patch=8, batch=2, warmup_steps=3, search_steps=6,
+    search = SpaceConfig(nf=8, n_cells=2, n_layers=2, patch=8, batch=2, warmup_steps=3, search_steps=6,
                              eval_every=2)
     retrain = TrainConfig(steps=10, patch=8, batch=2)
     args = dict(teacher=teacher, train_data=train, eval_data=evald, budget="1/4", search=search,

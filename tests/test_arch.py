@@ -244,9 +244,10 @@ def test_translate_spec_errors():
 
 
 def test_translate_supernet_subnet_equals_built_student():
-    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.space import SpaceConfig, frame_template
 
-    cfg = AGDSearchConfig(nf=12, n_cells=2, n_layers=2, ops=ALL_OPS, upsampler="resize")
+    cfg = SpaceConfig(nf=12, n_cells=2, n_layers=2, ops=ALL_OPS, upsampler="resize")
     torch.manual_seed(0)
     net = make_supernet(cfg, frame_template(cfg, "translate"))
     with torch.no_grad():  # non-trivial instance-norm affine parameters
@@ -281,9 +282,10 @@ def _exact_expected(net, ops, ws):
 
 
 def test_translate_frame_widths_get_gradients_and_repair_keeps_the_budget():
-    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.space import SpaceConfig, frame_template
 
-    cfg = AGDSearchConfig(nf=16, n_cells=2, n_layers=2, ops=ALL_OPS, upsampler="deconv")
+    cfg = SpaceConfig(nf=16, n_cells=2, n_layers=2, ops=ALL_OPS, upsampler="deconv")
     torch.manual_seed(0)
     net = make_supernet(cfg, frame_template(cfg, "translate"))
     net.expected_macs().backward()

@@ -129,7 +129,7 @@ def test_teacher_scale_disagrees(args, capsys):
 
 
 def test_existing_run_with_a_different_config_is_refused(tiny_teacher, tiny_data, tmp_path, capsys):
-    from gancompress.compress import compress
+    from gancompress.api import compress
 
     train, evald = tiny_data
     out = tmp_path / "run"
@@ -192,9 +192,10 @@ def test_black_box_teacher_scale_is_checked_before_anything_is_written(args, cap
 
 def test_budget_just_below_the_space_suggests_a_narrower_trunk(args, capsys, tmp_path):
     from gancompress.arch.cost import spec_macs
-    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.space import SpaceConfig, frame_template
 
-    s = AGDSearchConfig(nf=8, n_cells=2, n_layers=2)
+    s = SpaceConfig(nf=8, n_cells=2, n_layers=2)
     lo = spec_macs(make_supernet(s, frame_template(s, "sr", 4)).min_spec())
     code, err, line = run_cli(capsys, args(extra=["--budget", str(lo - 1)]))
     assert_clean_error(code, err, line, "below the smallest network", "--nf 7")

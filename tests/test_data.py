@@ -281,7 +281,7 @@ def test_patch_sampler_align_puts_corners_on_the_grid():
 
 
 def test_crop_align_reaches_the_samplers_and_is_checked():
-    from gancompress.compress import task_config, validate_options
+    from gancompress.config import task_config, validate_options
 
     assert task_config("translate").sampler_options() == {"augment": True, "align": 1}
     cfg = task_config("translate", crop_align=4, pair_aug=False)

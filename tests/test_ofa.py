@@ -12,10 +12,10 @@ from conftest import tiny_config
 from gancompress.arch.dynamic import (DynamicBatchNorm2d, make_dynamic, recalibrate_batchnorm,
                                       set_active_widths)
 from gancompress.errors import UserError
-from gancompress.methods.agd import AGDSearchConfig, frame_template
+from gancompress.methods.space import SpaceConfig, frame_template
 from gancompress.methods.evolution import EvolutionConfig, evolve
-from gancompress.methods.ofa import OFAConfig
-from gancompress.methods.ofa_space import OFASpace, OFASupernet
+from gancompress.methods.once_for_all import OFAConfig
+from gancompress.methods.space import WidthSpace, WidthSupernet
 
 
 def _copy_slice(dst: nn.Module, src: nn.Module):
@@ -64,11 +64,11 @@ def test_dynamic_batchnorm_slices_statistics_and_recalibrates():
 
 
 def _space(task="sr", op="conv3x3", **kw):
-    cfg = AGDSearchConfig(**{"nf": 16, "n_cells": 2, "n_layers": 3, **kw})
+    cfg = SpaceConfig(**{"nf": 16, "n_cells": 2, "n_layers": 3, **kw})
     scale = 4 if task == "sr" else 1
     if task == "translate":
         cfg.upsampler = "deconv"
-    return OFASpace(frame_template(cfg, task, scale), cfg.n_cells, cfg.n_layers, op, cfg.width_ratios)
+    return WidthSpace(frame_template(cfg, task, scale), cfg.n_cells, cfg.n_layers, op, cfg.width_ratios)
 
 
 def test_config_string_round_trip_and_errors():
@@ -88,7 +88,7 @@ def test_config_string_round_trip_and_errors():
 def test_supernet_equals_the_extracted_student(task, op):
     torch.manual_seed(0)
     space = _space(task, op)
-    net = OFASupernet(space)
+    net = WidthSupernet(space)
     with torch.no_grad():  # move norms away from identity so slicing mistakes would show
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -103,14 +103,14 @@ def test_supernet_equals_the_extracted_student(task, op):
 
 
 def test_mapping_layers_fit_every_sampled_config():
-    from gancompress.methods.ofa import Objective
+    from gancompress.methods.once_for_all import Objective
     from gancompress.teachers import RRDBNet, Teacher
 
     torch.manual_seed(0)
     teacher = Teacher(RRDBNet(nf=8, nb=2, gc=4, scale=4), kind="esrgan", source="tiny", scale=4,
                       feature_layers=RRDBNet(nf=8, nb=2, gc=4).feature_layers())
     space = _space()
-    net = OFASupernet(space)
+    net = WidthSupernet(space)
     obj = Objective(OFAConfig(lambda_gan=0.1), nn.L1Loss(), teacher, teacher.feature_layers, net.net, "sr", space.n_cells,
                     torch.rand(1, 3, 8, 8), 32, "cpu")
     assert obj.use_features and "conv_hr" not in obj.t_paths  # the HR layer cannot match the LR trunk
@@ -181,13 +181,13 @@ def test_evolution_resumes_after_an_interrupt_with_the_same_population(tmp_path)
 
 def _ofa_cfg(teacher, train, evald, out, **kw):
     ofa = OFAConfig(steps=4, evolution=EvolutionConfig(population=6, generations=2), **kw)
-    cfg = tiny_config(teacher, train, evald, out, method="ofa", budget="1/3", ofa=ofa)
+    cfg = tiny_config(teacher, train, evald, out, method="ofa", budget="1/3", method_options=ofa)
     cfg.search.n_layers = 3
     return cfg
 
 
 def test_ofa_compress_end_to_end(tiny_teacher, tiny_data, tmp_path):
-    from gancompress.compress import compress
+    from gancompress.api import compress
 
     cfg = _ofa_cfg(tiny_teacher, *tiny_data, tmp_path / "run")
     m = compress(cfg)
@@ -206,7 +206,7 @@ def test_ofa_compress_end_to_end(tiny_teacher, tiny_data, tmp_path):
 
 
 def test_ofa_bad_inputs(tiny_teacher, tiny_data, tmp_path):
-    from gancompress.compress import compress
+    from gancompress.api import compress
 
     with pytest.raises(UserError, match="has no layer 'body.9'; available names: .*conv_first"):
         compress(_ofa_cfg(tiny_teacher, *tiny_data, tmp_path / "a", teacher_layers=("body.9",)))
@@ -267,7 +267,7 @@ def test_cli_bad_teacher_layer_is_one_line_exit_2(tiny_teacher, tiny_data, tmp_p
 
 
 def test_strip_holdout_takes_the_same_strip_of_every_image():
-    from gancompress.methods.ofa import holdout_split
+    from gancompress.methods.once_for_all import holdout_split
 
     pairs = [(torch.rand(3, 40, 60), torch.rand(3, 40, 60)), (torch.rand(3, 50, 80), torch.rand(3, 50, 80))]
     train, names, held = holdout_split(pairs, ["a", "b"], 0.15, 0, strip_px=16)

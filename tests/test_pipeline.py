@@ -9,7 +9,7 @@ import torch
 from conftest import interrupted_fit, tiny_config
 from gancompress.arch.cost import spec_macs
 from gancompress.cli import main
-from gancompress.compress import compress
+from gancompress.api import compress
 from gancompress.export.student import load_student, onnx_runner
 
 
@@ -70,7 +70,7 @@ def test_retraining_resumes_after_an_interrupt_exactly(tmp_path):
 
 
 def test_uniform_baseline_fills_the_budget(tiny_teacher, tiny_data, tmp_path):
-    from gancompress.compress import uniform_spec_for_budget
+    from gancompress.methods.space import uniform_spec_for_budget
 
     train, evald = tiny_data
     cfg = tiny_config(tiny_teacher, train, evald, tmp_path / "u", method="uniform")

@@ -345,7 +345,7 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_intact(tmp_pat
 
 
 def test_stale_temporary_files_are_removed_on_resume(tiny_teacher, tiny_data, tmp_path):
-    from gancompress.compress import compress
+    from gancompress.api import compress
 
     train, evald = tiny_data
     out = tmp_path / "r"
@@ -473,7 +473,8 @@ def test_translation_apply_refuses_above_its_limit(tmp_path, capsys):
 def test_damaged_run_tensors_are_recomputed_or_one_clear_error(tiny_teacher, tiny_data, tmp_path):
     """The teacher-target cache is recomputed when damaged; files the run cannot recompute alone
     (search weights) are a UserError naming the file and the fix."""
-    from gancompress.compress import load_task_teacher, teacher_targets, training_images
+    from gancompress.data.run_data import teacher_targets, training_images
+    from gancompress.teachers.checks import load_task_teacher
     from gancompress.errors import UserError
     from gancompress.fileio import load_run_tensors
     from gancompress.rundir import RunDir

@@ -8,16 +8,17 @@ from torch import nn
 
 from conftest import tiny_config
 from gancompress.arch.cost import spec_macs
-from gancompress.methods.agd import AGDSearchConfig, frame_template
-from gancompress.methods.ofa_space import OFASpace
-from gancompress.methods.slim import (GatedStudent, SlimConfig, extract, kept_channels, threshold_for_budget,
-                                      widths_of, zero_cut_gates)
+from gancompress.methods.space import SpaceConfig, frame_template
+from gancompress.methods.space import WidthSpace
+from gancompress.methods.channels import (GatedStudent, extract, kept_channels, threshold_for_budget, widths_of,
+                                          zero_cut_gates)
+from gancompress.methods.gan_slimming import SlimConfig
 from gancompress.quant.fake import enable_fake_quant, fake_quant_act, fake_quant_weight, strip_fake_quant
 
 
 def _gated(task="sr"):
-    cfg = AGDSearchConfig(nf=16, n_cells=2, n_layers=3, upsampler="pixelshuffle" if task == "sr" else "deconv")
-    space = OFASpace(frame_template(cfg, task, 4 if task == "sr" else 1), 2, 3, "conv3x3")
+    cfg = SpaceConfig(nf=16, n_cells=2, n_layers=3, upsampler="pixelshuffle" if task == "sr" else "deconv")
+    space = WidthSpace(frame_template(cfg, task, 4 if task == "sr" else 1), 2, 3, "conv3x3")
     torch.manual_seed(0)
     g = GatedStudent(space)
     with torch.no_grad():
@@ -90,10 +91,10 @@ def test_a_layer_pruned_to_nothing_keeps_a_floor_and_warns():
 
 @pytest.mark.parametrize("bits", [32, 8])
 def test_slim_compress_end_to_end(tiny_teacher, tiny_data, tmp_path, bits):
-    from gancompress.compress import compress
+    from gancompress.api import compress
 
     slim = SlimConfig(steps=6, rho=0.5, bits=bits)
-    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", slim=slim)
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", method_options=slim)
     cfg.search.n_layers = 3
     m = compress(cfg)
     assert m["method"] == "slim" and m["within_budget"]
@@ -123,7 +124,7 @@ def test_agd_precision_search_end_to_end(tiny_teacher, tiny_data, tmp_path):
     """Every searchable layer forced int8 (--ops conv3x3@int8): the supernet trains them with fake
     quantization, retraining keeps it, the budget counts them at half cost, and the run ends with
     an int8 ONNX that quantizes exactly those layers."""
-    from gancompress.compress import compress
+    from gancompress.api import compress
 
     cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run")
     cfg.search.ops = ("conv3x3@int8",)
@@ -146,7 +147,8 @@ def test_agd_precision_search_end_to_end(tiny_teacher, tiny_data, tmp_path):
 def test_stop_at_budget_skips_the_proximal_step_once_the_live_network_fits(tmp_path, monkeypatch, stop,
                                                                             budget_share, calls):
     from gancompress.data.patches import PatchSampler
-    from gancompress.methods.slim import live_macs, train_gated
+    from gancompress.methods.channels import live_macs
+    from gancompress.methods.gan_slimming import train_gated
 
     g = _gated()
     widest = live_macs(g)

@@ -332,7 +332,7 @@ def test_translation_defaults_to_inception_distillation_and_says_what_it_needs(m
     import importlib.util
 
     from gancompress.cli import build_parser, config_from_args
-    from gancompress.compress import task_config, validate_options
+    from gancompress.config import task_config, validate_options
     from gancompress.distill import inception_loss
     from gancompress.errors import UserError
 
@@ -406,7 +406,8 @@ def test_views_and_auto_nf_reach_the_run(tiny_translate, tmp_path, capsys):
 def test_auto_nf_rule():
     from dataclasses import replace
 
-    from gancompress.compress import adapt_trunk_width, space_floor, task_config
+    from gancompress.config import task_config
+    from gancompress.pipeline import adapt_trunk_width, space_floor
 
     c = task_config("translate", quiet=True)
     c = replace(c, search=replace(c.search, frame_ratios=c.search.width_ratios))  # the frame as free as the cells
@@ -421,8 +422,11 @@ def test_auto_nf_rule():
 def test_translation_agd_frame_is_never_narrower_than_the_uniform_baseline():
     from dataclasses import replace
 
-    from gancompress.compress import adapt_trunk_width, task_config, uniform_spec_for_budget
-    from gancompress.methods.agd import frame_template, make_supernet
+    from gancompress.config import task_config
+    from gancompress.methods.space import uniform_spec_for_budget
+    from gancompress.pipeline import adapt_trunk_width
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.space import frame_template
 
     c = task_config("translate", quiet=True)
     assert c.search.frame_ratios is None
@@ -445,11 +449,12 @@ def test_translation_agd_frame_is_never_narrower_than_the_uniform_baseline():
 
 
 def test_frame_widths_option_limits_the_searched_frame():
-    from gancompress.methods.agd import AGDSearchConfig, frame_template, make_supernet
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.space import SpaceConfig, frame_template
 
-    base = AGDSearchConfig(nf=32, n_cells=2, n_layers=2, upsampler="deconv")
+    base = SpaceConfig(nf=32, n_cells=2, n_layers=2, upsampler="deconv")
     narrow = make_supernet(base, frame_template(base, "translate", 1))
-    wide_cfg = AGDSearchConfig(nf=32, n_cells=2, n_layers=2, upsampler="deconv", frame_ratios=(1 / 2, 1.0))
+    wide_cfg = SpaceConfig(nf=32, n_cells=2, n_layers=2, upsampler="deconv", frame_ratios=(1 / 2, 1.0))
     wide = make_supernet(wide_cfg, frame_template(wide_cfg, "translate", 1))
     assert all(min(a) > min(b) for a, b in zip(wide.frame_widths, narrow.frame_widths))
     assert [max(ws) for ws in wide.frame_widths] == [max(ws) for ws in narrow.frame_widths]

@@ -176,7 +176,7 @@ class ArchSpec:
                 nf=int(d["nf"]),
                 cells=cells,
                 upsampler=UpsamplerSpec(str(up.get("kind", "pixelshuffle")), int(up.get("width", 0))),
-                skip=str(d.get("skip", "none")),  # specs written before the field existed had none
+                skip=str(d.get("skip", "none")),  # a spec without the field has no global skip
                 bits=int(d.get("bits", 32)),
                 meta=dict(d.get("meta", {})),
                 version=version,

@@ -63,7 +63,7 @@ def from_pil(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB.
 
     Transparent images (RGBA, LA, PA, P with a transparency entry) are alpha-composited on a
@@ -102,7 +102,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Read one image file as a (3, H, W) float32 RGB tensor in [0, 1].
 
-    Any PIL mode is converted to RGB (see `_to_rgb`: transparency is composited on white,
+    Any PIL mode is converted to RGB (see `to_rgb`: transparency is composited on white,
     16-bit is rescaled). The EXIF orientation tag is applied, so phone photos come out upright.
     A missing, unreadable or corrupt file raises `UserError` naming it.
     """
@@ -113,7 +113,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
+            rgb = to_rgb(im)
             return from_pil(rgb)
     except UserError:
         raise

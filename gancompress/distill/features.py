@@ -36,14 +36,14 @@ def match_points(n_teacher: int, points: list[str]) -> list[str]:
 
 
 def hookable(teacher) -> bool:
-    return teacher.kind.split()[0] not in BLACK_BOX_KINDS and isinstance(teacher.model, nn.Module) \
+    return teacher.kind_name not in BLACK_BOX_KINDS and isinstance(teacher.model, nn.Module) \
         and not isinstance(teacher.model, torch.jit.ScriptModule)
 
 
 def resolve_teacher_layers(teacher, requested: list[str] | None) -> tuple[dict[str, str], str]:
     """(label -> module path, note). An empty dict means output distillation only; the note says why."""
     if not hookable(teacher):
-        return {}, (f"teacher {teacher.source} is a black box ({teacher.kind.split()[0]}): feature "
+        return {}, (f"teacher {teacher.source} is a black box ({teacher.kind_name}): feature "
                     "distillation is unavailable, falling back to output distillation")
     names = dict(teacher.model.named_modules())
     if requested:

@@ -81,7 +81,7 @@ def distill_discriminator(out_size: int) -> PatchDiscriminator:
 
 def discriminator_step(disc, opt_d, real, fake, kind: str) -> float:
     """One discriminator update (gradients averaged across ranks); returns its loss."""
-    from .loop import average_gradients
+    from ..distributed import average_gradients
 
     opt_d.zero_grad(set_to_none=True)
     loss = d_loss(kind, disc(real), disc(fake))

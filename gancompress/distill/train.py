@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .loop import average_gradients, broadcast_parameters, run_loop
+from .loop import run_loop
+
+from ..distributed import average_gradients, broadcast_parameters
 
 
 @dataclass
@@ -29,10 +31,9 @@ class TrainConfig:
     loss: str = "l1"  # weight-free loss mix, see distill.losses
 
     def to_dict(self):
-        d = asdict(self)
-        if d["loss"] == "l1":  # configs written before the option existed compare equal
-            del d["loss"]
-        return d
+        from ..rundir import omit_defaults
+
+        return omit_defaults(asdict(self), {"loss": "l1"})
 
 
 class CosineLR:

@@ -1,4 +1,4 @@
-"""AGD (AutoGAN-Distiller, Fu et al., ICML 2020) for super-resolution: the search.
+"""AGD (AutoGAN-Distiller, Fu et al., ICML 2020), `--method agd`: the search, and the method.
 
 What it does, in order:
 1. Warm-up: train the supernet's weights alone (architecture parameters frozen at uniform), with
@@ -23,77 +23,26 @@ repaired greedily (cheapest loss of log-probability per MAC saved) so the budget
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..arch.cost import INT8_MAC_COST, spec_macs
-from ..arch.ops import DEFAULT_OPS
-from ..arch.spec import ArchSpec, UpsamplerSpec, frame_for_width
-from ..distill.loop import average_gradients, broadcast_parameters, is_main, run_loop
-from .agd_supernet import Supernet, repair_to_budget
+from ..arch.cost import fmt_macs, spec_macs
+from ..arch.spec import ArchSpec
+from ..distill.loop import run_loop
+from ..distributed import average_gradients, broadcast_parameters, is_main
+from ..errors import UserError
+from ..fileio import atomic_write_text
+from .agd_supernet import Supernet, repair_to_budget, student_state_from_supernet
+from .base import Method, RunContext, distill_student
+from .space import SpaceConfig, frame_template, smaller_space_hint
 
 
-@dataclass
-class AGDSearchConfig:
-    nf: int = 32
-    n_cells: int = 5
-    n_layers: int = 5
-    ops: tuple = DEFAULT_OPS
-    width_ratios: tuple = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)
-    upsampler: str = "pixelshuffle"
-    up_width: int = 0
-    skip: str = "bicubic"
-    patch: int = 24
-    batch: int = 8
-    warmup_steps: int = 150
-    search_steps: int = 300
-    lr_weights: float = 5e-4
-    lr_arch: float = 5e-3
-    tau_start: float = 2.0
-    tau_end: float = 0.5
-    band: float = 0.85
-    penalty_init: float = 0.01
-    penalty_growth: float = 1.1
-    select_after: float = 0.3
-    eval_every: int = 10
-    seed: int = 0
-    int8_search: bool = False  # also choose int8 or fp32 per layer (issue 5 part 5; off by default)
-    int8_cost: float = INT8_MAC_COST  # an int8 MAC's share of an fp32 MAC in the budget
-    # translation: width ratios for the frame (stem, down, up layers); None: the same as the cells'
-    # (compress.adapt_trunk_width sets the uniform baseline's frame as the floor when left None)
-    frame_ratios: tuple | None = None
-    # translation: the trunk width whose CycleGAN proportions (w/4, w/2) are the frame's widest
-    # choices; 0: nf. The frame floor raises it when the uniform baseline's frame is wider than nf's
-    frame_nf: int = 0
-
-    def to_dict(self):
-        d = asdict(self)
-        d["ops"] = list(self.ops)
-        d["width_ratios"] = list(self.width_ratios)
-        if self.frame_ratios is None:  # configs written before the option existed compare equal
-            del d["frame_ratios"]
-        else:
-            d["frame_ratios"] = list(self.frame_ratios)
-        if not self.frame_nf:
-            del d["frame_nf"]
-        if not self.int8_search:  # configs written before the option existed compare equal
-            del d["int8_search"], d["int8_cost"]
-        return d
-
-
-def frame_template(cfg: AGDSearchConfig, task: str = "sr", scale: int = 4) -> ArchSpec:
-    """The spec of everything around the searched cells (no cells yet)."""
-    if task == "translate":
-        return ArchSpec("translate", 1, cfg.nf, [], skip="none",
-                        frame=frame_for_width(cfg.frame_nf or cfg.nf, cfg.upsampler))
-    return ArchSpec("sr", scale, cfg.nf, [], UpsamplerSpec(cfg.upsampler, cfg.up_width), skip=cfg.skip)
-
-
-def make_supernet(cfg: AGDSearchConfig, template: ArchSpec) -> Supernet:
+def make_supernet(cfg: SpaceConfig, template: ArchSpec) -> Supernet:
     from ..arch.ops import INT8_SUFFIX
 
     ops = list(cfg.ops)
@@ -111,13 +60,15 @@ class SearchResult:
     history: list = field(default_factory=list)
 
 
-def search(cfg: AGDSearchConfig, template: ArchSpec, weight_sampler, arch_sampler, val_batch, budget: int,
+def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, val_batch, budget: int,
            work_dir: Path, distill_loss, device: str = "cpu", quiet: bool = False) -> SearchResult:
     """Run warm-up + search, checkpointing into `work_dir`; returns the derived spec.
 
     `weight_sampler` / `arch_sampler`: patch samplers over two disjoint halves of the training data
     (LR patch, teacher-output patch). `val_batch`: fixed (lr, target) tensors for choosing among
     derived networks. `distill_loss(student_out, teacher_out)` -> scalar.
+    (Long on purpose: the weight step, the architecture step and the in-band selection are closures
+    over one search state that the checkpoint saves and restores as a whole.)
     """
     torch.manual_seed(cfg.seed)
     net = make_supernet(cfg, template).to(device)
@@ -212,3 +163,61 @@ def search(cfg: AGDSearchConfig, template: ArchSpec, weight_sampler, arch_sample
 
 def l1_loss(out, target):
     return F.l1_loss(out, target)
+
+
+class AGD(Method):
+    name, title = "agd", "AGD"
+    summary = "AutoGAN-Distiller: differentiable search over operator x width"
+    adapts_trunk = searches_int8 = True
+
+    def space_floor(self, cfg, nf: int) -> int:
+        from dataclasses import replace
+
+        small = replace(cfg.search, nf=nf)
+        net = make_supernet(small, frame_template(small, cfg.task, cfg.scale))
+        return net.cost(net.min_spec())
+
+    def fit_to_budget(self, ctx: RunContext):
+        from .space import adapt_trunk_width
+
+        return adapt_trunk_width(ctx.cfg, ctx.budget, self.space_floor, frame_floor=True, log=ctx.log)
+
+    def check_budget(self, ctx: RunContext) -> None:
+        cfg, budget = ctx.cfg, ctx.budget
+        net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
+        lo, hi = net.cost(net.min_spec()), net.cost(net.max_spec())  # MACs, int8 layers discounted
+        if budget < lo:
+            raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
+                            f"({fmt_macs(lo)} at 256x256 (LR) input); raise --budget to at least that, or "
+                            f"shrink the space ({smaller_space_hint(cfg, budget, self.space_floor)})")
+        if budget > hi:
+            ctx.log(f"note: budget {fmt_macs(budget)} exceeds the largest network of the space "
+                    f"({fmt_macs(hi)}); the search cannot use all of it (raise --nf to widen the space)")
+
+    def search(self, ctx: RunContext):
+        from ..data.patches import split_pairs
+
+        cfg, s = ctx.cfg, ctx.cfg.search
+        a, b, na, nb = split_pairs(ctx.pairs, cfg.seed, names=ctx.names)
+        wa = ctx.sampler(s.patch, s.batch, cfg.seed, a, na)
+        ab = ctx.sampler(s.patch, s.batch, cfg.seed + 1, b, nb)
+        val = ctx.sampler(s.patch, 2 * s.batch, cfg.seed + 7, split=False).next_batch()
+        template = frame_template(s, cfg.task, cfg.scale)
+        res = search(s, template, wa, ab, val, ctx.budget, ctx.run / "search", ctx.distill_loss(), cfg.device,
+                     cfg.quiet)
+        net = make_supernet(s, template)
+        net.load_state_dict(res.supernet_state)
+        if is_main():
+            atomic_write_text(ctx.run / "search" / "history.json", json.dumps(res.history, indent=1))
+        return res.spec, student_state_from_supernet(net, res.op_idx)
+
+    def retrain(self, ctx: RunContext, spec, student):
+        from ..quant.fake import enable_fake_quant, int8_layer_names
+
+        int8_layers = int8_layer_names(spec)
+        if int8_layers:  # layers the precision search made int8 retrain with fake quantization
+            enable_fake_quant(student, 8, only=tuple(int8_layers))
+        return distill_student(ctx, student)
+
+
+METHOD = AGD()

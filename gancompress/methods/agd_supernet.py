@@ -29,11 +29,7 @@ from ..arch.build import build_student
 from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, translate_frame_macs
 from ..arch.ops import OPS, OpStyle
 from ..arch.spec import ArchSpec, LayerSpec
-
-
-def width_choices(nf: int, ratios) -> list[int]:
-    """Distinct channel counts for the ratios of nf, ascending (at least 1 channel)."""
-    return sorted({max(1, int(round(r * nf))) for r in ratios})
+from .space import width_choices
 
 
 class MixedLayer(nn.Module):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..fileio import atomic_write_text
@@ -25,13 +25,14 @@ from ..fileio import atomic_write_text
 
 @dataclass
 class EvolutionConfig:
-    population: int = 50
-    generations: int = 20
-    parent_frac: float = 0.25
-    mutation_frac: float = 0.5
-    mutate_prob: float = 0.2
-    max_tries: int = 1000
-    seed: int = 0
+    population: int = field(default=50, metadata={"help": "candidates per generation of the evolutionary search"})
+    generations: int = field(default=20, metadata={"help": "generations of the evolutionary search"})
+    parent_frac: float = field(default=0.25, metadata={"help": "share of the population kept as parents"})
+    mutation_frac: float = field(default=0.5, metadata={
+        "help": "share of children made by mutation, the rest by crossover"})
+    mutate_prob: float = field(default=0.2, metadata={"help": "per-position mutation probability"})
+    max_tries: int = field(default=1000, metadata={"cli": False})
+    seed: int = field(default=0, metadata={"cli": False})  # the run's --seed
 
     def to_dict(self):
         return asdict(self)

@@ -48,7 +48,7 @@ def pick_crop(hr: torch.Tensor, size: int, seed: int = 0, candidates: int = 16) 
     return best[0], best[1], ch, cw
 
 
-def _font(height: int):
+def label_font(height: int):
     try:
         return ImageFont.load_default(size=max(10, height))
     except TypeError:  # Pillow < 10.1: bitmap font only
@@ -78,7 +78,7 @@ def side_by_side(
         panels.append((str(label), to_pil(img).convert("RGB")))
 
     max_h = max(im.height for _, im in panels)
-    font = _font(max(12, min(24, max_h // 12)))
+    font = label_font(max(12, min(24, max_h // 12)))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_sizes = []
     for label, _ in panels:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
+
+from ..fileio import atomic_writer
 
 Fmt = Union[str, Callable[[Any], str], None]
 
@@ -66,19 +67,6 @@ def write_report(path: str | os.PathLike, title: str, sections: Sequence[tuple[s
         parts.append(f"## {heading}\n\n{body.rstrip()}\n")
     text = "\n".join(parts)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report should be readable like any file
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_writer(path, 0o644) as f:  # readable like any file
+        f.write(text.encode("utf-8"))
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .images import _font
+from .images import label_font
 
 
 def macs_quality_plot(points: list[tuple[str, float, float]], path: str | os.PathLike, y_label: str,
@@ -17,7 +17,7 @@ def macs_quality_plot(points: list[tuple[str, float, float]], path: str | os.Pat
     left, right, top, bottom = 70, 20, 20, 50
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    font = _font(13)
+    font = label_font(13)
     xs, ys = [p[1] for p in points], [p[2] for p in points]
     x0, x1 = 0.0, max(xs) * 1.1 or 1.0
     pad = (max(ys) - min(ys)) * 0.15 or abs(max(ys)) * 0.05 or 1.0

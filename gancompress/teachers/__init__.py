@@ -42,7 +42,7 @@ DEMO_TRANSLATE_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "trans
 _DEMOS = {"demo": ("esrgan", DEMO_TEACHER, "sr"), "demo-translate": ("cyclegan-resnet", DEMO_TRANSLATE_TEACHER, "translate")}
 
 _BLACK_BOX = {"torchscript": load_torchscript, "export": load_exported, "onnx": load_onnx}
-_ALIASES = {"pt2": "export", "jit": "torchscript", "ts": "torchscript",
+KIND_ALIASES = {"pt2": "export", "jit": "torchscript", "ts": "torchscript",
             "rrdbnet": "esrgan", "msrresnet": "srresnet", "cyclegan": "cyclegan-resnet",
             "resnet": "cyclegan-resnet", "pix2pix": "pix2pix-unet", "unet": "pix2pix-unet"}
 _EXTENSIONS = {".onnx": "onnx", ".pt2": "export", ".ts": "torchscript", ".jit": "torchscript",
@@ -75,7 +75,8 @@ class Teacher(nn.Module):
                  feature_layers: dict[str, str] | None = None, num_params: int | None = None):
         super().__init__()
         self.model = model  # registered as a submodule when it is an nn.Module
-        self.kind = kind
+        self.kind_name = kind  # the registry key (ZOO or a black-box kind), for code to compare
+        self.kind = kind  # for people: the key, and how the teacher was loaded
         self.source = source
         self.scale = int(scale)
         self.value_range = (float(value_range[0]), float(value_range[1]))
@@ -132,7 +133,7 @@ def _parse_ref(ref: str) -> tuple[str, str]:
     head, sep, rest = ref.partition(":")
     is_drive = os.name == "nt" and len(head) == 1
     if sep and _KIND_RE.match(head) and not is_drive:
-        kind = _ALIASES.get(head.lower(), head.lower())
+        kind = KIND_ALIASES.get(head.lower(), head.lower())
         if kind == "module":
             return kind, rest
         if kind not in ZOO and kind not in _BLACK_BOX:
@@ -141,7 +142,7 @@ def _parse_ref(ref: str) -> tuple[str, str]:
             raise UserError(f"teacher {ref!r} names no file; write it as {kind}:PATH")
         return kind, rest
     path = _user_path(ref)
-    if not _is_file(path) and ref.lower() in (*ZOO, *_BLACK_BOX, *_ALIASES, "module"):
+    if not _is_file(path) and ref.lower() in (*ZOO, *_BLACK_BOX, *KIND_ALIASES, "module"):
         raise UserError(f"teacher {ref!r} names a kind but no file; write it as {ref}:PATH")
     if not _is_file(path):
         raise UserError(f"teacher file not found: {ref}; give an existing file, as KIND:PATH "

@@ -27,7 +27,7 @@ from ..arch.spec import ArchSpec, FrameSpec, uniform_translate_spec
 
 def teacher_as_student(teacher) -> tuple[ArchSpec, dict] | None:
     """(spec, student state dict) whose built student computes the teacher's outputs, or None."""
-    kind = teacher.kind.split()[0]
+    kind = teacher.kind_name
     info = getattr(teacher, "info", {})
     if kind != "cyclegan-resnet" or info.get("norm") != "instance" or teacher.value_range != (-1.0, 1.0):
         return None

@@ -123,6 +123,16 @@ def _ignorable(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
+ZOO_KINDS: list[str] = []  # filled by teachers/zoo.py
+
+
+def fitted(module: nn.Module, sd, source: str, what: str) -> nn.Module:
+    """`module` with the checkpoint `sd` loaded, or a UserError that names the mismatch."""
+    hint = f"check the teacher kind (zoo kinds: {', '.join(ZOO_KINDS)}) or load it as a black box"
+    load_state_dict_checked(module, sd, source=source, what=what, hint=hint)
+    return module
+
+
 def load_state_dict_checked(
     module: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str, what: str, hint: str = ""
 ) -> None:

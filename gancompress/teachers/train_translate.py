@@ -95,7 +95,8 @@ def train_translate_teacher(out: str | os.PathLike, domain_a: str | None = None,
                             size: int = 256, crop: int = 128, batch: int = 1, lr: float = 2e-4,
                             lambda_cycle: float = 10.0, lambda_identity: float = 0.5, lambda_l1: float = 100.0,
                             seed: int = 0, device: str = "cpu", quiet: bool = False) -> Path:
-    """Train a CycleGAN (unpaired) or pix2pix-style (paired) ResNet generator; write it to `out`."""
+    """Train a CycleGAN (unpaired) or pix2pix-style (paired) ResNet generator; write it to `out`.
+    (Long on purpose: the two objectives share the networks, optimizers and the resumable loop.)"""
     out = Path(out)
     if (domain_a is None) != (domain_b is None):
         raise UserError("give both --domain-a and --domain-b, or neither (the bundled photographs and "

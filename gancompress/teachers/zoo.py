@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .generic import clean_state_dict, load_state_dict_checked
+from .generic import ZOO_KINDS, clean_state_dict, fitted
 from .zoo_translate import ResnetGenerator, UnetGenerator, cyclegan_from_state_dict, unet_from_state_dict
 
 
@@ -41,12 +41,6 @@ def _indices(sd: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
 def _dim(sd: Mapping[str, torch.Tensor], key: str, axis: int, default: int) -> int:
     t = sd.get(key)
     return int(t.shape[axis]) if t is not None and t.dim() > axis else default
-
-
-def _fitted(module: nn.Module, sd, source: str, what: str) -> nn.Module:
-    hint = f"check the teacher kind (zoo kinds: {', '.join(ZOO)}) or load it as a black box"
-    load_state_dict_checked(module, sd, source=source, what=what, hint=hint)
-    return module
 
 
 # =============================================================================== SRGAN
@@ -127,7 +121,7 @@ def srgan_from_state_dict(sd, source: str = "<state dict>") -> tuple[SRGAN, dict
     info = {"nf": nf, "nb": n_blocks, "scale": 2 ** n_up}
     model = SRGAN(scale=info["scale"], nf=nf, n_blocks=n_blocks)
     what = f"zoo model 'srgan' (SRGAN nf={nf} n_blocks={n_blocks} x{info['scale']})"
-    return _fitted(model, sd, source, what), info
+    return fitted(model, sd, source, what), info
 
 
 # =============================================================================== RRDBNet
@@ -301,7 +295,7 @@ def rrdbnet_from_state_dict(sd, source: str = "<state dict>") -> tuple[RRDBNet, 
     info = {"nf": nf, "nb": nb, "gc": gc, "scale": scale, "in_nc": in_nc, "out_nc": out_nc,
             "unshuffle": unshuffle, "layout": layout}
     model = RRDBNet(in_nc, out_nc, nf=nf, nb=nb, gc=gc, scale=scale, unshuffle=unshuffle)
-    return _fitted(model, sd, source, f"zoo model 'esrgan' (RRDBNet nf={nf} nb={nb} gc={gc} "
+    return fitted(model, sd, source, f"zoo model 'esrgan' (RRDBNet nf={nf} nb={nb} gc={gc} "
                                       f"x{scale})"), info
 
 
@@ -369,7 +363,7 @@ def srresnet_from_state_dict(sd, source: str = "<state dict>") -> tuple[SRResNet
         scale = 3 if _dim(sd, "upconv1.weight", 0, 4 * nf) == 9 * nf else 2
     info = {"nf": nf, "nb": nb, "scale": scale, "in_nc": in_nc, "out_nc": out_nc}
     model = SRResNet(in_nc, out_nc, nf=nf, nb=nb, scale=scale)
-    return _fitted(model, sd, source, f"zoo model 'srresnet' (SRResNet nf={nf} nb={nb} "
+    return fitted(model, sd, source, f"zoo model 'srresnet' (SRResNet nf={nf} nb={nb} "
                                       f"x{scale})"), info
 
 
@@ -416,3 +410,4 @@ ZOO: dict[str, ZooEntry] = {
         "pix2pix UnetGenerator (public release `model.model.*` keys)", task="translate",
     ),
 }
+ZOO_KINDS.extend(ZOO)  # for the hint of a checkpoint that does not fit its kind (generic.fitted)

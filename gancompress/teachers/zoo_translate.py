@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .generic import fitted
 
 
 def _norm_layer(kind: str, c: int) -> nn.Module:
@@ -87,8 +88,6 @@ def _drop_instance_norm_stats(sd: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 def cyclegan_from_state_dict(sd, source: str = "<state dict>"):
-    from .zoo import _fitted
-
     keys = set(sd)
     if "model.1.weight" not in keys:
         raise UserError(f"{source} is not a CycleGAN ResnetGenerator checkpoint (no 'model.1.weight'; "
@@ -107,7 +106,7 @@ def cyclegan_from_state_dict(sd, source: str = "<state dict>"):
     out_nc = int(sd[out_key].shape[0]) if out_key in sd else 3
     model = ResnetGenerator(in_nc, out_nc, ngf, len(blocks), norm, dropout)
     info = {"scale": 1, "ngf": ngf, "n_blocks": len(blocks), "norm": norm, "dropout": dropout}
-    return _fitted(model, sd, source, f"zoo model 'cyclegan-resnet' (ngf={ngf}, {len(blocks)} blocks, "
+    return fitted(model, sd, source, f"zoo model 'cyclegan-resnet' (ngf={ngf}, {len(blocks)} blocks, "
                                       f"{norm} norm)"), info
 
 
@@ -172,8 +171,6 @@ class UnetGenerator(nn.Module):
 
 
 def unet_from_state_dict(sd, source: str = "<state dict>"):
-    from .zoo import _fitted
-
     if "model.model.0.weight" not in sd:
         raise UserError(f"{source} is not a pix2pix UnetGenerator checkpoint (no 'model.model.0.weight')")
     w = sd["model.model.0.weight"]
@@ -188,5 +185,5 @@ def unet_from_state_dict(sd, source: str = "<state dict>"):
     # Dropout has no parameters and is off in eval mode: it cannot be (and need not be) detected
     model = UnetGenerator(in_nc, out_nc, num_downs, ngf, norm)
     info = {"scale": 1, "ngf": ngf, "num_downs": num_downs, "norm": norm}
-    return _fitted(model, sd, source, f"zoo model 'pix2pix-unet' (ngf={ngf}, {num_downs} levels, "
+    return fitted(model, sd, source, f"zoo model 'pix2pix-unet' (ngf={ngf}, {num_downs} levels, "
                                       f"{norm} norm)"), info

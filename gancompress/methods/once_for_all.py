@@ -1,7 +1,7 @@
 """GAN Compression (Li et al., CVPR 2020) as `--method ofa`: once-for-all supernet training with
 intermediate-feature distillation, evolutionary search under the MACs budget, fine-tuning.
 
-1. Train the supernet (`OFASupernet`: the widest student with dynamic layers). Each step runs
+1. Train the supernet (`WidthSupernet`: the widest student with dynamic layers). Each step runs
    `samples` sub-networks on one batch: with the sandwich rule the widest and the narrowest plus
    random ones, else all random (uniform per position). Each sub-network's loss is
        lambda_recon * L1(student, teacher output)
@@ -29,11 +29,12 @@ from ..arch.dynamic import recalibrate_batchnorm
 from ..distill.features import (FeatureMapper, FeatureTaps, match_points, probe_features, student_points,
                                 usable_teacher_layers)
 from ..distill.gan import discriminator_step, distill_discriminator, g_loss
-from ..distill.loop import average_gradients, broadcast_parameters, is_main, run_loop
+from ..distill.loop import run_loop
+from ..distributed import average_gradients, broadcast_parameters, is_main
 from ..distill.train import CosineLR
 from ..errors import UserError
 from .evolution import EvolutionConfig, evolve
-from .ofa_space import OFASpace, OFASupernet
+from .space import WidthSpace, WidthSupernet
 
 SCORES = ("psnr", "psnr-y")
 # The GAN term's default weight per task. SR: off. Measured on SRGAN x4 at 1/10 (BENCHMARKS.md):
@@ -49,25 +50,41 @@ def resolved(cfg: "OFAConfig", task: str) -> "OFAConfig":
     return cfg if cfg.lambda_gan is not None else replace(cfg, lambda_gan=GAN_DEFAULT[task])
 
 
+def _layer_list(text: str) -> tuple:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 @dataclass
 class OFAConfig:
-    op: str = "conv3x3"
-    steps: int = 500  # supernet training steps (each runs `samples` sub-networks)
-    samples: int = 4
-    sandwich: bool = True
-    lr: float = 1e-3
-    lr_d: float = 2e-4
-    lambda_recon: float = 10.0
-    lambda_distill: float = 0.1  # on relative MSE (distill.features.FeatureMapper.loss)
-    lambda_gan: float | None = None  # None: the task's default, GAN_DEFAULT
-    gan_loss: str = "lsgan"
-    teacher_layers: tuple = ()  # module paths inside the teacher; empty: the zoo's named layers
-    config: str = ""  # a config string to use instead of the evolutionary search
-    score: str = "psnr"
-    holdout: float = 0.15  # fraction of training images held out to score candidates
-    score_crops: int = 16
-    translate_score_px: int = 64  # translation: held-out strip width and score crop size
-    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    op: str = field(default="conv3x3", metadata={"flag": "--ofa-op", "help": "the operator of every cell layer"})
+    steps: int = field(default=500, metadata={  # each step runs `samples` sub-networks
+        "flag": "--ofa-steps", "help": "once-for-all supernet training steps"})
+    samples: int = field(default=4, metadata={"flag": "--ofa-samples", "help": "sub-networks per training step"})
+    sandwich: bool = field(default=True, metadata={
+        "help": "sample every sub-network at random (default: the widest and narrowest are always in)"})
+    lr: float = field(default=1e-3, metadata={"cli": False})
+    lr_d: float = field(default=2e-4, metadata={"cli": False})
+    lambda_recon: float = field(default=10.0, metadata={"help": "weight of L1 to the teacher's output"})
+    lambda_distill: float = field(default=0.1, metadata={  # on relative MSE (distill.features.FeatureMapper.loss)
+        "help": "weight of the intermediate-feature term"})
+    lambda_gan: float | None = field(default=None, metadata={  # None: the task's default, GAN_DEFAULT
+        "type": float, "help": "weight of the GAN term; 0 turns the discriminator off (default: ofa 0 for sr, "
+                               "0.1 for translate; slim 0.1)"})
+    gan_loss: str = field(default="lsgan", metadata={"choices": ["lsgan", "hinge"], "help": "GAN loss"})
+    teacher_layers: tuple = field(default=(), metadata={  # module paths inside the teacher
+        "parse": _layer_list, "metavar": "PATH[,PATH...]",
+        "help": "teacher module names for feature distillation (default: a zoo teacher's named layers)"})
+    config: str = field(default="", metadata={
+        "metavar": "W_W_..._W", "help": "use this sub-network (widths joined by _) instead of the evolutionary "
+                                        "search (default: search)"})
+    score: str = field(default="psnr", metadata={
+        "flag": "--ofa-score", "choices": list(SCORES),
+        "help": "candidate score on held-out training images: psnr (to the teacher) or, for sr, psnr-y (to "
+                "the HR photographs)"})
+    holdout: float = field(default=0.15, metadata={"cli": False})  # training images held out to score candidates
+    score_crops: int = field(default=16, metadata={"cli": False})
+    translate_score_px: int = field(default=64, metadata={"cli": False})  # translation: held-out strip and crop
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig, metadata={"nested": True})
 
     def to_dict(self):
         d = asdict(self)
@@ -193,11 +210,11 @@ def _split_target(tgt, has_gt: bool):
     return (tgt[:, :3], tgt[:, 3:]) if has_gt else (tgt, tgt)
 
 
-def train_supernet(cfg: OFAConfig, space: OFASpace, obj: Objective, sampler, has_gt: bool, work_dir: Path,
-                   device, quiet=False, seed: int = 0) -> OFASupernet:
+def train_supernet(cfg: OFAConfig, space: WidthSpace, obj: Objective, sampler, has_gt: bool, work_dir: Path,
+                   device, quiet=False, seed: int = 0) -> WidthSupernet:
     """Once-for-all training; resumable from work_dir/supernet.ckpt."""
     torch.manual_seed(seed)
-    net = OFASupernet(space).to(device)
+    net = WidthSupernet(space).to(device)
     params, opt, sched, opt_d, stateful = _optimizers(cfg, obj, "supernet", net, sampler, cfg.lr, cfg.steps,
                                                       cfg.lr * 0.01)
     taps = obj.attach(net.net)
@@ -269,7 +286,7 @@ def psnr_batch(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
-def make_scorer(net: OFASupernet, held_batch, score: str, calib_batches, device):
+def make_scorer(net: WidthSupernet, held_batch, score: str, calib_batches, device):
     """config -> score on the held-out crops (higher is better)."""
     from ..metrics.sr import psnr_y
 
@@ -291,7 +308,7 @@ def make_scorer(net: OFASupernet, held_batch, score: str, calib_batches, device)
     return score_fn
 
 
-def evolutionary_search(cfg: OFAConfig, net: OFASupernet, space: OFASpace, budget: int, held_batch,
+def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, budget: int, held_batch,
                         calib_batches, work_dir: Path, device, quiet=False, log=print) -> dict:
     from tqdm.auto import tqdm
 

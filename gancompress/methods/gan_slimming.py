@@ -1,0 +1,208 @@
+"""GAN Slimming (Wang et al., ECCV 2020) as `--method slim` (alias gan-slimming): one optimization that distils, prunes
+channels and (GS-8) trains for 8-bit, then extraction of the pruned network.
+
+* Student: the widest network of the space (the GAN Compression width space, one operator without
+  an internal skip in every cell layer), with one learnable **channel gate** per channel of every
+  width position. Positions coupled by residual connections share one gate vector (`nf`: the head
+  or encoder output, every cell's output, the SR trunk), so they are pruned together. SR students
+  have no affine norm, so the gate multiplies the conv's output; translation students gate their
+  instance norms' output (the paper reads the norms' own scales; an explicit gate on the normalised
+  output is the same thing, and makes a pruned channel exactly zero even with the norm's bias).
+* Loss: lambda_recon * L1(student, teacher) + lambda_gan * LSGAN (discriminator: teacher outputs
+  real, student outputs fake, through an image pool). Weights: Adam. Gates: their own SGD group,
+  followed after every step by the proximal step of rho * ||gates||_1, the soft threshold
+  g <- sign(g) * max(|g| - lr_gate * rho, 0), which drives unneeded channels to exactly zero.
+* GS-8 (`--bits 8`): fake quantization of weights and activations from the start (quant/fake.py).
+* Budget: the gates are thresholded at the smallest |g| cut that lands the network within the
+  MACs budget (binary search over the sorted gate magnitudes, as CAT does), keeping at least one
+  channel per position. Extraction removes the cut channels and folds the gates into the weights,
+  so the extracted plain student computes exactly what the gated network with those gates zeroed
+  computes (tested). It is then fine-tuned by distillation.
+
+Run directory: search/slim.ckpt (the joint optimization, resumable), search/spec.json and
+search/init.safetensors (the extracted network), search/slim.json (threshold, widths, sparsity),
+retrain.ckpt (fine-tuning by distillation, with fake quantization for GS-8).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from ..arch.cost import fmt_macs, spec_macs
+from ..arch.ops import OPS
+from ..distributed import is_main
+from ..errors import UserError
+from ..fileio import atomic_write_text
+from ..rundir import omit_defaults
+from .base import Method, RunContext, distill_student
+from .channels import (PRUNABLE_OPS, GatedStudent, check_prunable_budget, extract, kept_channels, live_macs,
+                       op_option, prunable_space, start_from_teacher, start_option, threshold_for_budget, widths_of)
+
+SLIM_OPS = PRUNABLE_OPS
+
+
+@dataclass
+class SlimConfig:
+    op: str = op_option("--slim-op")
+    steps: int = field(default=1000, metadata={
+        "flag": "--slim-steps", "help": "steps of the joint distillation + pruning optimization"})
+    rho: float = field(default=0.01, metadata={
+        "help": "L1 weight on the channel gates (proximal step); larger prunes more"})
+    lr: float = field(default=1e-3, metadata={"cli": False})
+    lr_gate: float = field(default=0.1, metadata={"help": "gate SGD learning rate"})
+    lr_d: float = field(default=2e-4, metadata={"cli": False})
+    lambda_recon: float = 10.0  # --lambda-recon, --lambda-gan, --gan-loss: shared with GAN Compression
+    lambda_gan: float = 0.1
+    gan_loss: str = "lsgan"
+    bits: int = field(default=32, metadata={
+        "type": int, "choices": [8, 32], "help": "8: GS-8, quantization-aware from the start; 32: GS-32"})
+    # shrink gates only while the network of non-zero gates is over the budget (a fixed rho can prune
+    # far below it: 26 % under at SRGAN 1/10); False is the paper's fixed-rho proximal step
+    stop_at_budget: bool = field(default=False, metadata={
+        "help": "shrink gates only while the unpruned channels are over the budget (a fixed --rho can prune "
+                "far below it)"})
+    # the network that is slimmed: "teacher" (the pretrained teacher itself, as the paper does, when
+    # its layout is expressible: teachers/as_student.py; otherwise the run falls back to "space")
+    # or "space" (the widest network of the width space, trained from scratch)
+    init: str = start_option("--slim-init", "from scratch")
+
+    def to_dict(self):
+        return omit_defaults(asdict(self), {"stop_at_budget": False, "init": "space"})
+
+
+def validate(cfg: SlimConfig) -> None:
+    if cfg.op not in SLIM_OPS:
+        raise UserError(f"--slim-op {cfg.op!r}: GAN Slimming prunes operators without an internal skip; "
+                        f"choose one of {', '.join(SLIM_OPS)}" + ("" if cfg.op in OPS else " (unknown operator)"))
+    if cfg.init not in ("teacher", "space"):
+        raise UserError(f"--slim-init must be 'teacher' or 'space', got {cfg.init!r}")
+    if cfg.bits not in (8, 32):
+        raise UserError(f"--bits must be 8 (GS-8, quantization-aware) or 32 (GS-32), got {cfg.bits}")
+    if cfg.rho < 0 or cfg.steps < 0 or cfg.lambda_recon < 0 or cfg.lambda_gan < 0:
+        raise UserError("--rho, --slim-steps, --lambda-recon and --lambda-gan must be >= 0")
+
+
+# module-name prefixes kept in float during QAT: the layers that write the output image, as the
+# int8 export keeps them (export/int8.py)
+QAT_FLOAT = {"sr": ("skip", "upsampler"), "translate": ("out",)}
+
+
+def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckpt, device, quiet=False,
+                out_size: int = 128, seed: int = 0, budget: int | None = None) -> dict:
+    """The one GAN Slimming optimization (resumable): distillation + GAN + proximal L1 on gates.
+    With cfg.stop_at_budget and a budget, the proximal step is skipped while the non-zero gates
+    already fit the budget (decided afresh every step, so resuming needs no extra state)."""
+    from ..distill.gan import ImagePool, discriminator_step, distill_discriminator, g_loss
+    from ..distill.loop import run_loop
+    from ..distill.train import CosineLR
+    from ..distributed import average_gradients, broadcast_parameters
+
+    torch.manual_seed(seed)
+    student.to(device).train()
+    w_params, g_params = student.weight_parameters(), student.gate_parameters()
+    broadcast_parameters(w_params + g_params)
+    opt = torch.optim.Adam(w_params, lr=cfg.lr)
+    sched = CosineLR(opt, cfg.steps, cfg.lr, cfg.lr * 0.01)
+    opt_g = torch.optim.SGD(g_params, lr=cfg.lr_gate)
+    stateful = {"student": student, "opt": opt, "sched": sched, "opt_g": opt_g, "sampler": sampler}
+    disc = None
+    if cfg.lambda_gan > 0:
+        disc = distill_discriminator(out_size).to(device)
+        broadcast_parameters(disc.parameters())
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
+        pool = ImagePool(50, seed)
+        stateful.update(disc=disc, opt_d=opt_d, pool=pool)
+
+    def step(i):
+        lr_b, tgt = sampler.next_batch()
+        lr_b, tgt = lr_b.to(device), tgt.to(device)
+        out = student(lr_b)
+        loss = cfg.lambda_recon * recon_loss(out, tgt)
+        logs = {"recon": loss.item()}
+        if disc is not None:
+            gl = cfg.lambda_gan * g_loss(cfg.gan_loss, disc(out))
+            loss = loss + gl
+            logs["gan"] = gl.item()
+        opt.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(w_params + g_params)
+        opt.step()
+        sched.step()
+        opt_g.step()
+        if not (cfg.stop_at_budget and budget is not None and live_macs(student) <= budget):
+            student.proximal_step(cfg.lr_gate * cfg.rho)
+        if disc is not None:
+            logs["d"] = discriminator_step(disc, opt_d, tgt, pool.query(out.detach()).to(device), cfg.gan_loss)
+        logs["zero gates"] = f"{100 * student.sparsity():.0f}%"
+        return logs
+
+    return run_loop("GAN Slimming", cfg.steps, step, stateful, ckpt, ckpt_every=max(25, cfg.steps // 20),
+                    quiet=quiet)
+
+
+def quantize_for(cfg, module) -> None:
+    if cfg.method_options.bits == 8:
+        from ..quant.fake import enable_fake_quant
+
+        enable_fake_quant(module, 8, skip=QAT_FLOAT[cfg.task])
+
+
+class GANSlimming(Method):
+    name, aliases, title = "slim", ("gan-slimming",), "GAN Slimming"
+    summary = "distillation + channel pruning + optional QAT"
+    options, config_key = SlimConfig, "slim"
+
+    def validate(self, cfg) -> None:
+        validate(cfg.method_options)
+
+    def fit_to_budget(self, ctx: RunContext):
+        cfg, ctx.start = start_from_teacher(ctx, "GAN Slimming")
+        return cfg
+
+    def check_budget(self, ctx: RunContext) -> None:
+        check_prunable_budget(ctx, prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None), "GAN Slimming")
+
+    def search(self, ctx: RunContext):
+        cfg, run, s = ctx.cfg, ctx.run, ctx.cfg.search
+        o, budget = cfg.method_options, ctx.budget
+        student = GatedStudent(prunable_space(cfg, ctx.start[0] if ctx.start else None))
+        if ctx.start is not None:  # the teacher itself, weights and all (outputs equal: tested)
+            student.net.load_state_dict(ctx.start[1])
+        quantize_for(cfg, student.net)
+        train_gated(o, student, ctx.distill_loss(), ctx.sampler(s.patch, s.batch, cfg.seed), run / "search" / "slim.ckpt",
+                    cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed, budget)
+        student.cpu().eval()
+        zero = student.sparsity()
+        t = threshold_for_budget(student, budget)
+        with warnings.catch_warnings(record=True) as caught:  # a position cut to its floor: say so plainly
+            warnings.simplefilter("always")
+            kept = kept_channels(student, t)
+        for w in caught:
+            ctx.log(f"warning: {w.message}")
+        plain, spec = extract(student, kept)
+        spec = replace(spec, bits=o.bits, meta={"method": "slim", "budget_macs": int(budget),
+                                                "macs": int(spec_macs(spec)), "threshold": t, "rho": o.rho,
+                                                "gate_sparsity": zero, "bits": o.bits})
+        space = student.space
+        info = {"threshold": t, "gate_sparsity_after_training": zero,
+                "widths": dict(zip(space.names, widths_of(kept))), "widest": dict(zip(space.names, space.max_config()))}
+        ctx.log(f"GAN Slimming: {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} keeps "
+                f"{fmt_macs(spec.meta['macs'])} MACs (budget {fmt_macs(budget)})")
+        if t == 0.0 and spec.meta["macs"] < 0.85 * budget:
+            ctx.log(f"note: --rho {o.rho} alone pruned the network to {fmt_macs(spec.meta['macs'])}, well under the "
+                    f"budget {fmt_macs(budget)}; a smaller --rho leaves the cut to the budget")
+        if is_main():
+            atomic_write_text(run / "search" / "slim.json", json.dumps(info, indent=1))
+        return spec, {k: v.contiguous() for k, v in plain.state_dict().items()}
+
+    def retrain(self, ctx: RunContext, spec, student):
+        quantize_for(ctx.cfg, student)
+        return distill_student(ctx, student, "GS fine-tune")
+
+
+METHOD = GANSlimming()

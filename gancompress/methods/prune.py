@@ -1,0 +1,149 @@
+"""One-shot magnitude pruning, `--method prune` (alias magnitude-pruning): the classic baseline the
+GAN-compression papers compare against (filter pruning by L1 norm, Li et al., ICLR 2017).
+
+1. The network to prune: the teacher itself when its layout is expressible as a student (an
+   instance-norm cyclegan-resnet; `--prune-init teacher`, default), else the widest network of
+   the width space (`--prune-op` in every cell layer), first trained by distillation for
+   `--prune-steps` steps so its magnitudes mean something.
+2. Rank the channels of every width position by magnitude: the mean |w| of the filters that write
+   the channel (positions coupled by residual adds: summed over their writers); where an affine
+   instance norm follows (translation students), its |gamma| first, because the norm removes the
+   filter's scale (ties, as in an untrained norm, broken by the filters).
+3. Cut in one step: every position keeps the same fraction of its channels, its strongest ones,
+   the largest fraction whose network fits the MACs budget (binary search; at least one channel per
+   position), extracted exactly (methods/channels.py). One fraction for all layers is the classic
+   uniform-ratio form of L1 filter pruning: a global threshold on raw magnitudes emptied whole
+   layers whose channels were alike.
+4. Fine-tune the pruned network by distillation (the retrain stage).
+
+Run directory: search/prune_train.ckpt (step 1, resumable), search/prune.json (threshold, widths).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from ..arch.cost import fmt_macs, spec_macs
+from ..distributed import is_main
+from ..errors import UserError
+from ..fileio import atomic_write_text
+from .base import Method, RunContext
+from .channels import (PRUNABLE_OPS, GatedStudent, check_prunable_budget, extract, kept_channels, op_option,
+                       prunable_space, start_from_teacher, start_option, threshold_for_budget, widths_of)
+
+
+
+@dataclass
+class PruneConfig:
+    op: str = op_option("--prune-op")
+    steps: int = field(default=500, metadata={
+        "flag": "--prune-steps", "help": "distillation steps of the widest network before the cut (not used when "
+                                         "the teacher itself is pruned)"})
+    init: str = start_option("--prune-init", "distilled for --prune-steps first")
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def magnitude_scores(student: GatedStudent) -> list[torch.Tensor]:
+    """Per position, each channel's rank by magnitude as a fraction in (0, 1] (1: the strongest), so
+    one threshold cuts the same share of every position (see the module doc)."""
+    cmap, space = student.map, student.space
+    modules = dict(student.net.named_modules())
+    filters = [torch.zeros(w) for w in space.max_config()]
+    norms = [torch.zeros(w) for w in space.max_config()]
+    for name, (out_p, _) in cmap.convs.items():
+        if out_p is not None and out_p in cmap.prunable:
+            w = modules[name].weight.detach().abs().cpu()
+            filters[out_p] += w.mean(dim=(0, 2, 3) if isinstance(modules[name], nn.ConvTranspose2d) else (1, 2, 3))
+    if cmap.gate_on_norm:
+        for name, p in cmap.norms.items():
+            weight = getattr(modules[name], "weight", None)
+            if p is not None and p in cmap.prunable and weight is not None:
+                norms[p] += weight.detach().abs().cpu()
+    out = []
+    for f, g in zip(filters, norms):
+        if not f.numel():
+            out.append(f)
+            continue
+        order = sorted(range(f.numel()), key=lambda j: (float(g[j]), float(f[j]), j))  # weakest first
+        rank = torch.empty(f.numel())
+        rank[order] = torch.arange(1, f.numel() + 1, dtype=torch.float32) / f.numel()
+        out.append(rank)
+    return out
+
+
+def _train_widest(ctx: RunContext, student: GatedStudent) -> None:
+    """Distil the widest network (gates stay at one) so its filter magnitudes mean something."""
+    from ..distill.train import fit_pixels
+
+    cfg, o = ctx.cfg, ctx.cfg.method_options
+    if o.steps == 0:
+        return
+    r = replace(cfg.retrain, steps=o.steps)
+    s = cfg.search
+    student.to(cfg.device)  # the gates (all one) ride along with the network they multiply
+    fit_pixels(student.net, ctx.sampler(s.patch, s.batch, cfg.seed), r, ctx.run / "search" / "prune_train.ckpt",
+               "train widest", cfg.device, cfg.quiet, ctx.perceptual)
+    student.cpu()
+
+
+class MagnitudePruning(Method):
+    name, aliases, title = "prune", ("magnitude-pruning",), "magnitude pruning"
+    summary = "one-shot L1 filter pruning to the budget + distillation fine-tune"
+    options, config_key = PruneConfig, "prune"
+
+    def validate(self, cfg) -> None:
+        o = cfg.method_options
+        if o.op not in PRUNABLE_OPS:
+            raise UserError(f"--prune-op {o.op!r}: choose one of {', '.join(PRUNABLE_OPS)}")
+        if o.steps < 0:
+            raise UserError(f"--prune-steps must be >= 0, got {o.steps}")
+
+    def fit_to_budget(self, ctx: RunContext):
+        cfg, ctx.start = start_from_teacher(ctx, "magnitude pruning")
+        return cfg
+
+    def check_budget(self, ctx: RunContext) -> None:
+        check_prunable_budget(ctx, prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None), "magnitude pruning")
+
+    def search(self, ctx: RunContext):
+        cfg, budget = ctx.cfg, ctx.budget
+        torch.manual_seed(cfg.seed)
+        student = GatedStudent(prunable_space(cfg, ctx.start[0] if ctx.start else None))
+        if ctx.start is not None:  # the teacher itself, weights and all
+            student.net.load_state_dict(ctx.start[1])
+        else:
+            _train_widest(ctx, student)
+        student.eval()
+        widest = spec_macs(student.space.spec(student.space.max_config()))
+        if widest <= budget:
+            ctx.log(f"note: the network to prune ({fmt_macs(widest)} MACs) already fits the budget "
+                    f"{fmt_macs(budget)}: nothing is cut (widen the space with --nf to use the budget)")
+        scores = magnitude_scores(student)
+        t = threshold_for_budget(student, budget, scores)
+        with warnings.catch_warnings(record=True) as caught:  # a position cut to its floor: say so plainly
+            warnings.simplefilter("always")
+            kept = kept_channels(student, t, scores)
+        for w in caught:
+            ctx.log(f"warning: {w.message}")
+        plain, spec = extract(student, kept)  # gates are all one: the weights are copied as they are
+        macs = int(spec_macs(spec))
+        spec = replace(spec, meta={"method": "prune", "budget_macs": int(budget), "macs": macs, "cut_fraction": t})
+        space = student.space
+        ctx.log(f"magnitude pruning: every layer keeps its strongest {1 - t:.0%} of channels: {fmt_macs(macs)} MACs "
+                f"(budget {fmt_macs(budget)})")
+        if is_main():
+            info = {"cut_fraction": t, "widths": dict(zip(space.names, widths_of(kept))),
+                    "widest": dict(zip(space.names, space.max_config())), "pruned_from": "teacher" if ctx.start
+                    else "space"}
+            atomic_write_text(ctx.run / "search" / "prune.json", json.dumps(info, indent=1))
+        return spec, {k: v.contiguous() for k, v in plain.state_dict().items()}
+
+
+METHOD = MagnitudePruning()

@@ -1,0 +1,313 @@
+"""The space every method works in: the student frame (stem/head, cells, upsampler) with a
+width per position, the uniform-width network at a budget, and the trunk narrowing and frame
+floor that fit the space to a tight budget.
+
+`WidthSpace` is the channel-width space with one operator in every cell layer (GAN Compression
+searches it; GAN Slimming and the pruning baseline cut it down): SR positions are nf (head, every
+cell's output, trunk), each inner cell layer, [up width]; translation positions are stem, down, nf
+(the trunk at 1/4 resolution), each inner cell layer, up0, up1. A sub-network is named by its widths
+in that order joined by "_" (GAN Compression's `16_16_32_16_32_32_16_16`); choices per position are
+ratios of the widest width, the ratios AGD uses, so every method searches a comparable space.
+
+`WidthSupernet` is the widest student with its layers made dynamic (`arch.dynamic`): choosing a
+config sets each conv's active output width to the same-named conv's width in the plain student of
+that config, so supernet(config) == extract(config) by construction (and by test).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+
+from ..arch.build import build_student, load_sliced
+from ..arch.cost import INT8_MAC_COST, fmt_macs, spec_macs
+from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
+from ..arch.ops import DEFAULT_OPS
+from ..arch.spec import (ArchSpec, LayerSpec, UpsamplerSpec, frame_for_width, uniform_sr_spec,
+                         uniform_translate_spec)
+from ..errors import UserError
+from ..rundir import omit_defaults
+
+
+@dataclass
+class SpaceConfig:
+    """The space every method searches or prunes in (the trunk width, cells, layers, operators,
+    width ratios, frame, upsampler) and AGD's search schedule: the run config's `search` section."""
+
+    nf: int = 32
+    n_cells: int = 5
+    n_layers: int = 5
+    ops: tuple = DEFAULT_OPS
+    width_ratios: tuple = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)
+    upsampler: str = "pixelshuffle"
+    up_width: int = 0
+    skip: str = "bicubic"
+    patch: int = 24
+    batch: int = 8
+    warmup_steps: int = 150
+    search_steps: int = 300
+    lr_weights: float = 5e-4
+    lr_arch: float = 5e-3
+    tau_start: float = 2.0
+    tau_end: float = 0.5
+    band: float = 0.85
+    penalty_init: float = 0.01
+    penalty_growth: float = 1.1
+    select_after: float = 0.3
+    eval_every: int = 10
+    seed: int = 0
+    int8_search: bool = False  # AGD also chooses int8 or fp32 per layer
+    int8_cost: float = INT8_MAC_COST  # an int8 MAC's share of an fp32 MAC in the budget
+    # translation: width ratios for the frame (stem, down, up layers); None: the same as the cells'
+    # (adapt_trunk_width sets the uniform baseline's frame as the floor when left None)
+    frame_ratios: tuple | None = None
+    # translation: the trunk width whose CycleGAN proportions (w/4, w/2) are the frame's widest
+    # choices; 0: nf. The frame floor raises it when the uniform baseline's frame is wider than nf's
+    frame_nf: int = 0
+
+    def to_dict(self):
+        d = omit_defaults(asdict(self), {"frame_ratios": None, "frame_nf": 0, "int8_search": False})
+        if "int8_search" not in d:
+            del d["int8_cost"]  # only meaningful with the precision search
+        for k in ("ops", "width_ratios", "frame_ratios"):
+            if k in d:
+                d[k] = list(d[k])
+        return d
+
+
+def frame_template(cfg: SpaceConfig, task: str = "sr", scale: int = 4) -> ArchSpec:
+    """The spec of everything around the searched cells (no cells yet)."""
+    if task == "translate":
+        return ArchSpec("translate", 1, cfg.nf, [], skip="none",
+                        frame=frame_for_width(cfg.frame_nf or cfg.nf, cfg.upsampler))
+    return ArchSpec("sr", scale, cfg.nf, [], UpsamplerSpec(cfg.upsampler, cfg.up_width), skip=cfg.skip)
+
+
+def width_choices(nf: int, ratios) -> list[int]:
+    """Distinct channel counts for the ratios of nf, ascending (at least 1 channel)."""
+    return sorted({max(1, int(round(r * nf))) for r in ratios})
+
+
+class WidthSpace:
+    def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, op: str = "conv3x3",
+                 ratios=(1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)):
+        self.template = replace(template, cells=[], meta={})
+        self.n_cells, self.n_layers, self.op = n_cells, n_layers, op
+        t = self.template
+        names, widest = [], []
+        if t.task == "translate":
+            names += ["stem", "down"]
+            widest += [t.frame.stem, t.frame.down[0]]
+        names.append("nf")
+        widest.append(t.nf)
+        for c in range(n_cells):
+            for li in range(n_layers - 1):
+                names.append(f"cell{c}.layer{li}")
+                widest.append(t.nf)
+        if t.task == "translate":
+            names += ["up0", "up1"]
+            widest += list(t.frame.up)
+        elif t.upsampler.kind == "progressive":
+            names.append("up")
+            widest.append(t.upsampler.width)
+        self.names = names
+        self.choices = []
+        for w in widest:
+            ch = width_choices(w, ratios)
+            if ch[-1] != w:
+                ch.append(w)
+            self.choices.append(ch)
+
+    # ---- configs ----------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.names)
+
+    def max_config(self) -> tuple[int, ...]:
+        return tuple(c[-1] for c in self.choices)
+
+    def min_config(self) -> tuple[int, ...]:
+        return tuple(c[0] for c in self.choices)
+
+    def sample(self, rng: random.Random) -> tuple[int, ...]:
+        """Uniform per position."""
+        return tuple(rng.choice(c) for c in self.choices)
+
+    @staticmethod
+    def format(config) -> str:
+        return "_".join(str(int(w)) for w in config)
+
+    def parse(self, text: str) -> tuple[int, ...]:
+        """Config string -> widths, refusing anything outside the space with the position's name
+        and its allowed values."""
+        parts = str(text).strip().split("_")
+        if len(parts) != len(self.names):
+            raise UserError(f"config {text!r} has {len(parts)} widths but this space has {len(self.names)} "
+                            f"positions ({', '.join(self.names)})")
+        out = []
+        for i, (p, name, ch) in enumerate(zip(parts, self.names, self.choices)):
+            try:
+                w = int(p)
+            except ValueError:
+                w = None
+            if w not in ch:
+                raise UserError(f"config {text!r}: position {i} ({name}) is {p!r}; allowed values: "
+                                f"{', '.join(map(str, ch))}")
+            out.append(w)
+        return tuple(out)
+
+    # ---- config <-> spec ---------------------------------------------------------------------
+    def spec(self, config, meta: dict | None = None) -> ArchSpec:
+        t = self.template
+        vals = dict(zip(self.names, config))
+        nf = vals["nf"]
+        cells = [[LayerSpec(self.op, vals[f"cell{c}.layer{li}"]) for li in range(self.n_layers - 1)]
+                 + [LayerSpec(self.op, nf)] for c in range(self.n_cells)]
+        spec = replace(t, nf=nf, cells=cells, meta=dict(meta or {}))
+        if t.task == "translate":
+            spec.frame = replace(t.frame, stem=vals["stem"], down=[vals["down"]], up=[vals["up0"], vals["up1"]])
+        elif "up" in vals:
+            spec.upsampler = UpsamplerSpec(t.upsampler.kind, vals["up"])
+        return spec.validate()
+
+    def config_of(self, spec: ArchSpec) -> tuple[int, ...]:
+        """The config naming `spec` (which must come from this space)."""
+        vals = {"nf": spec.nf}
+        if spec.task == "translate":
+            vals.update(stem=spec.frame.stem, down=spec.frame.down[0], up0=spec.frame.up[0], up1=spec.frame.up[1])
+        elif "up" in self.names:
+            vals["up"] = spec.upsampler.width
+        for c, cell in enumerate(spec.cells):
+            for li, layer in enumerate(cell[:-1]):
+                vals[f"cell{c}.layer{li}"] = layer.width
+        try:
+            return self.parse(self.format(vals[n] for n in self.names))
+        except KeyError as e:
+            raise UserError(f"spec does not fit this space (missing {e})") from None
+
+    def macs(self, config) -> int:
+        return spec_macs(self.spec(config))
+
+
+class WidthSupernet(nn.Module):
+    """The widest student, dynamic. `set_config` picks the sub-network the next forward runs."""
+
+    def __init__(self, space: WidthSpace):
+        super().__init__()
+        self.space = space
+        self.net = make_dynamic(build_student(space.spec(space.max_config())))
+        self._widths: dict[tuple, dict] = {}
+        self.config = space.max_config()
+
+    def set_config(self, config) -> None:
+        config = tuple(config)
+        if config not in self._widths:
+            with torch.random.fork_rng():  # building the plain student draws initial weights
+                self._widths[config] = out_widths(build_student(self.space.spec(config)))
+            if len(self._widths) > 4096:
+                self._widths.pop(next(iter(self._widths)))
+        set_active_widths(self.net, self._widths[config])
+        self.config = config
+
+    def forward(self, x):
+        return self.net(x)
+
+    def extract(self, config) -> nn.Module:
+        """A plain student of `config` whose weights are the supernet's leading slices."""
+        student = build_student(self.space.spec(config))
+        load_sliced(student, self.net.state_dict())
+        return student
+
+
+def width_space(cfg, op: str) -> WidthSpace:
+    """The width space of a run's options (its frame, cells and ratios) with `op` in every cell layer."""
+    s = cfg.search
+    return WidthSpace(frame_template(s, cfg.task, cfg.scale), s.n_cells, s.n_layers, op, s.width_ratios)
+
+
+# ---- fitting the space to a budget ----------------------------------------------------------
+def uniform_spec_for_budget(cfg, budget: int) -> ArchSpec:
+    """The uniform-width baseline: same skeleton, every layer conv 3x3 at one width w (nf = w),
+    w the largest that fits the budget."""
+    s = cfg.search
+
+    def at_width(w):
+        if cfg.task == "translate":  # CycleGAN's proportions scaled together (ngf = w / 4)
+            return uniform_translate_spec(w, s.n_cells, s.n_layers, frame=frame_for_width(w, s.upsampler))
+        return uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
+                               upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip)
+
+    best = None
+    for w in range(1, 257):
+        spec = at_width(w)
+        if spec_macs(spec) > budget:
+            break
+        best = spec
+    if best is None:
+        raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network "
+                        f"({fmt_macs(spec_macs(at_width(1)))} at 256x256 LR); raise --budget")
+    best.meta = {"method": "uniform", "budget_macs": int(budget), "macs": int(spec_macs(best))}
+    return best
+
+
+def smaller_space_hint(cfg, budget: int, floor) -> str:
+    """The widest trunk (--nf) whose smallest network fits the budget, as a concrete suggestion.
+    `floor(cfg, nf)`: the budget cost of the method's smallest network at trunk width nf."""
+    for nf in range(cfg.search.nf - 1, 3, -1):
+        if floor(cfg, nf) <= budget:
+            return f"e.g. --nf {nf}, or fewer --cells/--layers, or cheaper --ops such as conv1x1"
+    return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
+
+
+def uniform_frame_ratios(width_ratios, uniform_width: int, nf: int) -> tuple[tuple, int]:
+    """Translation AGD: (frame width ratios, frame_nf) such that the narrowest frame on offer
+    (stem, down, up layers) is the uniform baseline's (width `uniform_width` at the budget), and
+    the widest is the CycleGAN proportions of max(nf, uniform_width). Searched freely (the cells'
+    ratios), the frame went to 2-8 channels at full resolution in every seed, and those students
+    were the weakest (BENCHMARKS.md, "frame floor")."""
+    top = max(nf, uniform_width)
+    r = round(max(uniform_width / top, min(width_ratios)), 4)  # never below the cells' own floor
+    return (r,) + tuple(x for x in width_ratios if x > r), (top if top > nf else 0)
+
+
+def adapt_trunk_width(cfg, budget: int, floor=None, frame_floor: bool = False, log=print):
+    """The run's config fitted to the budget. With `frame_floor` (translation AGD without
+    --frame-widths), the frame's narrowest choices are the uniform baseline's (uniform_frame_ratios)
+    at each trunk width tried. With `floor(cfg, nf)` (the method's smallest network; methods that
+    search down from a trunk width) and `cfg.auto_nf`, the widest trunk (a multiple of 4, at most the
+    configured nf) whose smallest network lies below the band the search aims at ([band * budget,
+    budget]): above it every derived network is forced to the narrowest widths. The benchmarks picked
+    nf by hand at 1/20 (SRGAN: 24 for 32; demo translation teacher: 40 for 64); this rule gives 28 and 40."""
+    uniform_width = None  # the frame floor's width; none without a floor or a uniform network in budget
+    if frame_floor and cfg.task == "translate" and cfg.search.frame_ratios is None:
+        try:
+            uniform_width = uniform_spec_for_budget(cfg, budget).nf
+        except UserError:  # the budget check says what fits
+            pass
+    floored = uniform_width is not None
+
+    def at(nf: int):
+        s = replace(cfg.search, nf=nf)
+        if floored:
+            ratios, frame_nf = uniform_frame_ratios(cfg.search.width_ratios, uniform_width, nf)
+            s = replace(s, frame_ratios=ratios, frame_nf=frame_nf)
+        return replace(cfg, search=s)
+
+    nf0 = cfg.search.nf
+    start = at(nf0) if floored else cfg
+    if not cfg.auto_nf or floor is None:
+        return start
+    floor0 = floor(start, nf0)
+    share = cfg.search.band
+    if floor0 <= share * budget:
+        return start
+    for nf in range((nf0 - 1) // 4 * 4, 7, -4):
+        smallest = floor(at(nf), nf)
+        if smallest <= share * budget:
+            log(f"note: at --nf {nf0} the smallest network of the space is {fmt_macs(floor0)}, "
+                f"{floor0 / budget:.0%} of the budget {fmt_macs(budget)}, which leaves the search no "
+                f"room; using --nf {nf} (smallest network {fmt_macs(smallest)}). Give --nf to choose yourself.")
+            return at(nf)
+    return start  # nothing narrower helps: the budget check explains
