@@ -9,6 +9,7 @@ import torch
 
 from .arch.cost import MACS_RULE, count_params, latency_ms, measure_macs, spec_macs
 from .errors import UserError
+from .rundir import read_run_config
 
 
 def compress(cfg, force: bool = False) -> dict:
@@ -68,7 +69,7 @@ def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: in
 
     run_p = Path(run)
     student, spec = load_student(run_p)
-    cfg = _run_config(run_p)
+    cfg = read_run_config(run_p)
     # an overriding --teacher comes without the run's weights and range
     t = load_task_teacher(spec.task, teacher or cfg.get("teacher", "demo"),
                           None if teacher else cfg.get("teacher_weights"),
@@ -92,11 +93,6 @@ def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: in
     atomic_write_text(out, json.dumps(res, indent=1))
     res["written"] = str(out)
     return res
-
-
-def _run_config(run: Path) -> dict:
-    f = run / "config.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
 
 
 def export_run(run: str, out: str | None = None, int8: bool = False, calib_data: str | None = None,

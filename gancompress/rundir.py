@@ -171,6 +171,12 @@ class RunDir:
 _VOLATILE = {"quiet", "device", "threads", "force", "out"}
 
 
+def read_run_config(run) -> dict:
+    """A run directory's config.json ({} when there is none: a bare student folder)."""
+    f = Path(run) / CONFIG
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
 def omit_defaults(d: dict, added: dict) -> dict:
     """The config-versioning rule, one for every config section: an option added after the first
     release (`added`: name -> its default) is written to config.json only when it differs from its

@@ -205,3 +205,17 @@ def test_prune_options_are_checked(steps, capsys):
 
     code = main(["compress", "--method", "prune", "--prune-steps", steps, "--out", "x"])
     assert code == 2 and "--prune-steps" in capsys.readouterr().err
+
+
+def test_demo_help_shows_the_defaults_the_demo_runs_with():
+    from gancompress.config import DEMO_DEFAULTS
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    text = " ".join(demo.format_help().split())
+    for task in ("sr", "translate"):
+        cfg = config_from_args(build_parser().parse_args(["demo", "--task", task]), demo=True)
+        assert cfg.retrain.steps == DEMO_DEFAULTS[task]["retrain_steps"]
+        assert cfg.search.n_cells == DEMO_DEFAULTS[task]["cells"]
+    for key in ("retrain_steps", "warmup_steps", "cells"):
+        sr, tr = DEMO_DEFAULTS["sr"][key], DEMO_DEFAULTS["translate"][key]
+        assert f"(default {sr} for sr, {tr} for translate)" in text, key

@@ -11,11 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_write_text
-
-
-def _run_config(run: Path) -> dict:
-    f = run / "config.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+from ..rundir import read_run_config
 
 
 def _run_images(cfg_d: dict, spec, calib_data: str | None):
@@ -54,7 +50,7 @@ def evaluate_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int
     from .int8 import quantize_onnx_int8
     from .student import onnx_runner
 
-    cfg_d = _run_config(run)
+    cfg_d = read_run_config(run)
     train, evalset = _run_images(cfg_d, spec, calib_data)
     calib = _calibration_inputs(train, spec, calib_count)
     only = int8_layer_names(spec) or None  # a mixed-precision AGD student: just its int8 layers
