@@ -20,6 +20,7 @@ from torch import nn
 from ..arch.build import build_student
 from ..arch.cost import fmt_macs, spec_macs
 from ..errors import UserError
+from .base import Method
 from .space import WidthSpace, width_space
 
 
@@ -240,25 +241,42 @@ def prunable_space(cfg, start=None) -> WidthSpace:
     return width_space(cfg, cfg.method_options.op)
 
 
-def start_from_teacher(ctx, what: str):
-    """(cfg, start) for a method with an `init` option "teacher" | "space": the teacher written as a
-    student when its layout is expressible; else the run says so and works on the space network
-    (its config records init "space")."""
-    cfg = ctx.cfg
-    if cfg.method_options.init != "teacher":
-        return cfg, None
-    from ..teachers.as_student import teacher_as_student
+class PruningMethod(Method):
+    """What GAN Slimming and magnitude pruning share: they cut the teacher itself when its layout
+    is expressible as a student (their `init` option "teacher"), else the widest network of the
+    width space, down to the budget, and log a position cut to its floor instead of warning."""
 
-    start = teacher_as_student(ctx.teacher)
-    if start is None:
-        ctx.log(f"note: {what} cannot start from teacher {cfg.teacher} (only an instance-norm cyclegan-resnet "
-                "layout is expressible as a student); using the widest network of the space instead")
-        return replace(cfg, method_options=replace(cfg.method_options, init="space")), None
-    return cfg, start
+    def fit_to_budget(self, ctx):
+        """(sets ctx.start) The teacher written as a student when its layout is expressible; else
+        the run says so and works on the space network (its config records init "space")."""
+        cfg = ctx.cfg
+        if cfg.method_options.init != "teacher":
+            return cfg
+        from ..teachers.as_student import teacher_as_student
 
+        ctx.start = teacher_as_student(ctx.teacher)
+        if ctx.start is None:
+            ctx.log(f"note: {self.title} cannot start from teacher {cfg.teacher} (only an instance-norm "
+                    "cyclegan-resnet layout is expressible as a student); using the widest network of the space instead")
+            return replace(cfg, method_options=replace(cfg.method_options, init="space"))
+        return cfg
 
-def check_prunable_budget(ctx, space: WidthSpace, what: str) -> None:
-    lo = space.macs(tuple(1 for _ in space.names))
-    if ctx.budget < lo:
-        raise UserError(f"budget {fmt_macs(ctx.budget)} is below the smallest network {what} can prune to "
-                        f"(one channel per layer: {fmt_macs(lo)} at 256x256 (LR) input); raise --budget")
+    def space(self, ctx) -> WidthSpace:
+        return prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None)
+
+    def check_budget(self, ctx) -> None:
+        space = self.space(ctx)
+        lo = space.macs(tuple(1 for _ in space.names))
+        if ctx.budget < lo:
+            raise UserError(f"budget {fmt_macs(ctx.budget)} is below the smallest network {self.title} can prune "
+                            f"to (one channel per layer: {fmt_macs(lo)} at 256x256 (LR) input); raise --budget")
+
+    @staticmethod
+    def cut(ctx, student: GatedStudent, threshold: float, scores=None) -> list[torch.Tensor]:
+        """kept_channels, with a position cut to its floor said plainly in the run's log."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            kept = kept_channels(student, threshold, scores)
+        for w in caught:
+            ctx.log(f"warning: {w.message}")
+        return kept

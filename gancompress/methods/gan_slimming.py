@@ -27,7 +27,6 @@ retrain.ckpt (fine-tuning by distillation, with fake quantization for GS-8).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -38,9 +37,9 @@ from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..rundir import omit_defaults
-from .base import Method, RunContext, distill_student
-from .channels import (PRUNABLE_OPS, GatedStudent, check_prunable_budget, extract, kept_channels, live_macs,
-                       op_option, prunable_space, start_from_teacher, start_option, threshold_for_budget, widths_of)
+from .base import RunContext, distill_student
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, live_macs, op_option, start_option,
+                       threshold_for_budget, widths_of)
 
 SLIM_OPS = PRUNABLE_OPS
 
@@ -152,7 +151,7 @@ def quantize_for(cfg, module) -> None:
         enable_fake_quant(module, 8, skip=QAT_FLOAT[cfg.task])
 
 
-class GANSlimming(Method):
+class GANSlimming(PruningMethod):
     name, aliases, title = "slim", ("gan-slimming",), "GAN Slimming"
     summary = "distillation + channel pruning + optional QAT"
     options, config_key = SlimConfig, "slim"
@@ -160,17 +159,10 @@ class GANSlimming(Method):
     def validate(self, cfg) -> None:
         validate(cfg.method_options)
 
-    def fit_to_budget(self, ctx: RunContext):
-        cfg, ctx.start = start_from_teacher(ctx, "GAN Slimming")
-        return cfg
-
-    def check_budget(self, ctx: RunContext) -> None:
-        check_prunable_budget(ctx, prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None), "GAN Slimming")
-
     def search(self, ctx: RunContext):
         cfg, run, s = ctx.cfg, ctx.run, ctx.cfg.search
         o, budget = cfg.method_options, ctx.budget
-        student = GatedStudent(prunable_space(cfg, ctx.start[0] if ctx.start else None))
+        student = GatedStudent(self.space(ctx))
         if ctx.start is not None:  # the teacher itself, weights and all (outputs equal: tested)
             student.net.load_state_dict(ctx.start[1])
         quantize_for(cfg, student.net)
@@ -179,11 +171,7 @@ class GANSlimming(Method):
         student.cpu().eval()
         zero = student.sparsity()
         t = threshold_for_budget(student, budget)
-        with warnings.catch_warnings(record=True) as caught:  # a position cut to its floor: say so plainly
-            warnings.simplefilter("always")
-            kept = kept_channels(student, t)
-        for w in caught:
-            ctx.log(f"warning: {w.message}")
+        kept = self.cut(ctx, student, t)
         plain, spec = extract(student, kept)
         spec = replace(spec, bits=o.bits, meta={"method": "slim", "budget_macs": int(budget),
                                                 "macs": int(spec_macs(spec)), "threshold": t, "rho": o.rho,

@@ -22,7 +22,6 @@ Run directory: search/prune_train.ckpt (step 1, resumable), search/prune.json (t
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -32,9 +31,9 @@ from ..arch.cost import fmt_macs, spec_macs
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .base import Method, RunContext
-from .channels import (PRUNABLE_OPS, GatedStudent, check_prunable_budget, extract, kept_channels, op_option,
-                       prunable_space, start_from_teacher, start_option, threshold_for_budget, widths_of)
+from .base import RunContext
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, op_option, start_option,
+                       threshold_for_budget, widths_of)
 
 
 
@@ -93,7 +92,7 @@ def _train_widest(ctx: RunContext, student: GatedStudent) -> None:
     student.cpu()
 
 
-class MagnitudePruning(Method):
+class MagnitudePruning(PruningMethod):
     name, aliases, title = "prune", ("magnitude-pruning",), "magnitude pruning"
     summary = "one-shot L1 filter pruning to the budget + distillation fine-tune"
     options, config_key = PruneConfig, "prune"
@@ -105,17 +104,10 @@ class MagnitudePruning(Method):
         if o.steps < 0:
             raise UserError(f"--prune-steps must be >= 0, got {o.steps}")
 
-    def fit_to_budget(self, ctx: RunContext):
-        cfg, ctx.start = start_from_teacher(ctx, "magnitude pruning")
-        return cfg
-
-    def check_budget(self, ctx: RunContext) -> None:
-        check_prunable_budget(ctx, prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None), "magnitude pruning")
-
     def search(self, ctx: RunContext):
         cfg, budget = ctx.cfg, ctx.budget
         torch.manual_seed(cfg.seed)
-        student = GatedStudent(prunable_space(cfg, ctx.start[0] if ctx.start else None))
+        student = GatedStudent(self.space(ctx))
         if ctx.start is not None:  # the teacher itself, weights and all
             student.net.load_state_dict(ctx.start[1])
         else:
@@ -127,11 +119,7 @@ class MagnitudePruning(Method):
                     f"{fmt_macs(budget)}: nothing is cut (widen the space with --nf to use the budget)")
         scores = magnitude_scores(student)
         t = threshold_for_budget(student, budget, scores)
-        with warnings.catch_warnings(record=True) as caught:  # a position cut to its floor: say so plainly
-            warnings.simplefilter("always")
-            kept = kept_channels(student, t, scores)
-        for w in caught:
-            ctx.log(f"warning: {w.message}")
+        kept = self.cut(ctx, student, t, scores)
         plain, spec = extract(student, kept)  # gates are all one: the weights are copied as they are
         macs = int(spec_macs(spec))
         spec = replace(spec, meta={"method": "prune", "budget_macs": int(budget), "macs": macs, "cut_fraction": t})
