@@ -16,6 +16,14 @@ def _minutes(r):
     return f"{sum(st.values()) / 60:.1f} ({st.get('search', 0) / 60:.1f} + {st.get('retrain', 0) / 60:.1f})"
 
 
+def _budget(r) -> str:
+    if r.get("budget_macs") is not None:
+        return f"{r['budget_macs'] / 1e9:.2f} G"
+    b = r.get("budget_detail") or {}
+    pred = f", predicted {b['student']:.1f}, measured {b.get('student_measured', float('nan')):.1f}" if "student" in b else ""
+    return f"{b.get('limit', float('nan')):.1f} {b.get('unit', '?')}{pred}"
+
+
 def _f(v, fmt):
     return "n/a" if v is None else fmt.format(v)
 
@@ -25,7 +33,7 @@ def sr_table(rows):
           "| latency ratio torch | ratio ORT | minutes (search + retrain) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['budget']} ({r['budget_macs'] / 1e9:.2f} G) | {r['run']} | {r['student_gmacs']:.2f} | "
+        print(f"| {r['budget']} ({_budget(r)}) | {r['run']} | {r['student_gmacs']:.2f} | "
               f"{r['params_m']:.3f} | {r['set5_psnr_y']:.2f} | {r['set5_ssim_y']:.4f} | {r['set14_psnr_y']:.2f} | "
               f"{r['set5_psnr_to_teacher']:.2f} / {r['set14_psnr_to_teacher']:.2f} | {r['latency_ratio_torch']:.3f} | "
               f"{r['latency_ratio_onnx']:.3f} | {_minutes(r)} |")

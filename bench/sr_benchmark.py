@@ -44,7 +44,7 @@ def main():
     rows = []
     for budget in a.budgets.split(","):
         for method in a.methods.split(","):
-            name = f"{method}_{budget.replace('/', 'over')}{a.tag}"
+            name = f"{method}_{budget.replace('/', 'over').replace(':', '_')}{a.tag}"
             args = build_parser().parse_args(["compress", "--teacher", a.teacher, "--eval-data", a.eval,
                                               "--budget", budget, "--method", method, "--out", str(out / name),
                                               "--quiet", *extra])
@@ -53,7 +53,8 @@ def main():
             m = compress(cfg)
             wall = time.time() - t
             e14 = evaluate_run(str(out / name), a.extra_eval, quiet=True)
-            row = {"run": name, "method": method, "budget": budget, "budget_macs": m["budget_macs"],
+            row = {"run": name, "method": method, "budget": budget, "budget_macs": m.get("budget_macs"),
+                   "budget_detail": m.get("budget"),
                    "student_gmacs": m["student_macs"] / 1e9, "teacher_gmacs": m["teacher_macs"] / 1e9,
                    "params_m": m["student_params"] / 1e6, "set5_psnr_y": m["student_psnr_y"],
                    "set5_ssim_y": m["student_ssim_y"], "set5_teacher_psnr_y": m["teacher_psnr_y"],

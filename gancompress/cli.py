@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="compress the bundled x4 SR teacher (or, with --task translate, the "
                                      "bundled translation teacher) on bundled photographs (~5 min)")
     add_compress_options(d, demo=True)
-    c = sub.add_parser("compress", help="compress a teacher into a student that fits a MACs budget")
+    c = sub.add_parser("compress", help="compress a teacher into a student that fits a budget (MACs, latency or size)")
     add_compress_options(c)
     t = sub.add_parser("train-teacher", help="train a teacher: SR (ESRGAN-style RRDB net, L1) or translate "
                                               "(CycleGAN, or pix2pix with --paired)")

@@ -88,8 +88,16 @@ def _add_data_options(p, demo: bool) -> None:
                    help="training crops start on multiples of N input pixels. translate: 4 keeps the 4 px pattern "
                         "a teacher with two stride-2 layers draws in phase; use it with --no-pair-aug (default 1)")
     g.add_argument("--budget", default=c.budget,
-                   help="MACs budget at 256x256 (LR) input: absolute (9.2G, 800M) or relative (1/10, 0.1x) "
-                        f"(default {c.budget})")
+                   help="what the student must fit, at --budget-size (LR) input: MACs (9.2G, 800M), latency on "
+                        "--latency-runtime (40ms), fp32 weights (1.5MB), or a fraction of the teacher's MACs "
+                        f"(1/10, 0.1x), latency (1/10:ms) or weights (1/10:MB) (default {c.budget})")
+    g.add_argument("--budget-size", default=c.budget_size,
+                   help=f"(LR) input size HxW the budget is taken at, e.g. 720x1280 (default {c.budget_size})")
+    g.add_argument("--latency-runtime", default=c.latency_runtime, choices=["ort", "torch"],
+                   help="a latency budget is measured on ONNX Runtime fp32 on the CPU (ort) or PyTorch eager on "
+                        f"--device (torch), per layer, in a table cached across runs (default {c.latency_runtime})")
+    g.add_argument("--latency-threads", type=int, default=c.latency_threads,
+                   help=f"intra-op threads the latency budget is measured with (default {c.latency_threads})")
     g.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
                    help="run directory (created; re-run the same command to resume)")
 
@@ -250,6 +258,8 @@ def config_from_args(args, demo: bool = False) -> CompressConfig:
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
                           view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align,
                           labels=args.labels, label_reuse=args.label_reuse, budget=args.budget,
+                          budget_size=args.budget_size, latency_runtime=args.latency_runtime,
+                          latency_threads=args.latency_threads,
                           search=_space_config(args), retrain=_retrain_config(args), init=args.init,
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,

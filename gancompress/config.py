@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .distill.train import TrainConfig
+from .budget import budget_unit, parse_budget, parse_size
 from .errors import UserError
 from .methods.space import SpaceConfig
 from .rundir import omit_defaults
@@ -29,7 +30,10 @@ class CompressConfig:
     teacher_range: tuple | None = None  # value range of a black-box teacher, e.g. (-1, 1)
     train_data: str | None = None  # None: the bundled training photographs
     eval_data: str | None = None  # None: the bundled evaluation photographs (never trained on)
-    budget: str = "1/10"
+    budget: str = "1/10"  # budget.py: 9.2G, 40ms, 1.5MB, 1/10, 1/10:ms, ...
+    budget_size: str = "256x256"  # the (LR) input the budget's cost is taken at
+    latency_runtime: str = "ort"  # what a latency budget (ms) is measured on: ort | torch
+    latency_threads: int = 1  # intra-op threads of that runtime
     method: str = "agd"
     search: SpaceConfig = field(default_factory=SpaceConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
@@ -88,7 +92,9 @@ class CompressConfig:
 
         d = asdict(self)
         del d["auto_nf"], d["trust_teacher_code"], d["method_options"]
-        omit_defaults(d, {"pair_aug": True, "crop_align": 1})
+        omit_defaults(d, {"pair_aug": True, "crop_align": 1, "budget_size": "256x256"})
+        if budget_unit(self.budget) != "ms":  # the latency options only matter to a latency budget
+            del d["latency_runtime"], d["latency_threads"]
         d["search"] = self.search.to_dict()
         d["retrain"] = self.retrain.to_dict()
         key = get_method(self.method).config_key
@@ -156,6 +162,14 @@ def validate_options(cfg: CompressConfig) -> None:
 
     if cfg.task not in ("sr", "translate"):
         raise UserError(f"unknown task {cfg.task!r}; available: sr, translate")
+    parse_budget(cfg.budget)
+    parse_size(cfg.budget_size)
+    from .latency.runtimes import RUNTIMES
+
+    if cfg.latency_runtime not in RUNTIMES:
+        raise UserError(f"--latency-runtime must be one of {', '.join(RUNTIMES)}, got {cfg.latency_runtime!r}")
+    if not isinstance(cfg.latency_threads, int) or cfg.latency_threads < 1:
+        raise UserError(f"--latency-threads must be a whole number, at least 1, got {cfg.latency_threads!r}")
     ups = UPSAMPLERS_BY_TASK[cfg.task]
     if cfg.search.upsampler not in ups:
         raise UserError(f"--upsampler {cfg.search.upsampler} is not one for --task {cfg.task}; choose "

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .arch.build import build_student, load_sliced
-from .arch.cost import fmt_macs, macs_convention, measure_macs, resolve_budget, spec_macs
+from .arch.cost import fmt_macs, macs_convention, measure_macs, spec_macs
 from .arch.spec import ArchSpec
 from .config import CompressConfig, validate_options
 from .distributed import barrier, finish_distributed, init_distributed, is_main
@@ -87,7 +87,7 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     evalset = prepare_data(ctx, method)  # everything validated before anything is written
     ctx.run = open_run_dir(ctx, force)
     ctx.log(f"run directory: {ctx.run.path}  (teacher {ctx.teacher.kind}, {fmt_macs(ctx.t_macs or 0)} MACs; "
-            f"budget {fmt_macs(ctx.budget)})")
+            f"budget {ctx.budget} {ctx.budget.where()})")
     stages = Stages(ctx.run)
     ctx.names, ctx.pairs = stages("targets", lambda: _targets(ctx))
     barrier()
@@ -123,15 +123,18 @@ def prepare(cfg: CompressConfig, method) -> RunContext:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
                         f"use --scale {teacher.scale}")
     check_teacher_accepts_any_size(teacher, (cfg.size, cfg.size) if cfg.task == "translate" else (17, 23))
+    from .budget import budget_for_run
+
     t_macs = teacher_macs(teacher)
-    ctx = RunContext(cfg, teacher, resolve_budget(cfg.budget, t_macs), t_macs)
+    ctx = RunContext(cfg, teacher, budget_for_run(cfg, teacher, t_macs, log=RunContext(cfg, None, None).log), t_macs)
     ctx.cfg = method.fit_to_budget(ctx)
     return ctx
 
 
 def check_budget(ctx: RunContext, method) -> None:
-    if ctx.t_macs is not None and ctx.budget >= ctx.t_macs:
-        raise UserError(f"budget {fmt_macs(ctx.budget)} is not below the teacher's {fmt_macs(ctx.t_macs)}: "
+    b = ctx.budget
+    if b.teacher_cost is not None and b.limit >= b.teacher_cost:
+        raise UserError(f"budget {b} is not below the teacher's {b.fmt(b.teacher_cost)} {b.where()}: "
                         "there is nothing to compress; give a smaller --budget (e.g. 1/10)")
     method.check_budget(ctx)
 
@@ -248,7 +251,7 @@ def evaluate_stage(ctx: RunContext, spec, student, evalset):
     sp = speed(student, teacher, cfg.latency_size, cfg.latency_repeats, onnx_path, t_onnx)
     metrics = {
         "task": cfg.task, "method": cfg.method, "teacher": cfg.teacher, "scale": cfg.scale,
-        "macs_convention": macs_convention(cfg.task), **_cost_metrics(ctx, spec, student),
+        "macs_convention": macs_convention(cfg.task), **_cost_metrics(ctx, spec, student, onnx_path),
         "teacher_params": teacher.num_params(), "student_params": sum(p.numel() for p in student.parameters()),
         "student_file_bytes": file_size(run / "student" / "student.safetensors"),
         "student_onnx_bytes": file_size(onnx_path),
@@ -263,15 +266,35 @@ def evaluate_stage(ctx: RunContext, spec, student, evalset):
     return metrics
 
 
-def _cost_metrics(ctx: RunContext, spec, student) -> dict:
+def _cost_metrics(ctx: RunContext, spec, student, onnx_path) -> dict:
+    """MACs, and the spec against the budget in its unit (a latency budget: predicted by the
+    table and measured whole on the same runtime at the budget's size)."""
     from .arch.cost import has_int8_layers, spec_cost
 
+    b = ctx.budget
     s_macs = spec_macs(spec)
-    cost = spec_cost(spec, spec.meta.get("int8_cost", 1.0)) if has_int8_layers(spec) else s_macs
-    return {"budget_macs": int(ctx.budget), "teacher_macs": ctx.t_macs, "student_macs": int(s_macs),
-            "student_macs_flopcounter": int(measure_macs(student)), "within_budget": bool(cost <= ctx.budget),
-            **({"student_cost": float(cost), "int8_cost": spec.meta.get("int8_cost")} if cost != s_macs else {}),
-            "compression_macs": (ctx.t_macs / s_macs) if ctx.t_macs else None}
+    if b.unit == "MACs":
+        cost = spec_cost(spec, spec.meta.get("int8_cost", 1.0), b.hw) if has_int8_layers(spec) else spec_macs(spec, b.hw)
+    else:
+        cost = b.cost(spec)
+    out = {"budget": {**b.to_dict(), "student": float(cost)}, "teacher_macs": ctx.t_macs, "student_macs": int(s_macs),
+           "student_macs_flopcounter": int(measure_macs(student)), "within_budget": bool(cost <= b.limit),
+           "compression_macs": (ctx.t_macs / s_macs) if ctx.t_macs else None}
+    if b.unit == "MACs":
+        out["budget_macs"] = int(b.limit)
+        if has_int8_layers(spec):
+            out.update(student_cost=float(cost), int8_cost=spec.meta.get("int8_cost"))
+    if b.unit == "ms":
+        out["budget"]["student_measured"] = _measured_at_budget(b, student, onnx_path)
+    return out
+
+
+def _measured_at_budget(budget, student, onnx_path) -> float:
+    """The student's latency measured whole as the table measures its pieces (the exported ONNX
+    file for ort)."""
+    x = torch.rand(1, 3, *budget.hw)
+    t = budget.table
+    return t.time_whole(Path(onnx_path).read_bytes() if t.runtime == "ort" else student, x)
 
 
 def _save_crops(run, kept, scale):
@@ -304,11 +327,17 @@ def int8_export(run: RunDir, trust_teacher_code: bool = False) -> dict:
 
 
 # ---- the method's view of a config, for callers outside a run ------------------------------------
-def adapt_trunk_width(cfg: CompressConfig, budget: int) -> CompressConfig:
-    """The config a run at `budget` would use (trunk narrowed, frame floor), for the config's method."""
+def adapt_trunk_width(cfg: CompressConfig, budget) -> CompressConfig:
+    """The config a run at `budget` (a Budget, or MACs) would use (trunk narrowed, frame floor),
+    for the config's method."""
+    from .budget import Budget
+
+    if not isinstance(budget, Budget):
+        budget = Budget.macs(budget)
     return get_method(cfg.method).fit_to_budget(RunContext(cfg, None, budget))
 
 
-def space_floor(cfg: CompressConfig, nf: int) -> int | None:
-    """The budget cost of the smallest network of the config's method at trunk width nf."""
-    return get_method(cfg.method).space_floor(cfg, nf)
+def space_floor(cfg: CompressConfig, nf: int) -> float | None:
+    """The MACs of the smallest network of the config's method at trunk width nf."""
+    spec = get_method(cfg.method).smallest_network(cfg, nf)
+    return None if spec is None else spec_macs(spec)

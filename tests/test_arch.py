@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gancompress.arch.build import build_student, load_sliced
-from gancompress.arch.cost import measure_macs, resolve_budget, spec_macs, spec_params
+from gancompress.arch.cost import measure_macs, spec_macs, spec_params
+from gancompress.budget import resolve_budget
 from gancompress.arch.ops import OPS
 from gancompress.arch.spec import ArchSpec, FrameSpec, LayerSpec, UpsamplerSpec, uniform_sr_spec, uniform_translate_spec
 from gancompress.errors import UserError

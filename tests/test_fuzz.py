@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gancompress.arch.cost import resolve_budget
+from gancompress.budget import resolve_budget
 from gancompress.arch.spec import ArchSpec, uniform_sr_spec, uniform_translate_spec
 from gancompress.errors import UserError
 

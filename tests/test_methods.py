@@ -136,6 +136,7 @@ def test_no_import_cycles_at_module_level():
 
 # ---- the fourth method: one-shot magnitude pruning ---------------------------------------------
 def test_magnitude_scores_keep_the_strongest_filters():
+    from gancompress.budget import Budget
     from gancompress.methods.channels import GatedStudent, kept_channels, threshold_for_budget
     from gancompress.methods.prune import magnitude_scores
     from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
@@ -152,7 +153,7 @@ def test_magnitude_scores_keep_the_strongest_filters():
     for s in scores:  # ranks as fractions: the same threshold cuts the same share of every layer
         assert sorted(s.tolist()) == [(i + 1) / s.numel() for i in range(s.numel())]
     budget = g.space.macs(tuple(max(1, w // 3) for w in g.space.max_config()))
-    kept = kept_channels(g, threshold_for_budget(g, budget, scores), scores)
+    kept = kept_channels(g, threshold_for_budget(g, Budget.macs(budget), scores), scores)
     assert {2, 5} <= set(kept[pos].tolist())
     assert g.space.macs(tuple(int(k.numel()) for k in kept)) <= budget
 

@@ -144,14 +144,18 @@ class _ToySpace:
         return (1, 1, 1, 1)
 
 
+def _within(limit):
+    return lambda c: sum(c) <= limit
+
+
 def _toy_score(c):
     return 2 * c[0] + 2 * c[2] + 0.1 * c[1] + 0.1 * c[3]
 
 
 def test_evolution_respects_the_budget_and_is_deterministic(tmp_path):
     cfg = EvolutionConfig(population=8, generations=5, seed=3)
-    a = evolve(_ToySpace(), _toy_score, 9, cfg)
-    b = evolve(_ToySpace(), _toy_score, 9, cfg)
+    a = evolve(_ToySpace(), _toy_score, _within(9), cfg)
+    b = evolve(_ToySpace(), _toy_score, _within(9), cfg)
     assert all(sum(map(int, k.split("_"))) <= 9 for k in a["cache"])
     assert a["best"] == b["best"] and a["history"] == b["history"]
     assert sum(a["best"]) <= 9 and a["best"][0] + a["best"][2] >= 6  # found the good part of the space
@@ -159,7 +163,7 @@ def test_evolution_respects_the_budget_and_is_deterministic(tmp_path):
 
 def test_evolution_resumes_after_an_interrupt_with_the_same_population(tmp_path):
     cfg = EvolutionConfig(population=8, generations=6, seed=1)
-    straight = evolve(_ToySpace(), _toy_score, 10, cfg, tmp_path / "a.json")
+    straight = evolve(_ToySpace(), _toy_score, _within(10), cfg, tmp_path / "a.json")
     calls = {"n": 0}
     stop_at = len(straight["cache"]) - 2  # in a late generation
 
@@ -170,10 +174,10 @@ def test_evolution_resumes_after_an_interrupt_with_the_same_population(tmp_path)
         return _toy_score(c)
 
     with pytest.raises(KeyboardInterrupt):
-        evolve(_ToySpace(), flaky, 10, cfg, tmp_path / "b.json")
+        evolve(_ToySpace(), flaky, _within(10), cfg, tmp_path / "b.json")
     saved = json.loads((tmp_path / "b.json").read_text())
     assert 0 < saved["generation"] < cfg.generations
-    resumed = evolve(_ToySpace(), _toy_score, 10, cfg, tmp_path / "b.json")
+    resumed = evolve(_ToySpace(), _toy_score, _within(10), cfg, tmp_path / "b.json")
     assert resumed["history"] == straight["history"] and resumed["best"] == straight["best"]
     assert json.loads((tmp_path / "b.json").read_text())["population"] == \
         json.loads((tmp_path / "a.json").read_text())["population"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import interrupted_fit, tiny_config
+from gancompress.budget import Budget
 from gancompress.arch.cost import spec_macs
 from gancompress.cli import main
 from gancompress.api import compress
@@ -74,7 +75,7 @@ def test_uniform_baseline_fills_the_budget(tiny_teacher, tiny_data, tmp_path):
 
     train, evald = tiny_data
     cfg = tiny_config(tiny_teacher, train, evald, tmp_path / "u", method="uniform")
-    spec = uniform_spec_for_budget(cfg, 200_000_000)
+    spec = uniform_spec_for_budget(cfg, Budget.macs(200_000_000))
     assert spec_macs(spec) <= 200_000_000
     wider = type(spec).from_dict({**spec.to_dict(), "nf": spec.nf + 1,
                                   "cells": [[[op, spec.nf + 1] for op, _ in c] for c in spec.to_dict()["cells"]]})

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_config
+from gancompress.budget import Budget
 from gancompress.arch.cost import spec_macs
 from gancompress.methods.space import SpaceConfig, frame_template
 from gancompress.methods.space import WidthSpace
@@ -66,7 +67,7 @@ def test_extraction_equals_the_masked_network_and_the_threshold_meets_the_budget
     g = _gated(task)
     space = g.space
     budget = int(0.35 * space.macs(space.max_config()))
-    t = threshold_for_budget(g, budget)
+    t = threshold_for_budget(g, Budget.macs(budget))
     kept = kept_channels(g, t)
     assert spec_macs(space.spec(widths_of(kept))) <= budget
     lower = [v for v in sorted({float(x) for q in g.gate_parameters() for x in q.detach().abs()}) if v < t]
@@ -157,5 +158,5 @@ def test_stop_at_budget_skips_the_proximal_step_once_the_live_network_fits(tmp_p
     pairs = [(torch.rand(3, 8, 8), torch.rand(3, 32, 32))]
     sampler = PatchSampler(pairs, 8, 4, 2, seed=0)
     cfg = SlimConfig(steps=3, lambda_gan=0.0, stop_at_budget=stop)
-    train_gated(cfg, g, nn.L1Loss(), sampler, tmp_path / "s.ckpt", "cpu", quiet=True, budget=int(budget_share * widest))
+    train_gated(cfg, g, nn.L1Loss(), sampler, tmp_path / "s.ckpt", "cpu", quiet=True, budget=Budget.macs(int(budget_share * widest)))
     assert len(n) == calls

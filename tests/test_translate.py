@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gancompress.budget import Budget
 from gancompress.cli import main
 from gancompress.errors import UserError
 
@@ -432,7 +433,7 @@ def test_translation_agd_frame_is_never_narrower_than_the_uniform_baseline():
     assert c.search.frame_ratios is None
     for budget in (int(1.27e9), int(0.635e9), int(4.955e9)):  # demo teacher 1/10, 1/20; ngf-64 teacher 1/10
         a = adapt_trunk_width(c, budget)
-        uni = uniform_spec_for_budget(c, budget).frame
+        uni = uniform_spec_for_budget(c, Budget.macs(budget)).frame
         net = make_supernet(a.search, frame_template(a.search, "translate", 1))
         stem, down, up1, up2 = (min(ws) for ws in net.frame_widths)
         assert stem >= uni.stem - 1 and up2 >= uni.up[1] - 1 and down >= uni.down[0] - 1  # rounding

@@ -92,12 +92,12 @@ class SRStudent(nn.Module):
         return self.decode(self.cells(f), f, x)
 
 
-def _conv_norm_relu(cin, cout, k, stride=1, pad="reflect"):
+def conv_norm_relu(cin, cout, k, stride=1, pad="reflect"):
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, padding_mode=pad),
                          nn.InstanceNorm2d(cout, affine=True), nn.ReLU())
 
 
-class _Up(nn.Module):
+class UpLayer(nn.Module):
     """x2 upsampling layer: ConvTranspose2d 3x3 stride 2 (CycleGAN's) or nearest x2 + conv 3x3 (no
     checkerboard; 4x the MACs at the same width, since the conv runs at the output size)."""
 
@@ -132,11 +132,11 @@ class TranslateStudent(nn.Module):
         super().__init__()
         spec.validate()
         f: FrameSpec = spec.frame
-        self.stem = _conv_norm_relu(3, f.stem, f.stem_k)
-        self.down = nn.Sequential(_conv_norm_relu(f.stem, f.down[0], 3, 2, f.down_pad),
-                                  _conv_norm_relu(f.down[0], spec.nf, 3, 2, f.down_pad))
+        self.stem = conv_norm_relu(3, f.stem, f.stem_k)
+        self.down = nn.Sequential(conv_norm_relu(f.stem, f.down[0], 3, 2, f.down_pad),
+                                  conv_norm_relu(f.down[0], spec.nf, 3, 2, f.down_pad))
         self.cells = nn.Sequential(*(Cell.from_spec(c, spec.nf, TRANSLATE_STYLE) for c in spec.cells))
-        self.up = nn.Sequential(_Up(spec.nf, f.up[0], f.up_kind), _Up(f.up[0], f.up[1], f.up_kind))
+        self.up = nn.Sequential(UpLayer(spec.nf, f.up[0], f.up_kind), UpLayer(f.up[0], f.up[1], f.up_kind))
         self.out = nn.Conv2d(f.up[1], 3, f.out_k, padding=f.out_k // 2, padding_mode="reflect")
 
     # `masks` (the AGD supernet's width choices for stem, down[0], up[0], up[1]) keep the first w

@@ -136,49 +136,6 @@ def fmt_macs(macs: float) -> str:
     return f"{macs / 1e9:.2f} G" if macs >= 1e8 else f"{macs / 1e6:.1f} M"
 
 
-def resolve_budget(text: str | float, teacher_macs: int | None) -> int:
-    """Turn a budget given by a user into MACs at the reference input size.
-
-    Accepts absolute values ('9.2G', '800M', '4.5e9') and fractions of the teacher ('1/10', '0.1x').
-    """
-    import math
-
-    from ..errors import UserError
-
-    def checked(v: float) -> int:
-        if not math.isfinite(v) or v < 1 or v > 1e18:
-            raise UserError(f"budget {text!r} is {v:g} MACs: give a positive, finite budget such as 9.2G, 800M or "
-                            "1/10 (of the teacher)")
-        return int(v)
-
-    if isinstance(text, bool):
-        raise UserError(f"cannot read budget {text!r}: write e.g. 9.2G, 800M or 1/10 (of the teacher)")
-    if isinstance(text, (int, float)):
-        return checked(float(text))
-    s = str(text).strip().replace(" ", "")
-    if not s:
-        raise UserError("empty --budget: write e.g. 9.2G, 800M or 1/10 (of the teacher)")
-    try:
-        if "/" in s or s.lower().endswith("x"):
-            if teacher_macs is None:
-                raise UserError(f"budget {text!r} is relative to the teacher, whose MACs are unknown; "
-                                "give an absolute budget like 9.2G")
-            if "/" in s:
-                num, den = s.split("/", 1)
-                frac = float(num) / float(den)
-            else:
-                frac = float(s[:-1])
-            if not math.isfinite(frac) or frac <= 0:
-                raise UserError(f"budget {text!r} is not a positive fraction of the teacher: write e.g. 1/10 or 0.1x")
-            return checked(frac * teacher_macs)
-        mult = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-        if s[-1].lower() in mult:
-            return checked(float(s[:-1]) * mult[s[-1].lower()])
-        return checked(float(s))
-    except (ValueError, ZeroDivisionError, OverflowError):
-        raise UserError(f"cannot read budget {text!r}: write e.g. 9.2G, 800M or 1/10 (of the teacher)") from None
-
-
 def latency_ms(fn, x: torch.Tensor, warmup: int = 2, repeats: int = 5) -> float:
     """Median wall time of `fn(x)` in milliseconds (batch and size fixed by `x`)."""
     with torch.no_grad():

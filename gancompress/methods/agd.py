@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..arch.cost import fmt_macs, spec_macs
+from ..arch.cost import fmt_macs
 from ..arch.spec import ArchSpec
 from ..distill.loop import run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
@@ -39,17 +39,18 @@ from ..errors import UserError
 from ..fileio import atomic_write_text
 from .agd_supernet import Supernet, repair_to_budget, student_state_from_supernet
 from .base import Method, RunContext, distill_student
-from .space import SpaceConfig, frame_template, smaller_space_hint
+from .space import SpaceConfig, budget_meta, frame_template, smaller_space_hint
 
 
-def make_supernet(cfg: SpaceConfig, template: ArchSpec) -> Supernet:
+def make_supernet(cfg: SpaceConfig, template: ArchSpec, budget=None) -> Supernet:
+    """The supernet of the space; `budget` (a budget.Budget) decides the unit of its cost."""
     from ..arch.ops import INT8_SUFFIX
 
     ops = list(cfg.ops)
     if cfg.int8_search:  # every operator also as its int8 twin: precision becomes part of the choice
         ops += [o + INT8_SUFFIX for o in cfg.ops if not o.endswith(INT8_SUFFIX)]
     return Supernet(template, cfg.n_cells, cfg.n_layers, ops, cfg.width_ratios,
-                    cfg.int8_cost if cfg.int8_search else 1.0, frame_ratios=cfg.frame_ratios)
+                    cfg.int8_cost if cfg.int8_search else 1.0, frame_ratios=cfg.frame_ratios, budget=budget)
 
 
 @dataclass
@@ -60,10 +61,11 @@ class SearchResult:
     history: list = field(default_factory=list)
 
 
-def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, val_batch, budget: int,
+def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, val_batch, budget,
            work_dir: Path, distill_loss, device: str = "cpu", quiet: bool = False) -> SearchResult:
     """Run warm-up + search, checkpointing into `work_dir`; returns the derived spec.
 
+    `budget`: a budget.Budget (its unit is the unit of the resource term and of the band).
     `weight_sampler` / `arch_sampler`: patch samplers over two disjoint halves of the training data
     (LR patch, teacher-output patch). `val_batch`: fixed (lr, target) tensors for choosing among
     derived networks. `distill_loss(student_out, teacher_out)` -> scalar.
@@ -71,12 +73,12 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     over one search state that the checkpoint saves and restores as a whole.)
     """
     torch.manual_seed(cfg.seed)
-    net = make_supernet(cfg, template).to(device)
+    net = make_supernet(cfg, template, budget).to(device)
     broadcast_parameters(net.parameters())
     w_params = net.weight_parameters()
     opt_w = torch.optim.Adam(w_params, lr=cfg.lr_weights)
     opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch, betas=(0.5, 0.999), weight_decay=1e-3)
-    lo, hi = cfg.band * budget, budget
+    lo, hi = cfg.band * budget.limit, budget.limit
     total = cfg.warmup_steps + cfg.search_steps
     state = {"penalty": cfg.penalty_init, "best_loss": math.inf, "best_ops": [], "best_ws": [],
              "best_macs": 0, "history": []}
@@ -105,7 +107,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         ops, ws = net.argmax_indices()
         derived = net.cost(net.spec_from_indices(ops, ws))
         sign = 1.0 if derived > hi else (-1.0 if derived < lo else 0.0)
-        loss = d_loss + sign * state["penalty"] * torch.log(net.expected_macs())
+        loss = d_loss + sign * state["penalty"] * torch.log(net.expected_cost())
         loss.backward()
         average_gradients(net.arch_parameters())
         opt_a.step()
@@ -140,7 +142,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         al, derived = arch_step(tau)
         if frac >= cfg.select_after and (s % cfg.eval_every == 0 or s == cfg.search_steps - 1):
             consider(i)
-        return {"stage": "search", "l1": wl, "arch_l1": al, "derived": f"{derived / 1e9:.2f}G",
+        return {"stage": "search", "l1": wl, "arch_l1": al, "derived": budget.fmt(derived).replace(" ", ""),
                 "lam": state["penalty"]}
 
     run_loop("AGD search", total, step, {"supernet": net, "opt_w": opt_w, "opt_a": opt_a,
@@ -150,13 +152,13 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     if not state["best_ops"]:  # a search too short to reach the selection phase
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
-    meta = {"method": "agd", "budget_macs": int(budget), "macs": int(spec_macs(net.spec_from_indices(ops, ws))),
-            "val_loss": state["best_loss"]}
+    meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), "val_loss": state["best_loss"]}
     if cfg.int8_search:
         meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))
     spec = net.spec_from_indices(ops, ws, meta=meta)
     if is_main() and not quiet:
-        print(f"derived architecture ({spec.meta['macs'] / 1e9:.2f} GMACs, budget {budget / 1e9:.2f}):")
+        print(f"derived architecture ({budget.fmt(net.cost(spec))}, {fmt_macs(spec.meta['macs'])}MACs; "
+              f"budget {budget}):")
         print(spec.summary())
     return SearchResult(spec, net.state_dict(), ops, list(state["history"]))
 
@@ -170,29 +172,29 @@ class AGD(Method):
     summary = "AutoGAN-Distiller: differentiable search over operator x width"
     adapts_trunk = searches_int8 = True
 
-    def space_floor(self, cfg, nf: int) -> int:
+    def smallest_network(self, cfg, nf: int) -> ArchSpec:
         from dataclasses import replace
 
         small = replace(cfg.search, nf=nf)
         net = make_supernet(small, frame_template(small, cfg.task, cfg.scale))
-        return net.cost(net.min_spec())
+        return net.min_spec()
 
     def fit_to_budget(self, ctx: RunContext):
         from .space import adapt_trunk_width
 
-        return adapt_trunk_width(ctx.cfg, ctx.budget, self.space_floor, frame_floor=True, log=ctx.log)
+        return adapt_trunk_width(ctx.cfg, ctx.budget, self.smallest_network, frame_floor=True, log=ctx.log)
 
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget
         net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
-        lo, hi = net.cost(net.min_spec()), net.cost(net.max_spec())  # MACs, int8 layers discounted
-        if budget < lo:
-            raise UserError(f"budget {fmt_macs(budget)} is below the smallest network of the search space "
-                            f"({fmt_macs(lo)} at 256x256 (LR) input); raise --budget to at least that, or "
-                            f"shrink the space ({smaller_space_hint(cfg, budget, self.space_floor)})")
-        if budget > hi:
-            ctx.log(f"note: budget {fmt_macs(budget)} exceeds the largest network of the space "
-                    f"({fmt_macs(hi)}); the search cannot use all of it (raise --nf to widen the space)")
+        lo, hi = budget.cost(net.min_spec()), budget.cost(net.max_spec())  # int8 layers discounted
+        if budget.limit < lo:
+            raise UserError(f"budget {budget} is below the smallest network of the search space "
+                            f"({budget.fmt(lo)} {budget.where()}); raise --budget to at least that, or "
+                            f"shrink the space ({smaller_space_hint(cfg, budget, self.smallest_network)})")
+        if budget.limit > hi:
+            ctx.log(f"note: budget {budget} exceeds the largest network of the space "
+                    f"({budget.fmt(hi)}); the search cannot use all of it (raise --nf to widen the space)")
 
     def search(self, ctx: RunContext):
         from ..data.patches import split_pairs
@@ -205,7 +207,7 @@ class AGD(Method):
         template = frame_template(s, cfg.task, cfg.scale)
         res = search(s, template, wa, ab, val, ctx.budget, ctx.run / "search", ctx.distill_loss(), cfg.device,
                      cfg.quiet)
-        net = make_supernet(s, template)
+        net = make_supernet(s, template)  # only its layout is needed here: the MACs tables are cheap
         net.load_state_dict(res.supernet_state)
         if is_main():
             atomic_write_text(ctx.run / "search" / "history.json", json.dumps(res.history, indent=1))

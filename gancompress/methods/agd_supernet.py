@@ -10,9 +10,12 @@ one-hot channel mask), the backward pass sends gradients to `beta` through the s
 Candidates are built at the widest width and masked (see `arch.ops`), so the argmax sub-network
 is exactly a student that `build_student` can make, and its weights are slices of the supernet's.
 
-`expected_macs()` is differentiable in alpha and beta: per layer, the mixture of each operator's
-exact MACs over the joint distribution of (input width, output width); the input width's
-distribution is the previous layer's. The resource term of the search is built on it.
+`expected_cost()` is differentiable in alpha and beta: per layer, the mixture of each operator's
+cost over the joint distribution of (input width, output width); the input width's distribution
+is the previous layer's. The cost is exact MACs (`expected_macs`), or, for a latency or size
+budget (`budget.Budget`), each layer's measured latency or weight bytes at those widths (the
+latency table's pieces), and the translation frame's likewise over its width distributions.
+The resource term of the search is built on it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import replace
 from ..arch.build import build_student
 from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, translate_frame_macs
 from ..arch.ops import OPS, OpStyle
+from ..arch.pieces import add_piece, frame_pieces, layer_piece
 from ..arch.spec import ArchSpec, LayerSpec
 from .space import width_choices
 
@@ -80,9 +84,12 @@ class MixedLayer(nn.Module):
 
 class Supernet(nn.Module):
     def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios, int8_cost: float = 1.0,
-                 frame_ratios=None):
+                 frame_ratios=None, budget=None):
         super().__init__()
         self.int8_cost = int8_cost  # cost per MAC of an int8 operator, relative to fp32
+        # a budget.Budget in ms or MB prices layers by their pieces; None or MACs: analytic MACs
+        self.budget = budget if budget is not None and budget.unit != "MACs" else None
+        self.cost_hw = tuple(budget.hw) if budget is not None else DEFAULT_HW  # where MACs are taken
         self.template = replace(template, cells=[], meta={})
         self.nf, self.n_cells, self.n_layers = template.nf, n_cells, n_layers
         self.op_names = list(ops)
@@ -189,19 +196,79 @@ class Supernet(nn.Module):
 
     # ---- cost ---------------------------------------------------------------------------------
     def _build_cost_tables(self):
-        """tables[i][o, a, b] = MACs per cell pixel of op o with input width a, output width b."""
+        """tables[i][o, a, b] = cost of op o with input width a, output width b at layer i: MACs
+        per cell pixel, or (a ms / MB budget) the layer's whole cost."""
+        b = self.budget
+        if b is not None:
+            pieces = [layer_piece(self.template.task, op, a, w, i % self.n_layers == self.n_layers - 1, b.hw)
+                      for i, (prev, ws) in enumerate(self._layer_inputs()) for op in self.op_names
+                      for a in prev for w in ws]
+            if b.unit == "ms":
+                b.table.ensure(pieces + self._frame_piece_grid(), "latency table (AGD space)")
         tables = []
+        for i, (prev, ws) in enumerate(self._layer_inputs()):
+            tables.append(torch.tensor([[[float(self.op_cost(o, a, w, i)) for w in ws] for a in prev]
+                                        for o in range(len(self.op_names))]))
+        self._tables = tables
+        if b is not None:
+            self._build_frame_costs()
+
+    def _layer_inputs(self):
+        """(input width choices, output width choices) of every cell layer."""
         prev = [self.nf]
         for ws in self.layer_widths:
-            t = torch.tensor([[[float(self.op_cost(o, a, b)) for b in ws] for a in prev]
-                              for o in range(len(self.op_names))])
-            tables.append(t)
+            yield prev, ws
             prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
-        self._tables = tables
 
-    def expected_macs(self, hw=DEFAULT_HW) -> torch.Tensor:
-        """Differentiable expected MACs of the sampled student at an (LR) input of size hw."""
+    def _frame_piece_grid(self) -> list:
+        if not self.frame_widths:
+            return frame_pieces(self.template, self.budget.hw)
+        s, d, u0, u1 = self.frame_widths
+        return [p for a in s for b in d for c in u0 for e in u1
+                for p in frame_pieces(self.template, self.budget.hw, a, b, c, e)]
+
+    def _build_frame_costs(self):
+        """The frame's cost as tensors over its width choices (translation) or a constant (SR),
+        with the cells' residual adds and, for latency, the per-call overhead counted once."""
+        b, t = self.budget, self.template
+        n_pieces = len(frame_pieces(t, b.hw)) + len(self.layer_widths) + self.n_cells
+        const = self.n_cells * b.piece_cost(add_piece(t.task, self.nf, b.hw))
+        if b.unit == "ms":
+            const -= (n_pieces - 1) * b.table.overhead
+        if not self.frame_widths:
+            self._frame_const = const + sum(b.piece_cost(p) for p in frame_pieces(t, b.hw))
+            return
+        self._frame_const = const
+        s, d, u0, u1 = self.frame_widths
+
+        def cost(k, **w):  # piece k of the frame at these widths (the others at their first choice)
+            return b.piece_cost(frame_pieces(t, b.hw, w.get("stem", s[0]), w.get("down", d[0]),
+                                             w.get("up0", u0[0]), w.get("up1", u1[0]))[k])
+
+        self._frame_costs = [
+            torch.tensor([cost(0, stem=a) for a in s]),  # stem 3 -> stem
+            torch.tensor([[cost(1, stem=a, down=c) for c in d] for a in s]),  # stem -> down
+            torch.tensor([cost(2, down=c) for c in d]),  # down -> nf
+            torch.tensor([cost(3, up0=c) for c in u0]),  # nf -> up0
+            torch.tensor([[cost(4, up0=a, up1=c) for c in u1] for a in u0]),  # up0 -> up1
+            torch.tensor([cost(5, up1=c) for c in u1]),  # up1 -> RGB
+        ]
+
+    def expected_cost(self) -> torch.Tensor:
+        """Differentiable expected cost of the sampled student, in the budget's unit."""
+        if self.budget is None:
+            return self.expected_macs()
         probs = F.softmax(self.alpha, dim=-1)
+        total = self._expected_layers(probs) + self._frame_const
+        if not self.frame_widths:
+            return total
+        dev = self.alpha.device
+        qs, qd, qu0, qu1 = (F.softmax(beta, dim=-1) for beta in self.frame_betas)
+        c = [x.to(dev) for x in self._frame_costs]
+        return (total + (qs * c[0]).sum() + qs @ c[1] @ qd + (qd * c[2]).sum() + (qu0 * c[3]).sum()
+                + qu0 @ c[4] @ qu1 + (qu1 * c[5]).sum())
+
+    def _expected_layers(self, probs) -> torch.Tensor:
         total = torch.tensor(0.0, device=self.alpha.device)
         q_prev = torch.ones(1, device=self.alpha.device)
         for i, (t, beta) in enumerate(zip(self._tables, self.betas)):
@@ -209,6 +276,15 @@ class Supernet(nn.Module):
             e = torch.einsum("oab,a,b->o", t.to(q.device), q_prev, q)
             total = total + (probs[i] * e).sum()
             q_prev = q if len(self.layer_widths[i]) > 1 else torch.ones(1, device=q.device)
+        return total
+
+    def expected_macs(self, hw=None) -> torch.Tensor:
+        """Differentiable expected MACs of the sampled student at an (LR) input of size hw (default:
+        the budget's)."""
+        hw = hw or self.cost_hw
+        if self.budget is not None:
+            raise ValueError("expected_macs needs the supernet's MACs tables (built without a ms/MB budget)")
+        total = self._expected_layers(F.softmax(self.alpha, dim=-1))
         return self._expected_frame_macs(hw) + total * cells_area(self.template, hw)
 
     def _expected_frame_macs(self, hw):
@@ -256,15 +332,24 @@ class Supernet(nn.Module):
             ws += [c.index(w) for c, w in zip(self.frame_widths, (f.stem, f.down[0], *f.up))]
         return ops, ws
 
-    def op_cost(self, o: int, cin: int, cout: int) -> float:
+    def op_cost(self, o: int, cin: int, cout: int, i: int = 0) -> float:
+        """Cost of op o (cin -> cout) as cell layer i: MACs per pixel (int8 discounted), or the
+        budget's piece cost."""
+        if self.budget is not None:
+            last = i % self.n_layers == self.n_layers - 1
+            return self.budget.piece_cost(layer_piece(self.template.task, self.op_names[o], cin, cout, last,
+                                                      self.budget.hw))
         d = OPS[self.op_names[o]]
         return d.macs(cin, cout) * (self.int8_cost if d.bits == 8 else 1.0)
 
-    def cost(self, spec: ArchSpec, hw=DEFAULT_HW) -> float:
-        """The budget's cost of a spec from this space (int8 layers discounted)."""
+    def cost(self, spec: ArchSpec, hw=None) -> float:
+        """The budget's cost of a spec from this space (MACs with int8 layers discounted, or the
+        ms / MB budget's)."""
         from ..arch.cost import spec_cost
 
-        return spec_cost(spec, self.int8_cost, hw)
+        if self.budget is not None:
+            return self.budget.cost(spec)
+        return spec_cost(spec, self.int8_cost, hw or self.cost_hw)
 
     def min_spec(self) -> ArchSpec:
         """The cheapest network of the space: every layer at its smallest width and cheapest op."""
@@ -272,7 +357,7 @@ class Supernet(nn.Module):
         spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
-            ops.append(min(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width)))
+            ops.append(min(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width, i)))
         return self.spec_from_indices(ops, ws)
 
     def max_spec(self) -> ArchSpec:
@@ -280,11 +365,11 @@ class Supernet(nn.Module):
         spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
-            ops.append(max(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width)))
+            ops.append(max(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width, i)))
         return self.spec_from_indices(ops, ws)
 
 
-def repair_to_budget(net: Supernet, op_idx, w_idx, budget: int, hw=DEFAULT_HW):
+def repair_to_budget(net: Supernet, op_idx, w_idx, budget: float, hw=None):
     """Greedily move layers to cheaper (op, width) choices until the spec fits `budget`.
 
     Each move picks the change with the smallest loss of log-probability per MAC saved, so the

@@ -22,7 +22,7 @@ class RunContext:
     """One run as the method stages see it (built by the pipeline)."""
     cfg: Any  # config.CompressConfig
     teacher: Any
-    budget: int
+    budget: Any  # budget.Budget: the limit in its unit and the cost of a spec in it
     t_macs: int | None = None
     run: Any = None  # rundir.RunDir, once it exists
     images: list = field(default_factory=list)  # (name, photograph) training images
@@ -81,15 +81,16 @@ class Method:
         """Checks of the method's own options, before anything is loaded."""
 
     # ---- the budget ----
-    def space_floor(self, cfg, nf: int) -> int | None:
-        """The budget cost of the method's smallest network at trunk width nf (None: no floor)."""
+    def smallest_network(self, cfg, nf: int):
+        """The method's smallest network (an ArchSpec) at trunk width nf (None: no floor); the
+        budget prices it in its own unit."""
         return None
 
     def fit_to_budget(self, ctx: RunContext):
         """The run's config fitted to the budget (narrower trunk, frame floor); may set ctx.start."""
         from .space import adapt_trunk_width
 
-        floor = self.space_floor if self.adapts_trunk else None
+        floor = self.smallest_network if self.adapts_trunk else None
         return adapt_trunk_width(ctx.cfg, ctx.budget, floor, log=ctx.log)
 
     def check_budget(self, ctx: RunContext) -> None:

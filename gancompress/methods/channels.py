@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..arch.build import build_student
-from ..arch.cost import fmt_macs, spec_macs
+from ..arch.cost import spec_macs
+from ..arch.spec import ArchSpec
 from ..errors import UserError
 from .base import Method
 from .space import WidthSpace, width_space
@@ -127,20 +128,21 @@ def widths_of(kept) -> tuple[int, ...]:
     return tuple(int(k.numel()) for k in kept)
 
 
-def threshold_for_budget(student: GatedStudent, budget: int, scores=None) -> float:
+def threshold_for_budget(student: GatedStudent, budget, scores=None) -> float:
     """The smallest score threshold (gate magnitudes unless `scores` are given) whose pruned network
-    fits `budget` MACs (binary search: MACs fall monotonically as the threshold rises)."""
+    fits `budget` (a budget.Budget; binary search: the cost falls monotonically as the threshold
+    rises, for MACs and weights exactly, for a measured latency up to the table's noise)."""
     space = student.space
     scores = channel_scores(student) if scores is None else scores
     mags = sorted({0.0, *(float(v) for i in student.map.prunable for v in scores[i])})
 
-    def macs(t):
-        return spec_macs(space.spec(widths_of(kept_channels_quiet(student, t, scores))))
+    def cost(t):
+        return budget.cost(space.spec(widths_of(kept_channels_quiet(student, t, scores))))
 
-    if macs(mags[-1]) > budget:
-        raise UserError(f"even one channel per layer ({macs(mags[-1]) / 1e9:.3f} GMACs) exceeds the budget "
-                        f"{budget / 1e9:.3f} GMACs; raise --budget")
-    i = bisect.bisect_left(range(len(mags)), True, key=lambda j: macs(mags[j]) <= budget)
+    if cost(mags[-1]) > budget.limit:
+        raise UserError(f"even one channel per layer ({budget.fmt(cost(mags[-1]))}) exceeds the budget "
+                        f"{budget}; raise --budget")
+    i = bisect.bisect_left(range(len(mags)), True, key=lambda j: cost(mags[j]) <= budget.limit)
     return mags[i]
 
 
@@ -209,9 +211,13 @@ def zero_cut_gates(student: GatedStudent, kept) -> None:
         student.gates[i].mul_(mask)
 
 
+def live_spec(student: GatedStudent) -> ArchSpec:
+    """The network that the non-zero gates keep (the floor of one channel counted)."""
+    return student.space.spec(widths_of(kept_channels_quiet(student, 0.0)))
+
+
 def live_macs(student: GatedStudent) -> int:
-    """MACs of the network that the non-zero gates keep (the floor of one channel counted)."""
-    return spec_macs(student.space.spec(widths_of(kept_channels_quiet(student, 0.0))))
+    return spec_macs(live_spec(student))
 
 
 # ---- what every pruning method shares ---------------------------------------------------------
@@ -265,11 +271,11 @@ class PruningMethod(Method):
         return prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None)
 
     def check_budget(self, ctx) -> None:
-        space = self.space(ctx)
-        lo = space.macs(tuple(1 for _ in space.names))
-        if ctx.budget < lo:
-            raise UserError(f"budget {fmt_macs(ctx.budget)} is below the smallest network {self.title} can prune "
-                            f"to (one channel per layer: {fmt_macs(lo)} at 256x256 (LR) input); raise --budget")
+        space, b = self.space(ctx), ctx.budget
+        lo = b.cost(space.spec(tuple(1 for _ in space.names)))
+        if b.limit < lo:
+            raise UserError(f"budget {b} is below the smallest network {self.title} can prune "
+                            f"to (one channel per layer: {b.fmt(lo)} {b.where()}); raise --budget")
 
     @staticmethod
     def cut(ctx, student: GatedStudent, threshold: float, scores=None) -> list[torch.Tensor]:

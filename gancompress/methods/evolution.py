@@ -47,25 +47,26 @@ def _set_rng_state(rng: random.Random, s):
     rng.setstate((s[0], tuple(s[1]), s[2]))
 
 
-def evolve(space, score_fn, budget: int, cfg: EvolutionConfig, state_path: Path | None = None,
+def evolve(space, score_fn, fits_budget, cfg: EvolutionConfig, state_path: Path | None = None,
            progress=None, log=None) -> dict:
     """Returns {"best": config, "best_score", "cache": {config string: score}, "history": [...]}.
 
-    `space`: has choices (per position), sample(rng), format(config), macs(config),
-    min_config(). `score_fn(config) -> float`. `progress(n)`: called per new candidate scored."""
+    `space`: has choices (per position), sample(rng), format(config), min_config().
+    `fits_budget(config) -> bool` (a budget.Budget's fits, in any unit). `score_fn(config) -> float`.
+    `progress(n)`: called per new candidate scored."""
     rng = random.Random(cfg.seed)
     st = {"generation": 0, "population": [], "cache": {}, "history": [], "rng": None}
     if state_path is not None and Path(state_path).is_file():
         st = json.loads(Path(state_path).read_text())
         _set_rng_state(rng, st["rng"])
     cache: dict[str, float] = st["cache"]
-    macs_cache: dict[str, int] = {}
+    fits_cache: dict[str, bool] = {}
 
     def fits(c):
         k = space.format(c)
-        if k not in macs_cache:
-            macs_cache[k] = space.macs(c)
-        return macs_cache[k] <= budget
+        if k not in fits_cache:
+            fits_cache[k] = bool(fits_budget(c))
+        return fits_cache[k]
 
     def draw(make, taken):
         """A new in-budget config (not scored before, not already in this generation) when one

@@ -17,14 +17,14 @@ from dataclasses import replace
 import torch
 
 from ..arch.build import build_student
-from ..arch.cost import fmt_macs, spec_macs
+from ..arch.cost import fmt_macs
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text, load_run_tensors, save_safetensors_atomic
 from . import once_for_all as ofa
 from .base import Method, RunContext
 from .options import dataclass_from_args
-from .space import WidthSpace, smaller_space_hint, width_space
+from .space import WidthSpace, budget_meta, smaller_space_hint, width_space
 
 
 def with_ground_truth(cfg, images, pairs):
@@ -109,25 +109,25 @@ class GANCompression(Method):
     def validate(self, cfg) -> None:
         ofa.validate(cfg.method_options, cfg.task)
 
-    def space_floor(self, cfg, nf: int) -> int:
+    def smallest_network(self, cfg, nf: int):
         sp = ofa_space(replace(cfg, search=replace(cfg.search, nf=nf)))
-        return sp.macs(sp.min_config())
+        return sp.spec(sp.min_config())
 
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget
         space = ofa_space(cfg)
-        lo = space.macs(space.min_config())
-        if budget < lo:
-            raise UserError(f"budget {fmt_macs(budget)} is below the smallest sub-network of the OFA space "
-                            f"({fmt_macs(lo)}, config {space.format(space.min_config())}, at 256x256 (LR) "
-                            f"input); raise --budget to at least that, or shrink the space "
-                            f"({smaller_space_hint(cfg, budget, self.space_floor)})")
+        lo = budget.cost(space.spec(space.min_config()))
+        if budget.limit < lo:
+            raise UserError(f"budget {budget} is below the smallest sub-network of the OFA space "
+                            f"({budget.fmt(lo)}, config {space.format(space.min_config())}, {budget.where()}); "
+                            f"raise --budget to at least that, or shrink the space "
+                            f"({smaller_space_hint(cfg, budget, self.smallest_network)})")
         o = cfg.method_options
         if o.config:
-            chosen = space.parse(o.config)
-            if space.macs(chosen) > budget:
-                raise UserError(f"--config {o.config} has {fmt_macs(space.macs(chosen))} MACs, over the "
-                                f"budget {fmt_macs(budget)}; pick a smaller config or raise --budget")
+            chosen = budget.cost(space.spec(space.parse(o.config)))
+            if chosen > budget.limit:
+                raise UserError(f"--config {o.config} costs {budget.fmt(chosen)}, over the budget {budget}; "
+                                "pick a smaller config or raise --budget")
 
     def preflight(self, ctx: RunContext) -> None:
         """The teacher layers to distil from, checked before anything is written."""
@@ -166,15 +166,16 @@ class GANCompression(Method):
             best = result["best"]
         t_evo = time.perf_counter() - t0
         key = st.space.format(best)
-        spec = st.space.spec(best, meta={"method": "ofa", "config": key, "budget_macs": int(ctx.budget),
-                                         "macs": int(spec_macs(st.space.spec(best))),
+        spec = st.space.spec(best, meta={"method": "ofa", "config": key,
+                                         **budget_meta(ctx.budget, st.space.spec(best)),
                                          "score": result["cache"].get(key), "score_kind": o.score})
         init_state = {k: v.contiguous() for k, v in net.extract(best).state_dict().items()}
         n = len(result["cache"])
         info = {"config": key, "candidates": n, "supernet_seconds": t_train, "evolution_seconds": t_evo,
                 "candidates_per_minute": 60.0 * n / max(t_evo, 1e-9) if n else None,
                 "history": result["history"]}
-        ctx.log(f"OFA sub-network {key}: {fmt_macs(spec.meta['macs'])} MACs; {n} candidates scored in {t_evo:.0f} s")
+        ctx.log(f"OFA sub-network {key}: {fmt_macs(spec.meta['macs'])} MACs, {ctx.budget.fmt(ctx.budget.cost(spec))} "
+                f"(budget {ctx.budget}); {n} candidates scored in {t_evo:.0f} s")
         if is_main():
             aux = {}
             if obj.mapper is not None:

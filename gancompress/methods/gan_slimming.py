@@ -31,14 +31,15 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from ..arch.cost import fmt_macs, spec_macs
+from ..arch.cost import fmt_macs
 from ..arch.ops import OPS
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..rundir import omit_defaults
 from .base import RunContext, distill_student
-from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, live_macs, op_option, start_option,
+from .space import budget_meta
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, live_spec, op_option, start_option,
                        threshold_for_budget, widths_of)
 
 SLIM_OPS = PRUNABLE_OPS
@@ -88,13 +89,15 @@ def validate(cfg: SlimConfig) -> None:
 # module-name prefixes kept in float during QAT: the layers that write the output image, as the
 # int8 export keeps them (export/int8.py)
 QAT_FLOAT = {"sr": ("skip", "upsampler"), "translate": ("out",)}
+LATENCY_CHECK_EVERY = 25
 
 
 def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckpt, device, quiet=False,
-                out_size: int = 128, seed: int = 0, budget: int | None = None) -> dict:
+                out_size: int = 128, seed: int = 0, budget=None) -> dict:
     """The one GAN Slimming optimization (resumable): distillation + GAN + proximal L1 on gates.
-    With cfg.stop_at_budget and a budget, the proximal step is skipped while the non-zero gates
-    already fit the budget (decided afresh every step, so resuming needs no extra state)."""
+    With cfg.stop_at_budget and a budget (a budget.Budget), the proximal step is skipped while the
+    non-zero gates already fit the budget (decided afresh every step, so resuming needs no extra
+    state; a latency budget is asked every LATENCY_CHECK_EVERY steps, since new widths are timed)."""
     from ..distill.gan import ImagePool, discriminator_step, distill_discriminator, g_loss
     from ..distill.loop import run_loop
     from ..distill.train import CosineLR
@@ -116,6 +119,14 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
         pool = ImagePool(50, seed)
         stateful.update(disc=disc, opt_d=opt_d, pool=pool)
 
+    fits_at = {}
+
+    def live_fits(i: int) -> bool:
+        if budget.unit != "ms" or not fits_at or i % LATENCY_CHECK_EVERY == 0:
+            fits_at.clear()
+            fits_at[i] = budget.fits(live_spec(student))
+        return next(iter(fits_at.values()))
+
     def step(i):
         lr_b, tgt = sampler.next_batch()
         lr_b, tgt = lr_b.to(device), tgt.to(device)
@@ -133,7 +144,7 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
         opt.step()
         sched.step()
         opt_g.step()
-        if not (cfg.stop_at_budget and budget is not None and live_macs(student) <= budget):
+        if not (cfg.stop_at_budget and budget is not None and live_fits(i)):
             student.proximal_step(cfg.lr_gate * cfg.rho)
         if disc is not None:
             logs["d"] = discriminator_step(disc, opt_d, tgt, pool.query(out.detach()).to(device), cfg.gan_loss)
@@ -173,17 +184,16 @@ class GANSlimming(PruningMethod):
         t = threshold_for_budget(student, budget)
         kept = self.cut(ctx, student, t)
         plain, spec = extract(student, kept)
-        spec = replace(spec, bits=o.bits, meta={"method": "slim", "budget_macs": int(budget),
-                                                "macs": int(spec_macs(spec)), "threshold": t, "rho": o.rho,
-                                                "gate_sparsity": zero, "bits": o.bits})
+        spec = replace(spec, bits=o.bits, meta={"method": "slim", **budget_meta(budget, spec),
+                                                "threshold": t, "rho": o.rho, "gate_sparsity": zero, "bits": o.bits})
         space = student.space
         info = {"threshold": t, "gate_sparsity_after_training": zero,
                 "widths": dict(zip(space.names, widths_of(kept))), "widest": dict(zip(space.names, space.max_config()))}
         ctx.log(f"GAN Slimming: {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} keeps "
-                f"{fmt_macs(spec.meta['macs'])} MACs (budget {fmt_macs(budget)})")
-        if t == 0.0 and spec.meta["macs"] < 0.85 * budget:
-            ctx.log(f"note: --rho {o.rho} alone pruned the network to {fmt_macs(spec.meta['macs'])}, well under the "
-                    f"budget {fmt_macs(budget)}; a smaller --rho leaves the cut to the budget")
+                f"{fmt_macs(spec.meta['macs'])} MACs, {budget.fmt(budget.cost(spec))} (budget {budget})")
+        if t == 0.0 and budget.cost(spec) < 0.85 * budget.limit:
+            ctx.log(f"note: --rho {o.rho} alone pruned the network to {budget.fmt(budget.cost(spec))}, well under "
+                    f"the budget {budget}; a smaller --rho leaves the cut to the budget")
         if is_main():
             atomic_write_text(run / "search" / "slim.json", json.dumps(info, indent=1))
         return spec, {k: v.contiguous() for k, v in plain.state_dict().items()}

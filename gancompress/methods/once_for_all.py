@@ -308,7 +308,7 @@ def make_scorer(net: WidthSupernet, held_batch, score: str, calib_batches, devic
     return score_fn
 
 
-def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, budget: int, held_batch,
+def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, budget, held_batch,
                         calib_batches, work_dir: Path, device, quiet=False, log=print) -> dict:
     from tqdm.auto import tqdm
 
@@ -317,7 +317,9 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
     bar = tqdm(total=e.population * e.generations, desc="OFA evolution", disable=quiet or not is_main(),
                dynamic_ncols=True, mininterval=2.0)
     state_path = Path(work_dir) / "evolution.json" if is_main() else None
-    res = evolve(space, score_fn, budget, e, state_path, progress=bar.update,
+    if budget.unit == "ms":  # every piece a candidate can have, timed before the search (cached)
+        budget.table.ensure(space.pieces(budget.hw), "latency table (width space)")
+    res = evolve(space, score_fn, lambda c: budget.fits(space.spec(c)), e, state_path, progress=bar.update,
                  log=None if quiet else (lambda m: bar.write(m) if is_main() else None))
     bar.close()
     return res

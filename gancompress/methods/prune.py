@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-from ..arch.cost import fmt_macs, spec_macs
+from ..arch.cost import fmt_macs
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .base import RunContext
+from .space import budget_meta
 from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, op_option, start_option,
                        threshold_for_budget, widths_of)
 
@@ -113,19 +114,19 @@ class MagnitudePruning(PruningMethod):
         else:
             _train_widest(ctx, student)
         student.eval()
-        widest = spec_macs(student.space.spec(student.space.max_config()))
-        if widest <= budget:
-            ctx.log(f"note: the network to prune ({fmt_macs(widest)} MACs) already fits the budget "
-                    f"{fmt_macs(budget)}: nothing is cut (widen the space with --nf to use the budget)")
+        widest = budget.cost(student.space.spec(student.space.max_config()))
+        if widest <= budget.limit:
+            ctx.log(f"note: the network to prune ({budget.fmt(widest)}) already fits the budget "
+                    f"{budget}: nothing is cut (widen the space with --nf to use the budget)")
         scores = magnitude_scores(student)
         t = threshold_for_budget(student, budget, scores)
         kept = self.cut(ctx, student, t, scores)
         plain, spec = extract(student, kept)  # gates are all one: the weights are copied as they are
-        macs = int(spec_macs(spec))
-        spec = replace(spec, meta={"method": "prune", "budget_macs": int(budget), "macs": macs, "cut_fraction": t})
+        spec = replace(spec, meta={"method": "prune", **budget_meta(budget, spec), "cut_fraction": t})
+        macs = spec.meta["macs"]
         space = student.space
-        ctx.log(f"magnitude pruning: every layer keeps its strongest {1 - t:.0%} of channels: {fmt_macs(macs)} MACs "
-                f"(budget {fmt_macs(budget)})")
+        ctx.log(f"magnitude pruning: every layer keeps its strongest {1 - t:.0%} of channels: {fmt_macs(macs)} MACs, "
+                f"{budget.fmt(budget.cost(spec))} (budget {budget})")
         if is_main():
             info = {"cut_fraction": t, "widths": dict(zip(space.names, widths_of(kept))),
                     "widest": dict(zip(space.names, space.max_config())), "pruned_from": "teacher" if ctx.start

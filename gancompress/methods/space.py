@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..arch.build import build_student, load_sliced
-from ..arch.cost import INT8_MAC_COST, fmt_macs, spec_macs
+from ..arch.cost import INT8_MAC_COST, spec_macs
 from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
 from ..arch.ops import DEFAULT_OPS
 from ..arch.spec import (ArchSpec, LayerSpec, UpsamplerSpec, frame_for_width, uniform_sr_spec,
@@ -190,6 +190,24 @@ class WidthSpace:
     def macs(self, config) -> int:
         return spec_macs(self.spec(config))
 
+    def pieces(self, hw) -> list:
+        """Every piece (arch.pieces) a network of this space can contain at input size hw. A piece
+        depends on at most two positions' widths, so varying every pair of positions over its
+        choices, the others widest, meets them all."""
+        from ..arch.pieces import spec_pieces
+
+        top = list(self.max_config())
+        seen = {}
+        for i in range(len(self.names)):
+            for j in range(i + 1, len(self.names)):
+                for a in self.choices[i]:
+                    for b in self.choices[j]:
+                        c = list(top)
+                        c[i], c[j] = a, b
+                        for p in spec_pieces(self.spec(tuple(c)), hw):
+                            seen.setdefault(p.key, p)
+        return list(seen.values())
+
 
 class WidthSupernet(nn.Module):
     """The widest student, dynamic. `set_config` picks the sub-network the next forward runs."""
@@ -228,9 +246,9 @@ def width_space(cfg, op: str) -> WidthSpace:
 
 
 # ---- fitting the space to a budget ----------------------------------------------------------
-def uniform_spec_for_budget(cfg, budget: int) -> ArchSpec:
+def uniform_spec_for_budget(cfg, budget) -> ArchSpec:
     """The uniform-width baseline: same skeleton, every layer conv 3x3 at one width w (nf = w),
-    w the largest that fits the budget."""
+    w the largest that fits the budget (a budget.Budget, in any unit)."""
     s = cfg.search
 
     def at_width(w):
@@ -242,21 +260,29 @@ def uniform_spec_for_budget(cfg, budget: int) -> ArchSpec:
     best = None
     for w in range(1, 257):
         spec = at_width(w)
-        if spec_macs(spec) > budget:
+        if not budget.fits(spec):
             break
         best = spec
     if best is None:
-        raise UserError(f"budget {fmt_macs(budget)} is below the smallest uniform network "
-                        f"({fmt_macs(spec_macs(at_width(1)))} at 256x256 LR); raise --budget")
-    best.meta = {"method": "uniform", "budget_macs": int(budget), "macs": int(spec_macs(best))}
+        raise UserError(f"budget {budget} is below the smallest uniform network "
+                        f"({budget.fmt(budget.cost(at_width(1)))} {budget.where()}); raise --budget")
+    best.meta = {"method": "uniform", **budget_meta(budget, best)}
     return best
 
 
-def smaller_space_hint(cfg, budget: int, floor) -> str:
+def budget_meta(budget, spec: ArchSpec) -> dict:
+    """What a derived spec records about its budget: MACs always; the limit and cost in the
+    budget's unit when that is not MACs."""
+    if budget.unit == "MACs":
+        return {"budget_macs": int(budget.limit), "macs": int(spec_macs(spec))}
+    return {"budget": budget.to_dict(), "cost": float(budget.cost(spec)), "macs": int(spec_macs(spec))}
+
+
+def smaller_space_hint(cfg, budget, smallest) -> str:
     """The widest trunk (--nf) whose smallest network fits the budget, as a concrete suggestion.
-    `floor(cfg, nf)`: the budget cost of the method's smallest network at trunk width nf."""
+    `smallest(cfg, nf)`: the method's smallest network (an ArchSpec) at trunk width nf."""
     for nf in range(cfg.search.nf - 1, 3, -1):
-        if floor(cfg, nf) <= budget:
+        if budget.fits(smallest(cfg, nf)):
             return f"e.g. --nf {nf}, or fewer --cells/--layers, or cheaper --ops such as conv1x1"
     return "fewer --cells/--layers, or cheaper --ops such as conv1x1"
 
@@ -272,10 +298,11 @@ def uniform_frame_ratios(width_ratios, uniform_width: int, nf: int) -> tuple[tup
     return (r,) + tuple(x for x in width_ratios if x > r), (top if top > nf else 0)
 
 
-def adapt_trunk_width(cfg, budget: int, floor=None, frame_floor: bool = False, log=print):
-    """The run's config fitted to the budget. With `frame_floor` (translation AGD without
-    --frame-widths), the frame's narrowest choices are the uniform baseline's (uniform_frame_ratios)
-    at each trunk width tried. With `floor(cfg, nf)` (the method's smallest network; methods that
+def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=print):
+    """The run's config fitted to the budget (a budget.Budget). With `frame_floor` (translation AGD
+    without --frame-widths), the frame's narrowest choices are the uniform baseline's
+    (uniform_frame_ratios) at each trunk width tried. With `floor(cfg, nf)` (the method's smallest
+    network as an ArchSpec, priced by the budget; methods that
     search down from a trunk width) and `cfg.auto_nf`, the widest trunk (a multiple of 4, at most the
     configured nf) whose smallest network lies below the band the search aims at ([band * budget,
     budget]): above it every derived network is forced to the narrowest widths. The benchmarks picked
@@ -299,15 +326,15 @@ def adapt_trunk_width(cfg, budget: int, floor=None, frame_floor: bool = False, l
     start = at(nf0) if floored else cfg
     if not cfg.auto_nf or floor is None:
         return start
-    floor0 = floor(start, nf0)
+    floor0 = budget.cost(floor(start, nf0))
     share = cfg.search.band
-    if floor0 <= share * budget:
+    if floor0 <= share * budget.limit:
         return start
     for nf in range((nf0 - 1) // 4 * 4, 7, -4):
-        smallest = floor(at(nf), nf)
-        if smallest <= share * budget:
-            log(f"note: at --nf {nf0} the smallest network of the space is {fmt_macs(floor0)}, "
-                f"{floor0 / budget:.0%} of the budget {fmt_macs(budget)}, which leaves the search no "
-                f"room; using --nf {nf} (smallest network {fmt_macs(smallest)}). Give --nf to choose yourself.")
+        smallest = budget.cost(floor(at(nf), nf))
+        if smallest <= share * budget.limit:
+            log(f"note: at --nf {nf0} the smallest network of the space is {budget.fmt(floor0)}, "
+                f"{floor0 / budget.limit:.0%} of the budget {budget}, which leaves the search no "
+                f"room; using --nf {nf} (smallest network {budget.fmt(smallest)}). Give --nf to choose yourself.")
             return at(nf)
     return start  # nothing narrower helps: the budget check explains

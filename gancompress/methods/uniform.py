@@ -18,7 +18,8 @@ class Uniform(Method):
 
     def search(self, ctx: RunContext):
         spec = uniform_spec_for_budget(ctx.cfg, ctx.budget)
-        ctx.log(f"uniform baseline: width {spec.nf}, {fmt_macs(spec_macs(spec))} MACs")
+        ctx.log(f"uniform baseline: width {spec.nf}, {fmt_macs(spec_macs(spec))} MACs, "
+                f"{ctx.budget.fmt(ctx.budget.cost(spec))} (budget {ctx.budget})")
         return spec, None
 
 

@@ -86,8 +86,7 @@ def _write_translate_report(run, m: dict, spec):
     note = f"\n\n{m['fid_note']}." if m.get("fid_note") else ""
     sections = [
         ("Summary", f"Teacher `{m['teacher']}`, translation, evaluated on {m['images']} held-out images "
-                    f"({m['eval_data']}); budget {m['budget_macs'] / 1e9:.2f} GMACs, student "
-                    f"{'within' if m['within_budget'] else 'OVER'} budget.\n\n"
+                    f"({m['eval_data']}); {budget_line(m)}.\n\n"
                     + summary_table(m)
                     + f"\n\n{m['macs_convention']}. PSNR over RGB, SSIM on the Y channel, of the student's "
                     "output against the teacher's; FID/KID on 2048-d Inception pool features "
@@ -99,6 +98,22 @@ def _write_translate_report(run, m: dict, spec):
         ("Images (input / teacher / student)", "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
     ]
     return write_report(run / "report.md", "gancompress report", sections)
+
+
+def budget_line(m: dict) -> str:
+    """'budget 9.20 GMACs, student within budget', or for a latency budget its runtime, the
+    table's prediction and the whole student measured."""
+    b = m.get("budget") or {"unit": "MACs", "limit": m["budget_macs"]}
+    verdict = "within" if m["within_budget"] else "OVER"
+    if b["unit"] == "MACs":
+        return f"budget {b['limit'] / 1e9:.2f} GMACs, student {verdict} budget"
+    if b["unit"] == "MB":
+        return f"budget {b['limit']:.2f} MB of fp32 weights, student {b['student']:.2f} MB ({verdict} budget)"
+    text = (f"budget {b['limit']:.1f} ms at {b['size']} ({b['runtime']}, {b['threads']} thread(s)), student "
+            f"{b['student']:.1f} ms predicted by the latency table ({verdict} budget)")
+    if b.get("student_measured") is not None:
+        text += f", {b['student_measured']:.1f} ms measured whole"
+    return text
 
 
 def write_run_report(run, m: dict):
@@ -113,8 +128,7 @@ def write_run_report(run, m: dict):
         ("student_psnr_y", "student", "{:.2f}"), ("psnr_to_teacher", "student vs teacher", "{:.2f}")])
     sections = [
         ("Summary", f"Teacher `{m['teacher']}`, x{m['scale']}, evaluated on {m['images']} images "
-                    f"({m['eval_data']}); budget {m['budget_macs'] / 1e9:.2f} GMACs, student "
-                    f"{'within' if m['within_budget'] else 'OVER'} budget.\n\n" + summary_table(m)
+                    f"({m['eval_data']}); {budget_line(m)}.\n\n" + summary_table(m)
                     + f"\n\n{m['macs_convention']}. PSNR/SSIM on the MATLAB Y channel, border = scale. "
                     f"Latency: batch 1, input {m['latency_input']}, median, teacher and student in the "
                     f"same process ({m['threads']} threads)."),

@@ -1,0 +1,155 @@
+"""A student cut into the pieces a latency table times one by one.
+
+A piece is one layer of the built student at its input size (a cell layer, the head, a stride-2
+conv, the upsampler, a residual add...), named by a key that holds everything its run time depends
+on: kind, operator, widths, kernel, padding, the input's side. The same key in two students is the
+same computation, so a table measured once serves every spec of a space: a spec's predicted
+latency is the sum of its pieces' measured times (`latency.table`).
+
+`spec_pieces(spec, hw)` lists a whole student's pieces in forward order; `layer_piece` and
+`frame_pieces` give the ones a search varies (a cell layer's operator and widths, the translation
+frame's widths), so AGD's expected latency and a width search can ask for exactly those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .build import BicubicUpsample, UpLayer, Upsampler, conv_norm_relu
+from .ops import OPS, SR_STYLE, TRANSLATE_STYLE
+from .spec import ArchSpec
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One timed unit: `kind` with input width `cin`, output width `cout`, input side h x w and
+    its remaining settings in `extra` ((name, value) pairs)."""
+
+    task: str
+    kind: str
+    cin: int
+    cout: int
+    h: int
+    w: int
+    extra: tuple = ()
+
+    @property
+    def key(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.extra)
+        return f"{self.task}/{self.kind}/{self.cin}>{self.cout}/{self.h}x{self.w}" + (f"/{opts}" if opts else "")
+
+    def option(self, name, default=None):
+        return dict(self.extra).get(name, default)
+
+    def input(self) -> torch.Tensor:
+        return torch.rand(1, self.cin, self.h, self.w)
+
+    def build(self) -> nn.Module:
+        """The piece as a module (fresh weights: run time does not depend on their values)."""
+        return _BUILDERS[self.kind](self)
+
+
+class _WithAdd(nn.Module):
+    """A layer (None: identity) followed by the add of another tensor of its output's size, as a
+    residual skip reads two tensors (the other is a constant here: same memory traffic)."""
+
+    def __init__(self, layer: nn.Module | None, out_shape: tuple):
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("other", torch.rand(out_shape))
+
+    def forward(self, x):
+        return (x if self.layer is None else self.layer(x)) + self.other
+
+
+class _Output(nn.Module):
+    """Translation output: conv k x k to RGB, then (tanh + 1) / 2."""
+
+    def __init__(self, cin: int, k: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 3, k, padding=k // 2, padding_mode="reflect")
+
+    def forward(self, x):
+        return (torch.tanh(self.conv(x)) + 1) / 2
+
+
+def _style(p: Piece):
+    return TRANSLATE_STYLE if p.task == "translate" else SR_STYLE
+
+
+_BUILDERS = {
+    "layer": lambda p: OPS[p.option("op")].build(p.cin, p.cout, _style(p), last=p.option("last") == 1),
+    "add": lambda p: _WithAdd(None, (1, p.cin, p.h, p.w)),
+    "head": lambda p: nn.Conv2d(p.cin, p.cout, 3, padding=1),
+    "trunk": lambda p: _WithAdd(nn.Conv2d(p.cin, p.cout, 3, padding=1), (1, p.cout, p.h, p.w)),
+    "upsampler": lambda p: Upsampler(p.option("up"), p.cin, p.option("scale"), p.option("width")),
+    "skip": lambda p: _WithAdd(BicubicUpsample(p.option("scale")),
+                               (1, 3, p.h * p.option("scale"), p.w * p.option("scale"))),
+    "stem": lambda p: conv_norm_relu(p.cin, p.cout, p.option("k")),
+    "down": lambda p: conv_norm_relu(p.cin, p.cout, 3, 2, p.option("pad")),
+    "up": lambda p: UpLayer(p.cin, p.cout, p.option("up")),
+    "out": lambda p: _Output(p.cin, p.option("k")),
+}
+
+
+def cells_side(task: str, hw: tuple[int, int]) -> tuple[int, int]:
+    """The side the cells run at: the (LR) input's for SR, a quarter of it for translation."""
+    return (hw[0] // 4, hw[1] // 4) if task == "translate" else (hw[0], hw[1])
+
+
+def layer_piece(task: str, op: str, cin: int, cout: int, last: bool, hw: tuple[int, int]) -> Piece:
+    """A cell layer of operator `op` (cin -> cout) for a student whose input is hw."""
+    h, w = cells_side(task, hw)
+    # the cell's last layer differs only in translation (no activation after it)
+    last_flag = int(last and not _style_of(task).act_last)
+    return Piece(task, "layer", cin, cout, h, w, (("op", op), ("last", last_flag)))
+
+
+def _style_of(task: str):
+    return TRANSLATE_STYLE if task == "translate" else SR_STYLE
+
+
+def add_piece(task: str, nf: int, hw: tuple[int, int]) -> Piece:
+    h, w = cells_side(task, hw)
+    return Piece(task, "add", nf, nf, h, w)
+
+
+def frame_pieces(template: ArchSpec, hw: tuple[int, int], stem=None, down=None, up0=None, up1=None) -> list[Piece]:
+    """The pieces outside the cells (translation widths may be overridden, for searched frames)."""
+    h, w = hw
+    nf = template.nf
+    if template.task == "sr":
+        u = template.upsampler
+        ps = [Piece("sr", "head", 3, nf, h, w), Piece("sr", "trunk", nf, nf, h, w),
+              Piece("sr", "upsampler", nf, 3, h, w, (("up", u.kind), ("scale", template.scale),
+                                                     ("width", u.width if u.kind == "progressive" else 0)))]
+        if template.skip == "bicubic":
+            ps.append(Piece("sr", "skip", 3, 3, h, w, (("scale", template.scale),)))
+        return ps
+    f = template.frame
+    stem = f.stem if stem is None else stem
+    down = f.down[0] if down is None else down
+    up0 = f.up[0] if up0 is None else up0
+    up1 = f.up[1] if up1 is None else up1
+    t = "translate"
+    return [Piece(t, "stem", 3, stem, h, w, (("k", f.stem_k),)),
+            Piece(t, "down", stem, down, h, w, (("pad", f.down_pad),)),
+            Piece(t, "down", down, nf, h // 2, w // 2, (("pad", f.down_pad),)),
+            Piece(t, "up", nf, up0, h // 4, w // 4, (("up", f.up_kind),)),
+            Piece(t, "up", up0, up1, h // 2, w // 2, (("up", f.up_kind),)),
+            Piece(t, "out", up1, 3, h, w, (("k", f.out_k),))]
+
+
+def spec_pieces(spec: ArchSpec, hw: tuple[int, int]) -> list[Piece]:
+    """Every piece of the student built from `spec` for an input of size hw."""
+    pieces = frame_pieces(spec, hw)
+    for cell in spec.cells:
+        cin = spec.nf
+        for i, layer in enumerate(cell):
+            pieces.append(layer_piece(spec.task, layer.op, cin, layer.width, i == len(cell) - 1, hw))
+            cin = layer.width
+        pieces.append(add_piece(spec.task, spec.nf, hw))
+    return pieces

@@ -1,0 +1,221 @@
+"""A lookup table of measured piece latencies: predict a student's latency without building it.
+
+Every piece (`arch.pieces`: a cell layer at its widths, the head, a stride-2 conv, a residual add...)
+is timed alone on the target runtime, at its input size, with the run's thread count. A spec's
+predicted latency is the sum of its pieces' times, less the per-call overhead every isolated
+timing paid once and the whole network pays once (`overhead`, measured on a 1-pixel graph).
+
+The table is keyed by runtime, threads, device and machine (CPU model, core count, library
+versions): another key is another file, so a change of machine or runtime rebuilds it, and one
+key's entries are reused by every later run. Entries are measured on first use (a progress bar
+when there are many: `ensure`) and saved atomically, merged with what another process saved
+meanwhile. Times are the minimum over `rounds` passes of the minimum over a fixed number of repeats, and
+every time is normalised by a canary (a fixed conv the size of a student layer) timed around it: these machines
+run 20-40 % slower for minutes at a time (the same model measured 61-83 ms within one minute; a
+table built in a slow period predicted whole students 25-50 % too slow), so a time is stored as
+time x canary_ref / canary_now, in the speed the machine had when the table was started
+(`canary` entry). Whole networks timed for comparison (the teacher of a relative budget, the
+student at the end of a run) go through the same normalisation (`time_whole`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from ..arch.pieces import Piece, spec_pieces
+from ..arch.spec import ArchSpec
+from ..errors import UserError
+from ..fileio import atomic_write_text
+from .runtimes import RUNTIMES, runner
+
+# 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
+# canary the size of a student layer, timed before and after
+TABLE_VERSION = 5
+OVERHEAD_KEY = "call-overhead"
+CANARY_KEY = "canary"
+# the canary: a fixed workload timed around every measurement, a student layer in size (conv 3x3
+# 32 -> 32 at 128 px: 2 MB of activations, so it feels the cache and memory contention they do)
+CANARY = Piece("sr", "layer", 32, 32, 128, 128, (("op", "conv3x3"), ("last", 0)))
+
+
+def cache_root() -> Path:
+    """GANCOMPRESS_CACHE, else $XDG_CACHE_HOME/gancompress, else ~/.cache/gancompress."""
+    base = os.environ.get("GANCOMPRESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gancompress")
+    return Path(base)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(runtime: str, threads: int, device: str = "cpu") -> dict:
+    """What a measured time depends on besides the piece itself."""
+    key = {"version": TABLE_VERSION, "runtime": runtime, "threads": int(threads), "device": str(device),
+           "cpu": _cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(), "torch": torch.__version__}
+    if runtime == "ort":
+        import onnxruntime
+
+        key["onnxruntime"] = onnxruntime.__version__
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        key["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return key
+
+
+class LatencyTable:
+    """Measured ms per piece for one (runtime, threads, device, machine). `timer(module, x) -> ms`
+    replaces the runtime (tests); `cache_dir` None keeps the table in memory only."""
+
+    def __init__(self, runtime: str = "ort", threads: int = 1, device: str = "cpu", cache_dir=None,
+                 rounds: int = 2, timer=None, quiet: bool = True):
+        if runtime not in RUNTIMES:
+            raise UserError(f"unknown latency runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        if not isinstance(threads, int) or threads < 1:
+            raise UserError(f"--latency-threads must be a whole number, at least 1, got {threads!r}")
+        if runtime == "ort" and str(device) != "cpu":
+            raise UserError("--latency-runtime ort times ONNX Runtime on the CPU; for a GPU budget use "
+                            "--latency-runtime torch")
+        self.runtime, self.threads, self.device, self.rounds, self.quiet = runtime, threads, str(device), rounds, quiet
+        self.key = machine_key(runtime, threads, device)
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:12]
+        self.path = None if cache_dir is None else Path(cache_dir) / f"{runtime}-{threads}t-{digest}.json"
+        self._timer = timer
+        self._canary = None  # () -> ms of the canary, prepared once
+        self.entries: dict[str, float] = {}
+        self.measured = 0  # pieces timed by this object (the rest came from the cache)
+        self._load()
+
+    # ---- storage --------------------------------------------------------------------------------
+    def _read(self) -> dict:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # a damaged cache is only lost time: measure again
+            return {}
+        if data.get("key") != self.key:
+            return {}
+        return {k: float(v) for k, v in data.get("entries", {}).items()}
+
+    def _load(self) -> None:
+        self.entries.update(self._read())
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        merged = {**self._read(), **self.entries}  # keep what another run measured meanwhile
+        self.entries = merged
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps({"key": self.key, "entries": merged}, indent=0, sort_keys=True))
+
+    # ---- measuring ------------------------------------------------------------------------------
+    def _runner(self, model, x):
+        """() -> ms of model(x) on this table's runtime (or the test timer)."""
+        if self._timer is not None:
+            return lambda: float(self._timer(model, x))
+        return runner(model, x, self.runtime, self.threads, self.device)
+
+    def _speed(self) -> float:
+        """The canary's time now; the first one ever is the table's reference speed."""
+        if self._canary is None:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                self._canary = self._runner(CANARY.build(), CANARY.input())
+        now = self._canary()
+        if CANARY_KEY not in self.entries:
+            self.entries[CANARY_KEY] = now
+        return now
+
+    def time_whole(self, model, x, rounds: int | None = None) -> float:
+        """model(x) (a module, or ONNX bytes for ort) timed as the pieces are: the best of
+        `rounds` passes, each normalised by the canary timed just before and just after it."""
+        run = self._runner(model, x)
+        best = float("inf")
+        for _ in range(self.rounds if rounds is None else rounds):
+            before = self._speed()
+            t = run()
+            c = (before + self._speed()) / 2
+            best = min(best, t * self.entries[CANARY_KEY] / c)
+        return best
+
+    def _measure(self, piece: Piece, rounds: int | None = None) -> float:
+        with torch.random.fork_rng():  # a run's random stream does not depend on what was cached
+            torch.manual_seed(0)
+            return self.time_whole(piece.build(), piece.input(), rounds)
+
+    @property
+    def overhead(self) -> float:
+        """The fixed cost of one call (the runtime's dispatch, input and output handling)."""
+        if OVERHEAD_KEY not in self.entries:
+            self.entries[OVERHEAD_KEY] = self._measure(Piece("sr", "add", 1, 1, 1, 1))
+            self.measured += 1
+            self.save()
+        return self.entries[OVERHEAD_KEY]
+
+    def ensure(self, pieces, desc: str = "latency table") -> int:
+        """Measure every piece not yet in the table (progress bar for more than a few); returns
+        how many were measured."""
+        from tqdm import tqdm
+
+        todo = list({p.key: p for p in pieces if p.key not in self.entries}.values())
+        if not todo:
+            return 0
+        self.overhead  # noqa: B018 - measured first, with the others
+        # `rounds` passes over all of them, minutes apart for a big table, so one slow period of the
+        # machine does not decide a piece's time; the best normalised time of the passes is kept
+        passes = [todo] * self.rounds
+        bar = tqdm(total=len(todo) * self.rounds,
+                   desc=f"{desc} ({self.runtime}, {self.threads} thread{'s' * (self.threads > 1)})",
+                   disable=self.quiet or len(todo) < 8, mininterval=1.0)
+        best: dict[str, float] = {}
+        for n, group in enumerate(passes):
+            for p in group:
+                best[p.key] = min(best.get(p.key, float("inf")), self._measure(p, rounds=1))
+                bar.update(1)
+            if n == 0 or n == len(passes) - 1:  # usable (and saved) after the first pass
+                self.entries.update(best)
+                self.save()
+        bar.close()
+        self.measured += len(todo)
+        return len(todo)
+
+    def cached(self, key: str, measure) -> float:
+        """A whole-model time under `key` (e.g. the teacher's), measured once by `measure()` and
+        kept with the pieces, so a resumed or repeated run sees the same number."""
+        if key not in self.entries:
+            self.entries[key] = float(measure())
+            self.measured += 1
+            self.save()
+        return self.entries[key]
+
+    def ms(self, piece: Piece) -> float:
+        if piece.key not in self.entries:
+            self.ensure([piece])
+        return self.entries[piece.key]
+
+    # ---- predicting -----------------------------------------------------------------------------
+    def predict(self, spec: ArchSpec, hw: tuple[int, int]) -> float:
+        """Predicted latency (ms) of the student built from `spec` at an input of size hw."""
+        pieces = spec_pieces(spec, hw)
+        self.ensure(pieces)
+        return self.sum(pieces)
+
+    def sum(self, pieces) -> float:
+        """Latency of these pieces run as one network: their sum, with the call overhead once."""
+        pieces = list(pieces)
+        return sum(self.ms(p) for p in pieces) - (len(pieces) - 1) * self.overhead
+
+    def describe(self) -> str:
+        return f"{self.runtime}, {self.threads} thread{'s' * (self.threads > 1)}, {self.key['cpu']}"

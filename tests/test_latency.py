@@ -1,0 +1,296 @@
+"""Budgets in ms / MB at any size: the pieces a student is cut into, the latency table (cache hit,
+miss, invalidation), budget parsing, and every method held to a latency budget on the predicted
+model (a deterministic fake timer stands in for the runtime, except in the end-to-end run)."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from gancompress.arch.cost import measure_macs, spec_macs, spec_params
+from gancompress.arch.pieces import spec_pieces
+from gancompress.arch.spec import ArchSpec, LayerSpec, UpsamplerSpec, uniform_translate_spec
+from gancompress.budget import Budget, parse_budget, parse_size, resolve_limit
+from gancompress.errors import UserError
+from gancompress.latency.table import LatencyTable
+
+from conftest import tiny_config
+
+
+def fake_ms(module, x):
+    """A deterministic stand-in for a runtime: 0.05 ms per call + 1 ms per million weight-pixels."""
+    n = sum(p.numel() for p in module.parameters())
+    return 0.05 + n * x.shape[-1] * x.shape[-2] / 1e6
+
+
+class Counting:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, module, x):
+        self.calls += 1
+        return fake_ms(module, x)
+
+
+def fake_table(**kw):
+    return LatencyTable("ort", 1, timer=fake_ms, rounds=1, **kw)
+
+
+def random_sr_spec(rng, nf=8):
+    cells = [[LayerSpec(rng.choice(["conv3x3", "resblock", "irb"]), rng.choice([3, 5, nf])),
+              LayerSpec(rng.choice(["conv3x3", "conv1x1"]), nf)] for _ in range(2)]
+    up = rng.choice([UpsamplerSpec(), UpsamplerSpec("progressive", 6)])
+    return ArchSpec("sr", rng.choice([2, 4]), nf, cells, up, skip=rng.choice(["bicubic", "none"])).validate()
+
+
+def random_translate_spec(rng, nf=8):
+    spec = uniform_translate_spec(nf, 2, 2)
+    spec.cells = [[LayerSpec(rng.choice(["conv3x3", "resblock"]), rng.choice([3, nf])), LayerSpec("conv3x3", nf)]
+                  for _ in range(2)]
+    spec.frame.up_kind = rng.choice(["deconv", "resize"])
+    return spec.validate()
+
+
+# ---- pieces --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["sr", "translate"])
+def test_the_pieces_of_a_spec_are_the_whole_student(task):
+    """Their MACs (FlopCounterMode, each piece alone) add up to the spec's, and their parameters to
+    the built student's: nothing is left out or counted twice."""
+    rng = random.Random(0)
+    for _ in range(4):
+        spec = random_sr_spec(rng) if task == "sr" else random_translate_spec(rng)
+        hw = (24, 32)
+        pieces = spec_pieces(spec, hw)
+        assert sum(measure_macs(p.build(), (p.h, p.w), p.cin) for p in pieces) == spec_macs(spec, hw)
+        assert sum(sum(q.numel() for q in p.build().parameters()) for p in pieces) == spec_params(spec)
+        assert len({p.key for p in pieces}) <= len(pieces)
+
+
+# ---- the table -----------------------------------------------------------------------------------
+def test_table_cache_hit_miss_and_invalidation(tmp_path):
+    spec = random_sr_spec(random.Random(1))
+    timer = Counting()
+    a = LatencyTable("ort", 1, cache_dir=tmp_path, timer=timer, rounds=1)
+    first = a.predict(spec, (16, 16))
+    n = timer.calls
+    # every piece, the call overhead and the canary (timed before each measurement: normalisation)
+    assert set(a.entries) == {p.key for p in spec_pieces(spec, (16, 16))} | {"call-overhead", "canary"}
+    assert n == 3 * (len(a.entries) - 1)
+    again = LatencyTable("ort", 1, cache_dir=tmp_path, timer=timer, rounds=1)
+    assert again.predict(spec, (16, 16)) == first and timer.calls == n  # a hit: nothing timed
+    assert again.predict(spec, (16, 20)) and timer.calls > n  # another size is another set of pieces
+    n = timer.calls
+    for other in (LatencyTable("ort", 2, cache_dir=tmp_path, timer=timer, rounds=1),
+                  LatencyTable("torch", 1, cache_dir=tmp_path, timer=timer, rounds=1)):
+        assert other.path != a.path
+        other.predict(spec, (16, 16))
+        assert timer.calls > n  # another thread count or runtime is measured afresh
+        n = timer.calls
+    a.path.write_text("{ damaged")
+    LatencyTable("ort", 1, cache_dir=tmp_path, timer=timer, rounds=1).predict(spec, (16, 16))
+    assert timer.calls > n  # a damaged file is measured again, not an error
+    data = json.loads(a.path.read_text())
+    assert data["key"]["threads"] == 1 and data["key"]["runtime"] == "ort" and data["entries"]
+
+
+def test_prediction_is_the_sum_of_pieces_with_one_call_overhead():
+    t = fake_table()
+    spec = random_sr_spec(random.Random(2))
+    pieces = spec_pieces(spec, (16, 16))
+    assert t.predict(spec, (16, 16)) == pytest.approx(sum(t.ms(p) for p in pieces) - (len(pieces) - 1) * t.overhead)
+
+
+def test_real_ort_table_on_tiny_pieces(tmp_path):
+    """The real runtime path (ONNX export of each piece, ORT session, threads) runs; a wider layer
+    is not predicted faster than a much narrower one by a wide margin (timing noise aside)."""
+    t = LatencyTable("ort", 1, cache_dir=tmp_path, rounds=1)
+    spec = random_sr_spec(random.Random(3))
+    assert t.predict(spec, (16, 16)) > 0 and t.measured > 0
+    assert t.path.is_file()
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,unit,value,fraction", [
+    ("40ms", "ms", 40.0, None), ("0.04s", "ms", 40.0, None), ("2.5G", "MACs", 2.5e9, None),
+    ("800M", "MACs", 8e8, None), ("1.5MB", "MB", 1.5, None), ("800KB", "MB", 0.8, None), ("4.5e9", "MACs", 4.5e9, None),
+    ("1/10", "MACs", None, 0.1), ("0.1x", "MACs", None, 0.1), ("1/10:ms", "ms", None, 0.1), ("1/4:MB", "MB", None, 0.25),
+    (" 40 ms ", "ms", 40.0, None)])
+def test_budget_forms(text, unit, value, fraction):
+    r = parse_budget(text)
+    assert r.unit == unit and r.fraction == pytest.approx(fraction) if fraction else r.value == pytest.approx(value)
+    assert r.unit == unit
+
+
+@pytest.mark.parametrize("bad", ["40fps", "1/10:fps", "40ms:ms", "ms", "-3ms", "0MB", "1/0:ms", "0.5", "lots", ""])
+def test_bad_budgets_are_one_line_errors(bad):
+    with pytest.raises(UserError):
+        parse_budget(bad)
+
+
+def test_budget_sizes():
+    assert parse_size("720x1280") == (720, 1280) and parse_size("256") == (256, 256)
+    for bad in ("720*1280", "x", "4x4", "0x10", "axb", "1x2x3"):
+        with pytest.raises(UserError, match="--budget-size"):
+            parse_size(bad)
+
+
+def test_relative_budget_needs_the_teacher_cost():
+    with pytest.raises(UserError, match="relative to the teacher"):
+        resolve_limit(parse_budget("1/10:ms"), None)
+    assert resolve_limit(parse_budget("1/10:ms"), 50.0) == pytest.approx(5.0)
+
+
+def test_a_macs_budget_at_another_size_scales_with_the_area():
+    spec = random_sr_spec(random.Random(4))
+    assert Budget.macs(1e12, (128, 256)).cost(spec) == spec_macs(spec, (128, 256)) == 2 * spec_macs(spec, (128, 128))
+
+
+# ---- every method under a latency budget ---------------------------------------------------------
+def ms_budget(limit, hw=(16, 16)):
+    return Budget("ms", limit, hw, f"{limit}ms", fake_table())
+
+
+def test_uniform_takes_the_widest_width_under_a_latency_budget():
+    from gancompress.arch.spec import uniform_sr_spec
+    from gancompress.config import task_config
+    from gancompress.methods.space import uniform_spec_for_budget
+
+    cfg = task_config("sr", quiet=True)
+    s = cfg.search
+
+    def at(w):
+        return uniform_sr_spec(4, w, s.n_cells, s.n_layers, "conv3x3", upsampler=UpsamplerSpec(s.upsampler), skip=s.skip)
+
+    b = ms_budget(0)
+    b.limit = (b.cost(at(12)) + b.cost(at(13))) / 2
+    spec = uniform_spec_for_budget(cfg, b)
+    assert spec.nf == 12 and b.cost(spec) <= b.limit
+    assert spec.meta["budget"]["unit"] == "ms" and spec.meta["cost"] <= b.limit
+
+
+@pytest.mark.parametrize("task", ["sr", "translate"])
+def test_agd_expected_latency_is_exact_for_a_certain_architecture(task):
+    """With every choice certain (one-hot), the differentiable expected latency equals the table's
+    prediction of that spec; repair brings any derived network under a latency budget."""
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.agd_supernet import repair_to_budget
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = SpaceConfig(nf=8, n_cells=2, n_layers=2, ops=("conv3x3", "resblock"),
+                      upsampler="pixelshuffle" if task == "sr" else "deconv")
+    template = frame_template(cfg, task, 4 if task == "sr" else 1)
+    b = ms_budget(1e9, (16, 16))
+    net = make_supernet(cfg, template, b)
+    rng = random.Random(0)
+    with torch.no_grad():
+        for _ in range(3):
+            ops = [rng.randrange(2) for _ in net.layer_widths]
+            ws = [rng.randrange(len(w)) for w in net.all_widths]
+            net.alpha.copy_(torch.full_like(net.alpha, -1e4).scatter(1, torch.tensor(ops)[:, None], 1e4))
+            for beta, w in zip([*net.betas, *net.frame_betas], ws):
+                beta.copy_(torch.full_like(beta, -1e4).index_fill(0, torch.tensor([w]), 1e4))
+            spec = net.spec_from_indices(ops, ws)
+            assert float(net.expected_cost()) == pytest.approx(b.cost(spec), rel=1e-5)
+    lo, hi = b.cost(net.min_spec()), b.cost(net.max_spec())
+    limit = lo + 0.3 * (hi - lo)
+    b.limit = limit
+    ops, ws = repair_to_budget(net, [1] * len(net.layer_widths), [len(w) - 1 for w in net.all_widths], limit)
+    assert b.cost(net.spec_from_indices(ops, ws)) <= limit
+
+
+def test_agd_search_steers_into_a_latency_budget(tmp_path):
+    """A short search with the latency term (fake table): the derived network fits the budget."""
+    from gancompress.data.patches import PatchSampler
+    from gancompress.methods.agd import l1_loss, search
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = SpaceConfig(nf=8, n_cells=2, n_layers=2, patch=8, batch=2, warmup_steps=2, search_steps=8, eval_every=2)
+    template = frame_template(cfg, "sr", 4)
+    from gancompress.methods.agd import make_supernet
+
+    net = make_supernet(cfg, template, ms_budget(1e9))
+    b = ms_budget(1e9)
+    lo, hi = b.cost(net.min_spec()), b.cost(net.max_spec())
+    b.limit = lo + 0.4 * (hi - lo)
+    torch.manual_seed(0)
+    pairs = [(torch.rand(3, 16, 16), torch.rand(3, 64, 64)) for _ in range(2)]
+    samplers = [PatchSampler(pairs, 8, 4, 2, seed=s) for s in (0, 1, 2)]
+    res = search(cfg, template, samplers[0], samplers[1], samplers[2].next_batch(), b, tmp_path, l1_loss, quiet=True)
+    assert b.cost(res.spec) <= b.limit
+    assert res.spec.meta["budget"]["unit"] == "ms" and res.spec.meta["cost"] <= b.limit
+
+
+def test_evolution_and_pruning_threshold_respect_a_latency_budget(tmp_path):
+    from gancompress.methods.channels import GatedStudent, kept_channels, threshold_for_budget, widths_of
+    from gancompress.methods.evolution import EvolutionConfig, evolve
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+
+    space = WidthSpace(frame_template(SpaceConfig(nf=8), "sr", 4), 2, 2, "conv3x3")
+    lo, hi = (ms_budget(0).cost(space.spec(c)) for c in (space.min_config(), space.max_config()))
+    b = ms_budget(lo + 0.5 * (hi - lo))
+    assert {p.key for p in space.pieces(b.hw)} >= {p.key for p in spec_pieces(space.spec(space.sample(random.Random(1))),
+                                                                            b.hw)}
+    res = evolve(space, lambda c: sum(c), lambda c: b.fits(space.spec(c)), EvolutionConfig(population=6, generations=3))
+    assert all(b.fits(space.spec(tuple(int(v) for v in k.split("_")))) for k in res["cache"])
+    g = GatedStudent(space)
+    with torch.no_grad():
+        for p in g.gate_parameters():
+            p.copy_(torch.rand_like(p))
+    t = threshold_for_budget(g, b)
+    assert b.fits(space.spec(widths_of(kept_channels(g, t))))
+
+
+def test_a_size_budget_counts_fp32_weights():
+    spec = random_sr_spec(random.Random(5))
+    b = Budget("MB", 1.0, (16, 16), "1MB")
+    assert b.cost(spec) == pytest.approx(spec_params(spec) * 4 / 1e6)
+    assert b.cost(spec) == b.pieces_cost(spec_pieces(spec, (64, 64)))  # the size does not depend on the input
+
+
+# ---- end to end -----------------------------------------------------------------------------------
+def test_compress_under_a_relative_latency_budget(tiny_teacher, tiny_data, tmp_path, monkeypatch):
+    """`--budget 1/3:ms --budget-size 32x32`: the teacher and the pieces are timed in ONNX Runtime,
+    the search is held to the predicted latency, and metrics report prediction and measurement."""
+    from gancompress.api import compress
+
+    monkeypatch.setenv("GANCOMPRESS_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", budget="1/3:ms", budget_size="32x32")
+    m = compress(cfg)
+    b = m["budget"]
+    assert b["unit"] == "ms" and b["runtime"] == "ort" and b["threads"] == 1 and b["size"] == "32x32"
+    assert m["within_budget"] == (b["student"] <= b["limit"]) and m["within_budget"]
+    assert b["student_measured"] > 0 and b["teacher"] > b["limit"]
+    assert list((tmp_path / "cache" / "latency").glob("ort-1t-*.json"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["budget"] == "1/3:ms" and saved["budget_size"] == "32x32" and saved["latency_threads"] == 1
+    assert "budget" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_latency_options_are_checked_before_anything_runs(tiny_teacher, tiny_data, tmp_path):
+    from gancompress.api import compress
+
+    for kw, match in ((dict(budget="40fps"), "budget"), (dict(budget_size="1x1"), "--budget-size"),
+                      (dict(latency_runtime="tvm"), "--latency-runtime"), (dict(latency_threads=0), "--latency-threads")):
+        with pytest.raises(UserError, match=match):
+            compress(tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", **kw))
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_torchscript_teacher_is_exported_for_onnx_runtime(tmp_path):
+    """A black-box TorchScript teacher used to get no ONNX Runtime ratio ("could not be exported"):
+    its own module is exported when its wrapper cannot be traced."""
+    from torch import nn
+
+    from gancompress.evaluate import teacher_onnx_path
+    from gancompress.export.student import onnx_runner
+    from gancompress.teachers import load_teacher
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+    torch.jit.script(net).save(str(tmp_path / "t.ts"))
+    teacher = load_teacher(str(tmp_path / "t.ts"), trust_code=True, value_range=(0, 1))
+    path = teacher_onnx_path(teacher, tmp_path)
+    assert path is not None and path.is_file()
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        assert torch.allclose(onnx_runner(path)(x), teacher.model(x), atol=1e-5)
