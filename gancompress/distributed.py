@@ -75,3 +75,13 @@ def broadcast_parameters(params) -> None:
 # and durably (fileio); the one before it is kept as NAME.prev. A file whose checksum does not match
 # (torn by a crash of the machine, truncated by a copy) is never loaded: resuming falls back to the
 # previous one and says so. Files without MAGIC (written by older versions) load as plain archives.
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (pickled: for small objects such as a latency table's
+    entries); `obj` itself outside torchrun."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -159,6 +159,11 @@ def test_spec_file_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, words", [
     (["--budget", ""], ["empty --budget"]),
+    (["--budget", "40fps"], ["cannot read budget", "40ms"]),
+    (["--budget", "1/10:fps"], ["unknown budget unit", "ms"]),
+    (["--budget", "40ms:ms"], ["fraction of the teacher"]),
+    (["--budget-size", "720*1280"], ["--budget-size", "720x1280"]),
+    (["--budget", "1/10", "--latency-threads", "0"], ["--latency-threads"]),
     (["--device", "gpu"], ["--device"]),
     (["--batch", "0"], ["--batch must be >= 1"]),
     (["--widths", "1/3,2"], ["--widths"]),

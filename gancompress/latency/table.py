@@ -5,6 +5,10 @@ is timed alone on the target runtime, at its input size, with the run's thread c
 predicted latency is the sum of its pieces' times, less the per-call overhead every isolated
 timing paid once and the whole network pays once (`overhead`, measured on a 1-pixel graph).
 
+Under torchrun only rank 0 times anything; every rank starts from rank 0's entries and asks for
+the same pieces in the same order, so each measurement is one broadcast that all ranks join, and
+every rank prices a spec the same way (their searches stay in step).
+
 The table is keyed by runtime, threads, device and machine (CPU model, core count, library
 versions): another key is another file, so a change of machine or runtime rebuilds it, and one
 key's entries are reused by every later run. Entries are measured on first use (a progress bar
@@ -30,6 +34,7 @@ import torch
 
 from ..arch.pieces import Piece, spec_pieces
 from ..arch.spec import ArchSpec
+from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .runtimes import RUNTIMES, runner
@@ -111,9 +116,16 @@ class LatencyTable:
 
     def _load(self) -> None:
         self.entries.update(self._read())
+        self.entries = broadcast_object(self.entries)  # every rank starts from rank 0's
+
+    def _collect(self, measure) -> None:
+        """Run `measure()` (which fills self.entries) on rank 0 and hand the entries to every rank."""
+        if is_main():
+            measure()
+        self.entries = broadcast_object(self.entries)
 
     def save(self) -> None:
-        if self.path is None:
+        if self.path is None or not is_main():
             return
         merged = {**self._read(), **self.entries}  # keep what another run measured meanwhile
         self.entries = merged
@@ -159,9 +171,12 @@ class LatencyTable:
     def overhead(self) -> float:
         """The fixed cost of one call (the runtime's dispatch, input and output handling)."""
         if OVERHEAD_KEY not in self.entries:
-            self.entries[OVERHEAD_KEY] = self._measure(Piece("sr", "add", 1, 1, 1, 1))
+            def measure():
+                self.entries[OVERHEAD_KEY] = self._measure(Piece("sr", "add", 1, 1, 1, 1))
+                self.save()
+
+            self._collect(measure)
             self.measured += 1
-            self.save()
         return self.entries[OVERHEAD_KEY]
 
     def ensure(self, pieces, desc: str = "latency table") -> int:
@@ -173,21 +188,24 @@ class LatencyTable:
         if not todo:
             return 0
         self.overhead  # noqa: B018 - measured first, with the others
-        # `rounds` passes over all of them, minutes apart for a big table, so one slow period of the
-        # machine does not decide a piece's time; the best normalised time of the passes is kept
-        passes = [todo] * self.rounds
-        bar = tqdm(total=len(todo) * self.rounds,
-                   desc=f"{desc} ({self.runtime}, {self.threads} thread{'s' * (self.threads > 1)})",
-                   disable=self.quiet or len(todo) < 8, mininterval=1.0)
-        best: dict[str, float] = {}
-        for n, group in enumerate(passes):
-            for p in group:
-                best[p.key] = min(best.get(p.key, float("inf")), self._measure(p, rounds=1))
-                bar.update(1)
-            if n == 0 or n == len(passes) - 1:  # usable (and saved) after the first pass
-                self.entries.update(best)
-                self.save()
-        bar.close()
+
+        def measure():
+            # `rounds` passes over all of them, minutes apart for a big table, so one slow period of
+            # the machine does not decide a piece's time; the best normalised time is kept
+            bar = tqdm(total=len(todo) * self.rounds,
+                       desc=f"{desc} ({self.runtime}, {self.threads} thread{'s' * (self.threads > 1)})",
+                       disable=self.quiet or len(todo) < 8, mininterval=1.0)
+            best: dict[str, float] = {}
+            for n in range(self.rounds):
+                for p in todo:
+                    best[p.key] = min(best.get(p.key, float("inf")), self._measure(p, rounds=1))
+                    bar.update(1)
+                if n == 0 or n == self.rounds - 1:  # usable (and saved) after the first pass
+                    self.entries.update(best)
+                    self.save()
+            bar.close()
+
+        self._collect(measure)
         self.measured += len(todo)
         return len(todo)
 
@@ -195,9 +213,12 @@ class LatencyTable:
         """A whole-model time under `key` (e.g. the teacher's), measured once by `measure()` and
         kept with the pieces, so a resumed or repeated run sees the same number."""
         if key not in self.entries:
-            self.entries[key] = float(measure())
+            def fill():
+                self.entries[key] = float(measure())
+                self.save()
+
+            self._collect(fill)
             self.measured += 1
-            self.save()
         return self.entries[key]
 
     def ms(self, piece: Piece) -> float:
