@@ -294,3 +294,25 @@ def test_a_torchscript_teacher_is_exported_for_onnx_runtime(tmp_path):
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
         assert torch.allclose(onnx_runner(path)(x), teacher.model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("share,calls", [(1.0, 0), (0.0, 3)])
+def test_slimming_stops_at_a_latency_budget(tmp_path, monkeypatch, share, calls):
+    """GAN Slimming's --stop-at-budget asks the latency budget whether the live network fits."""
+    from torch import nn
+
+    from gancompress.data.patches import PatchSampler
+    from gancompress.methods.channels import GatedStudent, live_spec
+    from gancompress.methods.gan_slimming import SlimConfig, train_gated
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+
+    torch.manual_seed(0)
+    g = GatedStudent(WidthSpace(frame_template(SpaceConfig(nf=8), "sr", 4), 2, 2, "conv3x3"))
+    b = ms_budget(0, (8, 8))
+    b.limit = share * b.cost(live_spec(g))
+    n = []
+    monkeypatch.setattr(GatedStudent, "proximal_step", lambda self, t: n.append(t))
+    sampler = PatchSampler([(torch.rand(3, 8, 8), torch.rand(3, 32, 32))], 8, 4, 2, seed=0)
+    train_gated(SlimConfig(steps=3, lambda_gan=0.0, stop_at_budget=True), g, nn.L1Loss(), sampler,
+                tmp_path / "s.ckpt", "cpu", quiet=True, budget=b)
+    assert len(n) == calls

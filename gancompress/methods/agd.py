@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..arch.cost import fmt_macs
+from ..arch.cost import fmt_macs, spec_macs
 from ..arch.spec import ArchSpec
 from ..distill.loop import run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
@@ -124,7 +124,10 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
         in_band = lo <= macs <= hi
-        state["history"].append({"step": step, "macs": int(macs), "val_loss": vloss, "in_band": in_band})
+        entry = {"step": step, "macs": int(macs), "val_loss": vloss, "in_band": in_band}
+        if budget.unit != "MACs":  # a ms or MB budget: `cost` in its unit, `macs` the real MACs
+            entry.update(macs=int(spec_macs(net.spec_from_indices(ops, ws))), cost=float(macs))
+        state["history"].append(entry)
         # prefer in-band networks; among them the lowest validation loss
         key = (0 if in_band else 1, vloss)
         best_key = (0 if lo <= state["best_macs"] <= hi else 1, state["best_loss"])
