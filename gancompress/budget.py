@@ -15,7 +15,7 @@ under every unit; AGD also asks `piece_cost` for its differentiable expected cos
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from .arch.cost import DEFAULT_HW, INT8_MAC_COST, has_int8_layers, spec_cost
@@ -124,7 +124,6 @@ class Budget:
     table: object = None
     int8_cost: float = INT8_MAC_COST
     teacher_cost: float | None = None  # the teacher's cost in this unit, when known
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def macs(cls, limit, hw=DEFAULT_HW, **kw) -> "Budget":

@@ -126,7 +126,8 @@ def prepare(cfg: CompressConfig, method) -> RunContext:
     from .budget import budget_for_run
 
     t_macs = teacher_macs(teacher)
-    ctx = RunContext(cfg, teacher, budget_for_run(cfg, teacher, t_macs, log=RunContext(cfg, None, None).log), t_macs)
+    ctx = RunContext(cfg, teacher, None, t_macs)
+    ctx.budget = budget_for_run(cfg, teacher, t_macs, log=ctx.log)
     ctx.cfg = method.fit_to_budget(ctx)
     return ctx
 
