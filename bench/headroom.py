@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gancompress.arch.cost import measure_macs  # noqa: E402
 from gancompress.arch.pieces import Piece, spec_pieces  # noqa: E402
 from gancompress.arch.spec import ArchSpec  # noqa: E402
-from gancompress.latency.table import LatencyTable, cache_root  # noqa: E402
+from gancompress.fileio import cache_root  # noqa: E402
+from gancompress.latency.table import LatencyTable  # noqa: E402
 
 
 def piece_macs(p: Piece) -> int:

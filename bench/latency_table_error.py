@@ -93,7 +93,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="table cache folder (default: the user cache)")
     a = p.parse_args()
-    from gancompress.latency.table import cache_root
+    from gancompress.fileio import cache_root
 
     hw = (a.size, a.size)
     table = LatencyTable(a.runtime, a.threads, cache_dir=Path(a.cache) if a.cache else cache_root() / "latency",

@@ -277,7 +277,8 @@ def budget_for_run(cfg, teacher, t_macs: int | None, log=print) -> Budget:
         if cfg.search.int8_search:
             raise UserError("a latency budget prices fp32 layers (the table times fp32 runtimes); --search-int8 "
                             "needs a MACs budget (e.g. 1/10 or 9.2G)")
-        from .latency.table import LatencyTable, cache_root
+        from .fileio import cache_root
+        from .latency.table import LatencyTable
 
         table = LatencyTable(cfg.latency_runtime, cfg.latency_threads, cfg.device, cache_root() / "latency",
                              quiet=cfg.quiet)

@@ -160,10 +160,10 @@ def teacher_macs(teacher) -> int | None:
 
 # ---- translation ------------------------------------------------------------------------------
 def fid_cache_dir() -> Path:
-    """Where real-image Inception features are cached across runs (GANCOMPRESS_CACHE overrides)."""
-    base = os.environ.get("GANCOMPRESS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gancompress")
-    return Path(base) / "fid"
+    """Where real-image Inception features are cached across runs (fileio.cache_root)."""
+    from .fileio import cache_root
+
+    return cache_root() / "fid"
 
 
 def check_fid_request(eval_count: int, real_target: str | None, inception: str | None) -> None:

@@ -20,6 +20,15 @@ from pathlib import Path
 TEMP_RE = re.compile(r"^\..+\.tmp\d+$")
 
 
+def cache_root() -> Path:
+    """Where gancompress keeps what it measures once and reuses across runs (Inception features of
+    real images, latency tables): GANCOMPRESS_CACHE, else $XDG_CACHE_HOME/gancompress, else
+    ~/.cache/gancompress."""
+    base = os.environ.get("GANCOMPRESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gancompress")
+    return Path(base)
+
+
 def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 

@@ -93,8 +93,3 @@ def runner(model, x: torch.Tensor, runtime: str, threads: int, device: str = "cp
             raise UserError("an ONNX model cannot be timed in PyTorch; use --latency-runtime ort")
         return torch_runner(model, x, threads, device)
     raise UserError(f"unknown latency runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-
-
-def time_module(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, device: str = "cpu") -> float:
-    """Fastest of REPEATS runs of module(x), in ms, on `runtime` with `threads` intra-op threads."""
-    return runner(module, x, runtime, threads, device)()

@@ -49,13 +49,6 @@ CANARY_KEY = "canary"
 CANARY = Piece("sr", "layer", 32, 32, 128, 128, (("op", "conv3x3"), ("last", 0)))
 
 
-def cache_root() -> Path:
-    """GANCOMPRESS_CACHE, else $XDG_CACHE_HOME/gancompress, else ~/.cache/gancompress."""
-    base = os.environ.get("GANCOMPRESS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gancompress")
-    return Path(base)
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -119,13 +119,12 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
         pool = ImagePool(50, seed)
         stateful.update(disc=disc, opt_d=opt_d, pool=pool)
 
-    fits_at = {}
+    last_fit: list[bool] = []  # the latest answer, reused between latency checks
 
     def live_fits(i: int) -> bool:
-        if budget.unit != "ms" or not fits_at or i % LATENCY_CHECK_EVERY == 0:
-            fits_at.clear()
-            fits_at[i] = budget.fits(live_spec(student))
-        return next(iter(fits_at.values()))
+        if budget.unit != "ms" or not last_fit or i % LATENCY_CHECK_EVERY == 0:
+            last_fit[:] = [budget.fits(live_spec(student))]
+        return last_fit[0]
 
     def step(i):
         lr_b, tgt = sampler.next_batch()
