@@ -199,12 +199,15 @@ class Supernet(nn.Module):
         """tables[i][o, a, b] = cost of op o with input width a, output width b at layer i: MACs
         per cell pixel, or (a ms / MB budget) the layer's whole cost."""
         b = self.budget
-        if b is not None:
+        if b is not None and b.unit == "ms":  # time everything the tables below ask for, with a progress bar
             pieces = [layer_piece(self.template.task, op, a, w, i % self.n_layers == self.n_layers - 1, b.hw)
                       for i, (prev, ws) in enumerate(self._layer_inputs()) for op in self.op_names
                       for a in prev for w in ws]
-            if b.unit == "ms":
-                b.table.ensure(pieces + self._frame_piece_grid(), "latency table (AGD space)")
+            frame = frame_pieces(self.template, b.hw) if not self.frame_widths else [
+                p for group in self._frame_piece_choices() for row in group
+                for p in (row if isinstance(row, list) else [row])]
+            b.table.ensure(pieces + frame + [add_piece(self.template.task, self.nf, b.hw)],
+                           "latency table (AGD space)")
         tables = []
         for i, (prev, ws) in enumerate(self._layer_inputs()):
             tables.append(torch.tensor([[[float(self.op_cost(o, a, w, i)) for w in ws] for a in prev]
@@ -220,12 +223,19 @@ class Supernet(nn.Module):
             yield prev, ws
             prev = ws if len(ws) > 1 or ws[0] != self.nf else [self.nf]
 
-    def _frame_piece_grid(self) -> list:
-        if not self.frame_widths:
-            return frame_pieces(self.template, self.budget.hw)
+    def _frame_piece_choices(self) -> list:
+        """The frame's pieces over its width choices, one group per frame piece in forward order:
+        stem [s], stem->down [s][d], down->nf [d], nf->up0 [u0], up0->up1 [u0][u1], up1->RGB
+        [u1] (each piece depends on at most two widths; the others stay at their first choice)."""
+        t, hw = self.template, self.budget.hw
         s, d, u0, u1 = self.frame_widths
-        return [p for a in s for b in d for c in u0 for e in u1
-                for p in frame_pieces(self.template, self.budget.hw, a, b, c, e)]
+
+        def piece(k, stem=s[0], down=d[0], up0=u0[0], up1=u1[0]):
+            return frame_pieces(t, hw, stem, down, up0, up1)[k]
+
+        return [[piece(0, stem=a) for a in s], [[piece(1, stem=a, down=c) for c in d] for a in s],
+                [piece(2, down=c) for c in d], [piece(3, up0=c) for c in u0],
+                [[piece(4, up0=a, up1=c) for c in u1] for a in u0], [piece(5, up1=c) for c in u1]]
 
     def _build_frame_costs(self):
         """The frame's cost as tensors over its width choices (translation) or a constant (SR),
@@ -239,20 +249,11 @@ class Supernet(nn.Module):
             self._frame_const = const + sum(b.piece_cost(p) for p in frame_pieces(t, b.hw))
             return
         self._frame_const = const
-        s, d, u0, u1 = self.frame_widths
 
-        def cost(k, **w):  # piece k of the frame at these widths (the others at their first choice)
-            return b.piece_cost(frame_pieces(t, b.hw, w.get("stem", s[0]), w.get("down", d[0]),
-                                             w.get("up0", u0[0]), w.get("up1", u1[0]))[k])
+        def costs(x):  # a piece, or a (nested) list of them -> their costs as nested lists
+            return [costs(y) for y in x] if isinstance(x, list) else b.piece_cost(x)
 
-        self._frame_costs = [
-            torch.tensor([cost(0, stem=a) for a in s]),  # stem 3 -> stem
-            torch.tensor([[cost(1, stem=a, down=c) for c in d] for a in s]),  # stem -> down
-            torch.tensor([cost(2, down=c) for c in d]),  # down -> nf
-            torch.tensor([cost(3, up0=c) for c in u0]),  # nf -> up0
-            torch.tensor([[cost(4, up0=a, up1=c) for c in u1] for a in u0]),  # up0 -> up1
-            torch.tensor([cost(5, up1=c) for c in u1]),  # up1 -> RGB
-        ]
+        self._frame_costs = [torch.tensor(costs(group)) for group in self._frame_piece_choices()]
 
     def expected_cost(self) -> torch.Tensor:
         """Differentiable expected cost of the sampled student, in the budget's unit."""
