@@ -159,18 +159,38 @@ def test_magnitude_scores_keep_the_strongest_filters():
 
 
 def test_prune_end_to_end_sr(tiny_teacher, tiny_data, tmp_path):
+    """`--prune-init space`: the widest space network, distilled first, then cut."""
     from gancompress.api import compress
 
     cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="prune", budget="1/6")
     cfg.method_options.steps = 4
+    cfg.method_options.init = "space"
     cfg.search.n_layers = 3
     m = compress(cfg)
     assert m["method"] == "prune" and m["within_budget"]
     assert m["student_macs"] == m["student_macs_flopcounter"]
     info = json.loads((tmp_path / "run" / "search" / "prune.json").read_text())
-    assert info["pruned_from"] == "space"  # an ESRGAN-style teacher is not expressible as a student
+    assert info["pruned_from"] == "space"
     assert any(info["widths"][k] < info["widest"][k] for k in info["widths"])
     assert (tmp_path / "run" / "search" / "prune_train.ckpt").is_file()
+
+
+def test_prune_cuts_an_esrgan_teacher_read_as_a_graph(tiny_teacher, tiny_data, tmp_path):
+    """The default `--prune-init teacher` on a layout the skeleton cannot express: the teacher's
+    traced graph is cut (RRDB: dense concatenations, scaled residual adds, nearest up-sampling)."""
+    from gancompress.api import compress
+    from gancompress.export.student import load_student
+
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="prune", budget="1/3")
+    m = compress(cfg)
+    assert m["method"] == "prune" and m["within_budget"]
+    assert m["student_macs"] == m["student_macs_flopcounter"]
+    info = json.loads((tmp_path / "run" / "search" / "prune.json").read_text())
+    assert info["pruned_from"] == "teacher graph" and 0 < info["kept_fraction"] < 1
+    assert sum(info["widths"]) < sum(info["widest"])
+    assert not (tmp_path / "run" / "search" / "prune_train.ckpt").exists()  # no space network trained
+    student, spec = load_student(tmp_path / "run" / "student")
+    assert spec.graph is not None and student(torch.rand(1, 3, 12, 10)).shape == (1, 3, 48, 40)
 
 
 def test_prune_cuts_a_cyclegan_teacher_itself(tmp_path, capsys):

@@ -210,8 +210,12 @@ def skip_macs_per_px(skip: str, scale: int) -> int:
     return 3 * (scale + scale * scale) * 5 if skip == "bicubic" else 0
 
 
-def build_student(spec: ArchSpec) -> SRStudent | TranslateStudent:
+def build_student(spec: ArchSpec) -> nn.Module:
     """Build the plain student module that `spec` describes (weights freshly initialised)."""
+    if spec.graph is not None:
+        from .graph import GraphNet, GraphSpec
+
+        return GraphNet(GraphSpec.from_dict(spec.graph))
     return TranslateStudent(spec) if spec.task == "translate" else SRStudent(spec)
 
 

@@ -9,6 +9,8 @@ input, as AGD does. The analytic count of a spec equals FlopCounterMode on the b
 
 from __future__ import annotations
 
+import functools
+import json
 import statistics
 import time
 
@@ -77,7 +79,10 @@ def translate_frame_macs(nf, stem, down, up0, up1, up_kind: str, hw=DEFAULT_HW, 
 
 
 def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
-    """Analytic MACs of the student built from `spec` for an (LR) input of size hw."""
+    """Analytic MACs of the student built from `spec` for an (LR) input of size hw (a graph
+    student's are counted by FlopCounterMode: no formula for an arbitrary graph)."""
+    if spec.graph is not None:
+        return _graph_macs(json.dumps(spec.graph, sort_keys=True), tuple(hw))
     per_px = sum(OPS[layer.op].macs(cin, layer.width) for _, _, cin, layer in spec.layers())
     return frame_macs(spec, hw) + per_px * cells_area(spec, hw)
 
@@ -87,6 +92,21 @@ def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
 # (BENCHMARKS.md, int8 section), so an int8 layer is charged half its MACs; a partly int8 student
 # gained no speed there (the report says so when that happens).
 INT8_MAC_COST = 0.5
+
+
+@functools.lru_cache(maxsize=256)
+def _graph_macs(graph_json: str, hw: tuple[int, int]) -> int:
+    from .graph import GraphNet, GraphSpec
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = GraphSpec.from_dict(json.loads(graph_json))
+    with torch.device("meta"):  # shapes only: counting runs no convolution
+        net = GraphNet(spec)
+        x = torch.zeros(1, spec.in_channels, *hw)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops() // 2
 
 
 def has_int8_layers(spec: ArchSpec) -> bool:

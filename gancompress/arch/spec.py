@@ -13,6 +13,10 @@ Translation skeleton (AGD's, CycleGAN-like; `frame` holds the widths outside the
 (3 -> stem) at full resolution, two stride-2 3x3 convs (stem -> down[0] -> nf), the cells at 1/4
 resolution, two x2 upsampling layers (nf -> up[0] -> up[1]; transposed conv or nearest resize +
 conv 3x3), 7x7 output conv to RGB. Instance norm and ReLU throughout (see `ops.OpStyle`).
+
+Graph students (`graph` set; `cells` empty): a teacher read as a graph of standard layers and
+pruned (teachers/graph_reader.py, arch/graph.py, arch/graph_channels.py); `graph` is its GraphSpec as a dict, and the
+builder runs it as a GraphNet.
 """
 
 from __future__ import annotations
@@ -83,6 +87,13 @@ class ArchSpec:
     meta: dict = field(default_factory=dict)
     version: int = SPEC_VERSION
     frame: FrameSpec | None = None  # translation only
+    graph: dict | None = None  # a pruned teacher's layer graph (GraphSpec.to_dict), instead of cells
+
+    @classmethod
+    def from_graph(cls, task: str, scale: int, graph, meta: dict | None = None) -> "ArchSpec":
+        """A graph student: `graph` is a GraphSpec (or its dict)."""
+        g = graph if isinstance(graph, dict) else graph.to_dict()
+        return cls(task=task, scale=scale, nf=0, cells=[], skip="none", meta=dict(meta or {}), graph=g).validate()
 
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> "ArchSpec":
@@ -90,6 +101,8 @@ class ArchSpec:
 
         if self.task not in TASKS:
             raise UserError(f"spec task {self.task!r} is not supported; known tasks: {TASKS}")
+        if self.graph is not None:
+            return self._validate_graph()
         if self.nf < 1:
             raise UserError(f"spec nf must be >= 1, got {self.nf}")
         if self.task == "translate":
@@ -119,6 +132,17 @@ class ArchSpec:
                 )
         return self
 
+    def _validate_graph(self) -> "ArchSpec":
+        from .graph import GraphSpec, check_graph
+
+        try:
+            check_graph(GraphSpec.from_dict(self.graph))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"malformed graph in the spec ({type(e).__name__}: {str(e)[:200]})") from None
+        if self.cells or self.bits != 32 or self.skip != "none":
+            raise UserError("a graph spec has no cells, no int8 layers and no global skip")
+        return self
+
     def _validate_frame(self):
         f = self.frame
         if self.scale != 1:
@@ -140,6 +164,10 @@ class ArchSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cells"] = [[[l["op"], l["width"]] for l in cell] for cell in d["cells"]]
+        if d["graph"] is None:  # specs without a graph read exactly as before the field existed
+            del d["graph"]
+        else:
+            del d["upsampler"]
         if d["frame"] is None:  # SR specs read exactly as before the field existed
             del d["frame"]
         else:
@@ -181,6 +209,7 @@ class ArchSpec:
                 meta=dict(d.get("meta", {})),
                 version=version,
                 frame=frame,
+                graph=d.get("graph"),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise UserError(f"malformed architecture spec ({type(e).__name__}: {str(e)[:200]})") from None
@@ -218,6 +247,10 @@ class ArchSpec:
 
     def summary(self) -> str:
         """One line per cell, e.g. `cell 0: rb:16 conv1x1:21 conv3x3:32`."""
+        if self.graph is not None:
+            from .graph import GraphSpec
+
+            return GraphSpec.from_dict(self.graph).summary()
         if self.task == "translate":
             f = self.frame
             lines = [f"translate, nf={self.nf}, stem={f.stem}, down={f.down[0]}, up={f.up[0]},{f.up[1]} "

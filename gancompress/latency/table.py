@@ -221,10 +221,25 @@ class LatencyTable:
 
     # ---- predicting -----------------------------------------------------------------------------
     def predict(self, spec: ArchSpec, hw: tuple[int, int]) -> float:
-        """Predicted latency (ms) of the student built from `spec` at an input of size hw."""
+        """Predicted latency (ms) of the student built from `spec` at an input of size hw (a graph
+        student, which has no pieces, is timed whole once and cached under its hash)."""
+        if spec.graph is not None:
+            return self._graph_ms(spec, tuple(hw))
         pieces = spec_pieces(spec, hw)
         self.ensure(pieces)
         return self.sum(pieces)
+
+    def _graph_ms(self, spec: ArchSpec, hw: tuple[int, int]) -> float:
+        from ..arch.build import build_student
+
+        digest = hashlib.sha256(json.dumps(spec.graph, sort_keys=True).encode()).hexdigest()[:20]
+
+        def measure():
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                return self.time_whole(build_student(spec).eval(), torch.rand(1, 3, *hw))
+
+        return self.cached(f"graph:{digest}:{hw[0]}x{hw[1]}", measure)
 
     def sum(self, pieces) -> float:
         """Latency of these pieces run as one network: their sum, with the call overhead once."""

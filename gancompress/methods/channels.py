@@ -252,27 +252,48 @@ class PruningMethod(Method):
     is expressible as a student (their `init` option "teacher"), else the widest network of the
     width space, down to the budget, and log a position cut to its floor instead of warning."""
 
+    prunes_graphs = False  # also cuts a teacher read as a layer graph (teachers/graph_reader.py)
+
     def fit_to_budget(self, ctx):
-        """(sets ctx.start) The teacher written as a student when its layout is expressible; else
-        the run says so and works on the space network (its config records init "space")."""
+        """(sets ctx.start, or ctx.extra["graph"]) The teacher written as a student when its layout
+        is expressible; else, for methods that prune graphs, the teacher read as a graph of standard
+        layers; else the run says so and works on the space network (config records init "space")."""
         cfg = ctx.cfg
         if cfg.method_options.init != "teacher":
             return cfg
         from ..teachers.as_student import teacher_as_student
 
         ctx.start = teacher_as_student(ctx.teacher)
-        if ctx.start is None:
-            ctx.log(f"note: {self.title} cannot start from teacher {cfg.teacher} (only an instance-norm "
-                    "cyclegan-resnet layout is expressible as a student); using the widest network of the space instead")
-            return replace(cfg, method_options=replace(cfg.method_options, init="space"))
-        return cfg
+        if ctx.start is not None:
+            return cfg
+        why = "only an instance-norm cyclegan-resnet layout is expressible as a student"
+        if self.prunes_graphs:
+            from ..teachers.graph_reader import GraphImportError, read_teacher
+
+            try:
+                graph, weights = read_teacher(ctx.teacher)
+            except GraphImportError as e:
+                why = f"it cannot be read as a graph of standard layers: {e}"
+            else:
+                ctx.extra["graph"] = (graph, weights)
+                ctx.log(f"{self.title} starts from the teacher itself, read as a graph of {len(graph.ops)} layers")
+                return cfg
+        ctx.log(f"note: {self.title} cannot start from teacher {cfg.teacher} ({why}); using the widest network "
+                "of the space instead")
+        return replace(cfg, method_options=replace(cfg.method_options, init="space"))
 
     def space(self, ctx) -> WidthSpace:
         return prunable_space(ctx.cfg, ctx.start[0] if ctx.start else None)
 
     def check_budget(self, ctx) -> None:
-        space, b = self.space(ctx), ctx.budget
-        lo = b.cost(space.spec(tuple(1 for _ in space.names)))
+        b = ctx.budget
+        if "graph" in ctx.extra:
+            from .graph_pruning import smallest_graph_spec
+
+            lo = b.cost(smallest_graph_spec(ctx))
+        else:
+            space = self.space(ctx)
+            lo = b.cost(space.spec(tuple(1 for _ in space.names)))
         if b.limit < lo:
             raise UserError(f"budget {b} is below the smallest network {self.title} can prune "
                             f"to (one channel per layer: {b.fmt(lo)} {b.where()}); raise --budget")

@@ -2,7 +2,9 @@
 GAN-compression papers compare against (filter pruning by L1 norm, Li et al., ICLR 2017).
 
 1. The network to prune: the teacher itself when its layout is expressible as a student (an
-   instance-norm cyclegan-resnet; `--prune-init teacher`, default), else the widest network of
+   instance-norm cyclegan-resnet; `--prune-init teacher`, default), or else when it can be read
+   as a graph of standard layers (any traceable PyTorch or TorchScript teacher: SRGAN, ESRGAN,
+   a black-box style network; methods/graph_pruning.py), else the widest network of
    the width space (`--prune-op` in every cell layer), first trained by distillation for
    `--prune-steps` steps so its magnitudes mean something.
 2. Rank the channels of every width position by magnitude: the mean |w| of the filters that write
@@ -105,8 +107,12 @@ class MagnitudePruning(PruningMethod):
         if o.steps < 0:
             raise UserError(f"--prune-steps must be >= 0, got {o.steps}")
 
+    prunes_graphs = True
+
     def search(self, ctx: RunContext):
         cfg, budget = ctx.cfg, ctx.budget
+        if "graph" in ctx.extra:
+            return self._search_graph(ctx)
         torch.manual_seed(cfg.seed)
         student = GatedStudent(self.space(ctx))
         if ctx.start is not None:  # the teacher itself, weights and all
@@ -133,6 +139,21 @@ class MagnitudePruning(PruningMethod):
                     else "space"}
             atomic_write_text(ctx.run / "search" / "prune.json", json.dumps(info, indent=1))
         return spec, {k: v.contiguous() for k, v in plain.state_dict().items()}
+
+    @staticmethod
+    def _search_graph(ctx: RunContext):
+        from .graph_pruning import prune_to_budget
+
+        budget = ctx.budget
+        spec, weights, info = prune_to_budget(ctx)
+        spec = replace(spec, meta={"method": "prune", **budget_meta(budget, spec), "cut_fraction": 1 - info["kept_fraction"],
+                                   "pruned_from": "teacher graph"})
+        cost = "" if budget.unit == "MACs" else f", {budget.fmt(budget.cost(spec))}"
+        ctx.log(f"magnitude pruning of the teacher's graph: every position keeps its strongest "
+                f"{info['kept_fraction']:.0%} of channels: {fmt_macs(spec.meta['macs'])} MACs{cost} (budget {budget})")
+        if is_main():
+            atomic_write_text(ctx.run / "search" / "prune.json", json.dumps(info, indent=1))
+        return spec, weights
 
 
 METHOD = MagnitudePruning()
