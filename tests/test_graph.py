@@ -164,24 +164,11 @@ class TinyStyle(nn.Module):
 def test_prune_cuts_a_black_box_torchscript_teacher(tmp_path, capsys):
     import json
 
-    from gancompress.cli import main
-    from gancompress.data.images import save_image
-
-    torch.manual_seed(0)
-    torch.jit.trace(TinyStyle().eval(), torch.rand(1, 3, 32, 32)).save(str(tmp_path / "style.ts"))
-    for split, n in (("train", 3), ("eval", 2)):
-        (tmp_path / split).mkdir()
-        for i in range(n):
-            save_image(torch.rand(3, 64, 64), tmp_path / split / f"{i}.png")
-    out = tmp_path / "run"
-    code = main(["compress", "--task", "translate", "--method", "prune", "--teacher", f"torchscript:{tmp_path / 'style.ts'}",
-                 "--teacher-range", "0,1", "--trust-teacher-code", "--train-data", str(tmp_path / "train"),
-                 "--eval-data", str(tmp_path / "eval"), "--budget", "1/3", "--out", str(out), "--size", "64",
-                 "--retrain-steps", "3", "--patch", "32", "--batch", "2", "--latency-size", "64",
-                 "--latency-repeats", "1", "--loss", "l1"])
+    code = _tiny_translate_run(tmp_path, "prune")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "starts from the teacher itself, read as a graph" in captured.out
+    out = tmp_path / "run"
     info = json.loads((out / "search" / "prune.json").read_text())
     assert info["pruned_from"] == "teacher graph" and info["widest"] == [8, 12, 8]
     m = json.loads((out / "metrics.json").read_text())
@@ -197,3 +184,52 @@ def test_a_scripted_teacher_with_control_flow_is_refused_with_the_fix(tmp_path):
     teacher = load_teacher(f"torchscript:{tmp_path / 's.ts'}", value_range=(0, 1), trust_code=True)
     with pytest.raises(GraphImportError, match="torch.jit.trace"):
         read_teacher(teacher)
+
+
+def test_slimming_gates_fold_into_the_cut_graph_exactly():
+    from gancompress.methods.graph_pruning import GatedGraph
+
+    torch.manual_seed(3)
+    spec, weights = _read(Zoo())
+    g = GatedGraph("sr", 1, spec, weights)
+    with torch.no_grad():
+        g.gates.uniform_(0.5, 1.5)
+        g.gates[torch.randperm(len(g.gates))[: len(g.gates) // 3]] = 0
+    keep = g.kept(0.0)
+    small, small_w = g.extract(keep)
+    net = GraphNet(small)
+    net.load_state_dict(small_w)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), g.eval()(x), atol=1e-5)
+    assert g.live_spec().graph == ArchSpec.from_graph("sr", 1, small).graph
+
+
+def _tiny_translate_run(tmp_path, method, *extra):
+    from gancompress.cli import main
+    from gancompress.data.images import save_image
+
+    torch.manual_seed(0)
+    torch.jit.trace(TinyStyle().eval(), torch.rand(1, 3, 32, 32)).save(str(tmp_path / "style.ts"))
+    for split, n in (("train", 3), ("eval", 2)):
+        (tmp_path / split).mkdir()
+        for i in range(n):
+            save_image(torch.rand(3, 64, 64), tmp_path / split / f"{i}.png")
+    return main(["compress", "--task", "translate", "--method", method, "--teacher", f"torchscript:{tmp_path / 'style.ts'}",
+                 "--teacher-range", "0,1", "--trust-teacher-code", "--train-data", str(tmp_path / "train"),
+                 "--eval-data", str(tmp_path / "eval"), "--budget", "1/3", "--out", str(tmp_path / "run"), "--size", "64",
+                 "--retrain-steps", "3", "--patch", "32", "--batch", "2", "--latency-size", "64",
+                 "--latency-repeats", "1", "--loss", "l1", *extra])
+
+
+def test_gan_slimming_slims_a_black_box_torchscript_teacher(tmp_path, capsys):
+    import json
+
+    code = _tiny_translate_run(tmp_path, "slim", "--slim-steps", "4", "--lambda-gan", "0")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "GAN Slimming starts from the teacher itself, read as a graph" in captured.out
+    info = json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
+    assert info["pruned_from"] == "teacher graph" and info["widest"] == [8, 12, 8]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["within_budget"] and m["student_macs"] == m["student_macs_flopcounter"] <= m["budget_macs"]

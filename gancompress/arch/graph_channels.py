@@ -159,8 +159,9 @@ def prune_graph(spec: GraphSpec, state: dict[str, torch.Tensor], cg: ChannelGrap
         p = f"layers.{i}."
         if op.op == "conv":
             ii, oi = torch.tensor(kept_idx(op.inputs[0])), torch.tensor(kept_idx(op.output))
-            w = state[p + "weight"]
-            new_state[p + "weight"] = (w[ii][:, oi] if attrs["transposed"] else w[oi][:, ii]).clone()
+            if p + "weight" in state:  # (an empty state: the spec alone)
+                w = state[p + "weight"]
+                new_state[p + "weight"] = (w[ii][:, oi] if attrs["transposed"] else w[oi][:, ii]).clone()
             if p + "bias" in state:
                 new_state[p + "bias"] = state[p + "bias"][oi].clone()
             attrs["cin"], attrs["cout"] = len(ii), len(oi)
@@ -172,9 +173,10 @@ def prune_graph(spec: GraphSpec, state: dict[str, torch.Tensor], cg: ChannelGrap
             attrs["channels"] = len(idx)
         elif op.op == "prelu" and int(attrs["channels"]) > 1:  # one slope per channel
             idx = torch.tensor(kept_idx(op.inputs[0]))
-            new_state[p + "weight"] = state[p + "weight"][idx].clone()
+            if p + "weight" in state:
+                new_state[p + "weight"] = state[p + "weight"][idx].clone()
             attrs["channels"] = len(idx)
-        elif op.op == "prelu":
+        elif op.op == "prelu" and p + "weight" in state:
             new_state[p + "weight"] = state[p + "weight"].clone()
         ops.append(GraphOp(op.op, list(op.inputs), op.output, attrs))
     return GraphSpec(ops, spec.output, spec.in_channels), new_state

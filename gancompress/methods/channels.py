@@ -100,6 +100,9 @@ class GatedStudent(nn.Module):
         gs = torch.cat([g.detach().flatten() for g in self.gate_parameters()])
         return float((gs == 0).float().mean())
 
+    def live_spec(self) -> ArchSpec:
+        return live_spec(self)
+
 
 def channel_scores(student: GatedStudent) -> list[torch.Tensor]:
     """Gate magnitudes per position (empty for positions that are never cut)."""
@@ -252,7 +255,9 @@ class PruningMethod(Method):
     is expressible as a student (their `init` option "teacher"), else the widest network of the
     width space, down to the budget, and log a position cut to its floor instead of warning."""
 
-    prunes_graphs = False  # also cuts a teacher read as a layer graph (teachers/graph_reader.py)
+    def prunes_graphs(self, cfg) -> bool:
+        """Whether this run can cut a teacher read as a layer graph (teachers/graph_reader.py)."""
+        return False
 
     def fit_to_budget(self, ctx):
         """(sets ctx.start, or ctx.extra["graph"]) The teacher written as a student when its layout
@@ -267,7 +272,7 @@ class PruningMethod(Method):
         if ctx.start is not None:
             return cfg
         why = "only an instance-norm cyclegan-resnet layout is expressible as a student"
-        if self.prunes_graphs:
+        if self.prunes_graphs(cfg):
             from ..teachers.graph_reader import GraphImportError, read_teacher
 
             try:

@@ -32,14 +32,16 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from ..arch.cost import fmt_macs
+from ..arch.graph_channels import position_widths
 from ..arch.ops import OPS
+from ..arch.spec import ArchSpec
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..rundir import omit_defaults
 from .base import RunContext, distill_student
 from .space import budget_meta
-from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, live_spec, op_option, start_option,
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, op_option, start_option,
                        threshold_for_budget, widths_of)
 
 SLIM_OPS = PRUNABLE_OPS
@@ -123,7 +125,7 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
 
     def live_fits(i: int) -> bool:
         if budget.unit != "ms" or not last_fit or i % LATENCY_CHECK_EVERY == 0:
-            last_fit[:] = [budget.fits(live_spec(student))]
+            last_fit[:] = [budget.fits(student.live_spec())]
         return last_fit[0]
 
     def step(i):
@@ -169,9 +171,14 @@ class GANSlimming(PruningMethod):
     def validate(self, cfg) -> None:
         validate(cfg.method_options)
 
+    def prunes_graphs(self, cfg) -> bool:
+        return cfg.method_options.bits == 32  # GS-8's fake quantization is placed by layer names of the skeleton
+
     def search(self, ctx: RunContext):
         cfg, run, s = ctx.cfg, ctx.run, ctx.cfg.search
         o, budget = cfg.method_options, ctx.budget
+        if "graph" in ctx.extra:
+            return self._search_graph(ctx)
         student = GatedStudent(self.space(ctx))
         if ctx.start is not None:  # the teacher itself, weights and all (outputs equal: tested)
             student.net.load_state_dict(ctx.start[1])
@@ -196,6 +203,33 @@ class GANSlimming(PruningMethod):
         if is_main():
             atomic_write_text(run / "search" / "slim.json", json.dumps(info, indent=1))
         return spec, {k: v.contiguous() for k, v in plain.state_dict().items()}
+
+    @staticmethod
+    def _search_graph(ctx: RunContext):
+        """The same optimization on the teacher read as a graph: a gate per channel class."""
+        from .graph_pruning import GatedGraph
+
+        cfg, run, s = ctx.cfg, ctx.run, ctx.cfg.search
+        o, budget = cfg.method_options, ctx.budget
+        student = GatedGraph(cfg.task, ctx.teacher.scale, *ctx.extra["graph"])
+        train_gated(o, student, ctx.distill_loss(), ctx.sampler(s.patch, s.batch, cfg.seed), run / "search" / "slim.ckpt",
+                    cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed, budget)
+        student.cpu().eval()
+        zero = student.sparsity()
+        t = student.threshold_for_budget(budget)
+        keep = student.kept(t)
+        graph, weights = student.extract(keep)
+        spec = ArchSpec.from_graph(cfg.task, ctx.teacher.scale, graph)
+        spec = replace(spec, meta={"method": "slim", **budget_meta(budget, spec), "threshold": t, "rho": o.rho,
+                                   "gate_sparsity": zero, "bits": 32, "pruned_from": "teacher graph"})
+        info = {"threshold": t, "gate_sparsity_after_training": zero, "pruned_from": "teacher graph",
+                "widths": position_widths(student.cg, keep), "widest": [len(p) for p in student.cg.positions]}
+        cost = "" if budget.unit == "MACs" else f", {budget.fmt(budget.cost(spec))}"
+        ctx.log(f"GAN Slimming (teacher graph): {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} "
+                f"keeps {fmt_macs(spec.meta['macs'])} MACs{cost} (budget {budget})")
+        if is_main():
+            atomic_write_text(run / "search" / "slim.json", json.dumps(info, indent=1))
+        return spec, {k: v.contiguous() for k, v in weights.items()}
 
     def retrain(self, ctx: RunContext, spec, student):
         quantize_for(ctx.cfg, student)

@@ -107,7 +107,8 @@ class MagnitudePruning(PruningMethod):
         if o.steps < 0:
             raise UserError(f"--prune-steps must be >= 0, got {o.steps}")
 
-    prunes_graphs = True
+    def prunes_graphs(self, cfg) -> bool:
+        return True
 
     def search(self, ctx: RunContext):
         cfg, budget = ctx.cfg, ctx.budget
