@@ -233,3 +233,26 @@ def test_gan_slimming_slims_a_black_box_torchscript_teacher(tmp_path, capsys):
     assert info["pruned_from"] == "teacher graph" and info["widest"] == [8, 12, 8]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["within_budget"] and m["student_macs"] == m["student_macs_flopcounter"] <= m["budget_macs"]
+
+
+@pytest.mark.parametrize("name", ["unet", "cyclegan-batch", "cyclegan-instance", "srresnet"])
+def test_zoo_teachers_are_read_as_graphs(name):
+    from gancompress.teachers import Teacher
+    from gancompress.teachers.graph_reader import read_teacher
+    from gancompress.teachers.zoo import SRResNet
+    from gancompress.teachers.zoo_translate import ResnetGenerator, UnetGenerator
+
+    torch.manual_seed(0)
+    model, scale, rng = {"unet": (UnetGenerator(num_downs=5, ngf=4), 1, (-1, 1)),
+                         "cyclegan-batch": (ResnetGenerator(ngf=4, n_blocks=2, norm="batch"), 1, (-1, 1)),
+                         "cyclegan-instance": (ResnetGenerator(ngf=4, n_blocks=2), 1, (-1, 1)),  # norm without affine
+                         "srresnet": (SRResNet(nf=8, nb=2), 4, (0, 1))}[name]
+    teacher = Teacher(model.eval(), kind=name, source="test", scale=scale, value_range=rng)
+    spec, weights = read_teacher(teacher)
+    net = GraphNet(spec)
+    net.load_state_dict(weights)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), teacher(x), atol=1e-5)
+    cg = channel_graph(spec)
+    assert cg.positions and all(len(p) > 1 for p in cg.positions[:1])

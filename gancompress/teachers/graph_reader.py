@@ -45,6 +45,15 @@ def _pair(v, n=2):
     return [int(x) for x in v]
 
 
+def _channels(value) -> int | None:
+    """The channel count a traced graph recorded for a value (None when it has no shape)."""
+    try:
+        sizes = value.type().sizes()
+    except (RuntimeError, AttributeError):
+        return None
+    return int(sizes[1]) if sizes and len(sizes) == 4 and sizes[1] is not None else None
+
+
 class _Reader:
     def __init__(self, module):
         self.module = module
@@ -98,8 +107,12 @@ class _Reader:
         if k == "prim::GetAttr":
             self.env[outs[0].unique()] = getattr(args[0], node.s("name"))
             return
-        if k == "prim::ListConstruct":
+        if k in ("prim::ListConstruct", "prim::TupleConstruct"):
             self.env[outs[0].unique()] = list(args)
+            return
+        if k in ("prim::TupleUnpack", "prim::ListUnpack"):
+            for out, v in zip(outs, args[0]):
+                self.env[out.unique()] = v
             return
         if k in _IDENTITY:
             self.env[outs[0].unique()] = self.tensor_in(node, 0, "input")
@@ -166,11 +179,13 @@ class _Reader:
         if k == "aten::instance_norm":
             if not a[5]:
                 raise GraphImportError("instance norm with stored statistics (use_input_stats=False) is not supported")
-            c = w.numel() if isinstance(w, torch.Tensor) else None
+            affine = isinstance(w, torch.Tensor)
+            c = w.numel() if affine else _channels(node.inputsAt(0))
             if c is None:
-                raise GraphImportError("instance norm without affine parameters: the channel count is unknown")
-            return self.emit("inorm", [x], {"channels": int(c), "eps": float(a[7]), "affine": True},
-                             {"weight": w, "bias": b})
+                raise GraphImportError("instance norm without affine parameters in a graph without shapes "
+                                       "(save the teacher with torch.jit.trace)")
+            return self.emit("inorm", [x], {"channels": int(c), "eps": float(a[7]), "affine": affine},
+                             {"weight": w, "bias": b} if affine else None)
         if a[5]:
             raise GraphImportError("batch norm in training mode; save the teacher in eval mode (model.eval())")
         c = rm.numel()
@@ -280,7 +295,7 @@ def read_teacher(teacher) -> tuple[GraphSpec, dict[str, torch.Tensor]]:
     spec, weights = read_torchscript(traced, check_side=side)
     net = GraphNet(spec)
     net.load_state_dict(weights)
-    y = torch.rand(1, 3, side + 12, side + 20, generator=torch.Generator().manual_seed(2))
+    y = torch.rand(1, 3, 2 * side, side, generator=torch.Generator().manual_seed(2))  # another, non-square size
     with torch.no_grad():
         want, got = teacher(y).float(), net.eval()(y)
     if want.shape != got.shape or not torch.allclose(want, got, atol=1e-4, rtol=1e-4):
