@@ -237,8 +237,9 @@ def start_option(flag: str, fallback: str):
     """The `init` field of a pruning method's options: what it starts from."""
     return field(default="teacher", metadata={
         "flag": flag, "choices": ["teacher", "space"],
-        "help": "teacher: the pretrained teacher itself (instance-norm cyclegan-resnet teachers; others fall back "
-                f"to space, and the run says so); space: the widest network of the space, {fallback}"})
+        "help": "teacher: the pretrained teacher itself (as a student for instance-norm cyclegan-resnet teachers, else "
+                "as a graph of its own layers when it can be traced; others fall back to space, and the run says "
+                f"so); space: the widest network of the space, {fallback}"})
 
 
 def prunable_space(cfg, start=None) -> WidthSpace:
