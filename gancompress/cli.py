@@ -120,7 +120,10 @@ def cmd_upscale(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="gancompress", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"gancompress {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compress the bundled x4 SR teacher (or, with --task translate, the "
                                      "bundled translation teacher) on bundled photographs (~5 min)")

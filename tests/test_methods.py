@@ -240,3 +240,12 @@ def test_demo_help_shows_the_defaults_the_demo_runs_with():
     for key in ("retrain_steps", "warmup_steps", "cells"):
         sr, tr = DEMO_DEFAULTS["sr"][key], DEMO_DEFAULTS["translate"][key]
         assert f"(default {sr} for sr, {tr} for translate)" in text, key
+
+
+def test_version_flag(capsys):
+    from gancompress import __version__
+    from gancompress.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"gancompress {__version__}"
