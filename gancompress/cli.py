@@ -1,7 +1,9 @@
 """The `gancompress` command. Parses arguments, calls the Python API, prints results.
 
 Every problem the user can fix ends as one line `error: ...` and exit code 2 (no traceback);
-an interrupt says how to resume.
+an interrupt says how to resume. With `--json` (every command) stdout holds one JSON object, the
+same dict the Python API returns (a run's metrics.json for compress); progress and messages go
+to stderr.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def cmd_compress(args, demo=False):
         print(f"report: {cfg.out}/report.md")
     elif m:
         print(f"{cfg.out}/report.md")
+    return m
 
 
 def cmd_train_teacher(args):
@@ -51,13 +54,14 @@ def cmd_train_teacher(args):
                                       crop=args.crop, batch=args.batch or 1, lr=args.lr or 2e-4, seed=args.seed,
                                       device=args.device, quiet=args.quiet)
         print(f"teacher written to {out}; use it as --teacher cyclegan-resnet:{out} --task translate")
-        return
+        return {"teacher": str(out), "teacher_ref": f"cyclegan-resnet:{out}", "task": "translate"}
     from .teachers.train import train_sr_teacher
 
     out = train_sr_teacher(args.out, scale=args.scale, data=args.data, nf=args.nf, nb=args.nb, gc=args.gc,
                            steps=args.steps or 2000, patch=args.patch, batch=args.batch or 16, lr=args.lr or 5e-4,
                            seed=args.seed, device=args.device, quiet=args.quiet)
     print(f"teacher written to {out}; use it as --teacher esrgan:{out}")
+    return {"teacher": str(out), "teacher_ref": f"esrgan:{out}", "task": "sr"}
 
 
 def cmd_profile(args):
@@ -65,15 +69,13 @@ def cmd_profile(args):
 
     res = profile(args.model, size=args.size, repeats=args.repeats, scale=args.scale,
                   trust_teacher_code=args.trust_teacher_code)
-    if args.json:
-        print(json.dumps(res, indent=1))
-        return
     for k, v in res.items():
         if k == "macs" or k == "spec_macs":
             v = f"{v / 1e9:.3f} G"
         elif k == "latency_ms_torch":
             v = f"{v:.1f} ms"
         print(f"{k:>18}: {v}")
+    return res
 
 
 def cmd_eval(args):
@@ -90,6 +92,7 @@ def cmd_eval(args):
         if v is not None:
             print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
     print(f"written: {res['written']}")
+    return res
 
 
 def cmd_export(args):
@@ -110,13 +113,17 @@ def cmd_export(args):
                   f"(delta {q['delta_fid_to_teacher']:+.2f}) over {q['eval_images']} images")
         if q["float_ops"]:
             print("ops with no int8 form (kept float): " + ", ".join(f"{k} x{v}" for k, v in q["float_ops"].items()))
+    return res
 
 
 def cmd_upscale(args):
     from .api import upscale
 
+    written = []
     for p in upscale(args.run, args.images, args.out, quiet=args.quiet, max_pixels=args.max_pixels):
         print(p)
+        written.append(str(p))
+    return {"written": written}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--size", type=int, default=256, help="LR input side (default 256)")
     pr.add_argument("--scale", type=int, default=None, help="scale of a black-box teacher")
     pr.add_argument("--repeats", type=int, default=5)
-    pr.add_argument("--json", action="store_true")
     add_trust_option(pr)
     pr.add_argument("--threads", type=int, default=None)
     e = sub.add_parser("eval", help="evaluate a finished run on an eval folder")
@@ -197,7 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "streamed tile by tile; 9437184 = 3072^2 for translation, run whole)")
         u.add_argument("--threads", type=int, default=None)
         u.add_argument("--quiet", action="store_true")
+    for sp in sub.choices.values():
+        sp.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout (the dict the Python API returns); messages go to stderr")
     return p
+
+
+def _run_json(fn, args) -> None:
+    """fn(args) with everything it prints sent to stderr, then its result as JSON on stdout."""
+    import contextlib
+
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        res = fn(args)
+    print(json.dumps(res if res is not None else {}, indent=1, default=str), file=out)
 
 
 COMMANDS = {"demo": lambda a: cmd_compress(a, demo=True), "compress": cmd_compress,
@@ -212,7 +231,10 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        COMMANDS[args.command](args)
+        if args.json:
+            _run_json(COMMANDS[args.command], args)
+        else:
+            COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

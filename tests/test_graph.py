@@ -164,11 +164,12 @@ class TinyStyle(nn.Module):
 def test_prune_cuts_a_black_box_torchscript_teacher(tmp_path, capsys):
     import json
 
-    code = _tiny_translate_run(tmp_path, "prune")
+    code = _tiny_translate_run(tmp_path, "prune", "--json")
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "starts from the teacher itself, read as a graph" in captured.out
+    assert "starts from the teacher itself, read as a graph" in captured.err  # --json: messages on stderr
     out = tmp_path / "run"
+    assert json.loads(captured.out) == json.loads((out / "metrics.json").read_text())  # stdout: the metrics
     info = json.loads((out / "search" / "prune.json").read_text())
     assert info["pruned_from"] == "teacher graph" and info["widest"] == [8, 12, 8]
     m = json.loads((out / "metrics.json").read_text())

@@ -89,16 +89,22 @@ def test_cli_profile_export_upscale_eval(finished_run, tiny_data, tmp_path, caps
     assert main(["profile", str(out), "--size", "32", "--repeats", "1", "--json"]) == 0
     prof = json.loads(capsys.readouterr().out)
     assert prof["kind"] == "student" and prof["macs"] == prof["spec_macs"] * 32 * 32 // (256 * 256)
-    assert main(["export", str(out), "--onnx", str(tmp_path / "s.onnx")]) == 0
+    assert main(["export", str(out), "--onnx", str(tmp_path / "s.onnx"), "--json"]) == 0
     assert (tmp_path / "s.onnx").is_file()
+    assert json.loads(capsys.readouterr().out)["onnx"] == str(tmp_path / "s.onnx")  # stdout: only the JSON
     img = sorted(os.listdir(evald))[0]
-    assert main(["upscale", str(out), os.path.join(evald, img), "--out", str(tmp_path / "up"), "--quiet"]) == 0
+    assert main(["upscale", str(out), os.path.join(evald, img), "--out", str(tmp_path / "up"), "--json"]) == 0
     from gancompress.data.images import load_image
 
+    written = json.loads(capsys.readouterr().out)["written"]
     up = load_image(tmp_path / "up" / (os.path.splitext(img)[0] + "_x4.png"))
+    assert written == [str(tmp_path / "up" / (os.path.splitext(img)[0] + "_x4.png"))]
     assert up.shape[-2:] == (384, 384)
     assert main(["eval", str(out), "--eval-data", evald, "--quiet"]) == 0
     assert "student_psnr_y" in capsys.readouterr().out
+    assert main(["eval", str(out), "--eval-data", evald, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["images"] == 2 and "student_psnr_y" in res
 
 
 def test_int8_export_runs_and_stays_close_to_fp32(finished_run, capsys, tmp_path):
