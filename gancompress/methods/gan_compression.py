@@ -126,8 +126,8 @@ class GANCompression(Method):
         if o.config:
             chosen = budget.cost(space.spec(space.parse(o.config)))
             if chosen > budget.limit:
-                raise UserError(f"--config {o.config} costs {budget.fmt(chosen)}, over the budget {budget}; "
-                                "pick a smaller config or raise --budget")
+                raise UserError(f"--subnet {o.config} costs {budget.fmt(chosen)}, over the budget {budget}; "
+                                "pick a smaller sub-network or raise --budget")
 
     def preflight(self, ctx: RunContext) -> None:
         """The teacher layers to distil from, checked before anything is written."""
@@ -159,7 +159,7 @@ class GANCompression(Method):
         t0 = time.perf_counter()
         if o.config:
             best, result = st.space.parse(o.config), {"history": [], "cache": {}}
-            ctx.log(f"using --config {o.config} (no evolutionary search)")
+            ctx.log(f"using --subnet {o.config} (no evolutionary search)")
         else:
             result = ofa.evolutionary_search(o, net, st.space, ctx.budget, held, calib, run / "search", cfg.device,
                                              cfg.quiet)

@@ -74,9 +74,10 @@ class OFAConfig:
     teacher_layers: tuple = field(default=(), metadata={  # module paths inside the teacher
         "parse": _layer_list, "metavar": "PATH[,PATH...]",
         "help": "teacher module names for feature distillation (default: a zoo teacher's named layers)"})
-    config: str = field(default="", metadata={
-        "metavar": "W_W_..._W", "help": "use this sub-network (widths joined by _) instead of the evolutionary "
-                                        "search (default: search)"})
+    config: str = field(default="", metadata={  # config.json keeps the field's name
+        "flag": "--subnet", "aliases": ("--config",), "metavar": "W_W_..._W",
+        "help": "use this sub-network (widths joined by _) instead of the evolutionary search; --config is its "
+                "old, deprecated name (default: search)"})
     score: str = field(default="psnr", metadata={
         "flag": "--ofa-score", "choices": list(SCORES),
         "help": "candidate score on held-out training images: psnr (to the teacher) or, for sr, psnr-y (to "

@@ -3,7 +3,7 @@ its field (name, type, default) and `metadata` (help, flag, choices, parse). Eve
 option defaults to None on the command line, and a value not given takes the field's default, so
 `--help`, the CLI and the Python API cannot disagree about defaults.
 
-metadata keys: help; flag (default `--` + the field name with dashes); choices; type (when the
+metadata keys: help; flag (default `--` + the field name with dashes); aliases (older flags); choices; type (when the
 default is None); parse (text -> value, e.g. a comma list); nested (a dataclass field whose own
 fields are options); cli=False (not an option). A bool field is a switch that flips its default
 (`--no-NAME` for a field that defaults to True, unless a flag is given).
@@ -54,7 +54,7 @@ def add_dataclass_options(group, cls, seen: set) -> None:
         kind = f.metadata.get("parse") or f.metadata.get("type") or (type(default) if default is not None else str)
         if isinstance(default, tuple) and "parse" not in f.metadata:
             raise TypeError(f"{cls.__name__}.{f.name}: a tuple option needs metadata parse")
-        group.add_argument(flag, dest=_dest(flag), type=kind, default=None,
+        group.add_argument(flag, *f.metadata.get("aliases", ()), dest=_dest(flag), type=kind, default=None,
                            choices=f.metadata.get("choices"), help=help_text.replace("%", "%%"),
                            metavar=f.metadata.get("metavar"))
 
