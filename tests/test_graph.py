@@ -164,7 +164,7 @@ class TinyStyle(nn.Module):
 def test_prune_cuts_a_black_box_torchscript_teacher(tmp_path, capsys):
     import json
 
-    code = _tiny_translate_run(tmp_path, "prune", "--json")
+    code = _tiny_translate_run(tmp_path, "prune", "--prune-init", "graph", "--json")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "starts from the teacher itself, read as a graph" in captured.err  # --json: messages on stderr
@@ -226,7 +226,7 @@ def _tiny_translate_run(tmp_path, method, *extra):
 def test_gan_slimming_slims_a_black_box_torchscript_teacher(tmp_path, capsys):
     import json
 
-    code = _tiny_translate_run(tmp_path, "slim", "--slim-steps", "4", "--lambda-gan", "0")
+    code = _tiny_translate_run(tmp_path, "slim", "--slim-init", "graph", "--slim-steps", "4", "--lambda-gan", "0")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "GAN Slimming starts from the teacher itself, read as a graph" in captured.out

@@ -176,12 +176,13 @@ def test_prune_end_to_end_sr(tiny_teacher, tiny_data, tmp_path):
 
 
 def test_prune_cuts_an_esrgan_teacher_read_as_a_graph(tiny_teacher, tiny_data, tmp_path):
-    """The default `--prune-init teacher` on a layout the skeleton cannot express: the teacher's
-    traced graph is cut (RRDB: dense concatenations, scaled residual adds, nearest up-sampling)."""
+    """`--prune-init graph` on a layout the skeleton cannot express: the teacher's traced graph is
+    cut (RRDB: dense concatenations, scaled residual adds, nearest up-sampling)."""
     from gancompress.api import compress
     from gancompress.export.student import load_student
 
     cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="prune", budget="1/3")
+    cfg.method_options.init = "graph"
     m = compress(cfg)
     assert m["method"] == "prune" and m["within_budget"]
     assert m["student_macs"] == m["student_macs_flopcounter"]

@@ -102,12 +102,19 @@ def test_slim_compress_end_to_end(tiny_teacher, tiny_data, tmp_path, bits):
     spec = json.loads((tmp_path / "run" / "search" / "spec.json").read_text())
     assert spec["bits"] == bits and spec["meta"]["method"] == "slim"
     assert m["student_macs"] == m["student_macs_flopcounter"]
-    info = json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
-    if bits == 32:  # an ESRGAN-style teacher is slimmed as a graph of its own layers
-        assert info["pruned_from"] == "teacher graph" and sum(info["widths"]) < sum(info["widest"])
-    else:  # GS-8 places fake quantization by the skeleton's names: the space network
-        assert "pruned_from" not in info
-        assert "init" not in json.loads((tmp_path / "run" / "config.json").read_text())["slim"]
+    # an ESRGAN-style teacher cannot be written as a student: the run slimmed the space network
+    assert "init" not in json.loads((tmp_path / "run" / "config.json").read_text())["slim"]
+
+
+def test_gs8_does_not_slim_a_graph_and_says_why(tiny_teacher, tiny_data, tmp_path, capsys):
+    from gancompress.api import compress
+
+    slim = SlimConfig(steps=2, bits=8, init="graph")
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", method_options=slim,
+                      quiet=False)
+    compress(cfg)
+    assert "GS-32 only" in capsys.readouterr().out
+    assert "pruned_from" not in json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
 
 
 def test_int8_twins_cost_less_and_build_the_same_module():

@@ -236,10 +236,11 @@ def op_option(flag: str):
 def start_option(flag: str, fallback: str):
     """The `init` field of a pruning method's options: what it starts from."""
     return field(default="teacher", metadata={
-        "flag": flag, "choices": ["teacher", "space"],
-        "help": "teacher: the pretrained teacher itself (as a student for instance-norm cyclegan-resnet teachers, else "
-                "as a graph of its own layers when it can be traced; others fall back to space, and the run says "
-                f"so); space: the widest network of the space, {fallback}"})
+        "flag": flag, "choices": ["teacher", "graph", "space"],
+        "help": "teacher: the pretrained teacher itself when its layout is expressible as a student (instance-norm "
+                "cyclegan-resnet), else space, and the run says so; graph: the teacher's own layers, read as a graph "
+                "(any traceable teacher; on SRGAN its skeleton made a worse student: BENCHMARKS.md); space: the "
+                f"widest network of the space, {fallback}"})
 
 
 def prunable_space(cfg, start=None) -> WidthSpace:
@@ -256,34 +257,42 @@ class PruningMethod(Method):
     is expressible as a student (their `init` option "teacher"), else the widest network of the
     width space, down to the budget, and log a position cut to its floor instead of warning."""
 
-    def prunes_graphs(self, cfg) -> bool:
-        """Whether this run can cut a teacher read as a layer graph (teachers/graph_reader.py)."""
-        return False
+    init_flag = ""  # the method's --X-init flag, for messages
+
+    def graph_refusal(self, cfg) -> str | None:
+        """Why this run cannot cut a teacher read as a layer graph (None: it can)."""
+        return f"{self.title} does not cut graphs"
 
     def fit_to_budget(self, ctx):
-        """(sets ctx.start, or ctx.extra["graph"]) The teacher written as a student when its layout
-        is expressible; else, for methods that prune graphs, the teacher read as a graph of standard
-        layers; else the run says so and works on the space network (config records init "space")."""
+        """(sets ctx.start, or ctx.extra["graph"]) init "teacher": the teacher written as a student
+        when its layout is expressible; init "graph": the teacher read as a graph of standard layers
+        (teachers/graph_reader.py); otherwise, or when that fails, the run says why and works on the
+        space network (its config records init "space")."""
         cfg = ctx.cfg
-        if cfg.method_options.init != "teacher":
+        init = cfg.method_options.init
+        if init == "space":
             return cfg
-        from ..teachers.as_student import teacher_as_student
+        if init == "teacher":
+            from ..teachers.as_student import teacher_as_student
 
-        ctx.start = teacher_as_student(ctx.teacher)
-        if ctx.start is not None:
-            return cfg
-        why = "only an instance-norm cyclegan-resnet layout is expressible as a student"
-        if self.prunes_graphs(cfg):
-            from ..teachers.graph_reader import GraphImportError, read_teacher
-
-            try:
-                graph, weights = read_teacher(ctx.teacher)
-            except GraphImportError as e:
-                why = f"it cannot be read as a graph of standard layers: {e}"
-            else:
-                ctx.extra["graph"] = (graph, weights)
-                ctx.log(f"{self.title} starts from the teacher itself, read as a graph of {len(graph.ops)} layers")
+            ctx.start = teacher_as_student(ctx.teacher)
+            if ctx.start is not None:
                 return cfg
+            why = (f"only an instance-norm cyclegan-resnet layout is expressible as a student; {self.init_flag} graph "
+                   "cuts the teacher's own layers")
+        else:
+            why = self.graph_refusal(cfg)
+            if why is None:
+                from ..teachers.graph_reader import GraphImportError, read_teacher
+
+                try:
+                    graph, weights = read_teacher(ctx.teacher)
+                except GraphImportError as e:
+                    why = f"it cannot be read as a graph of standard layers: {e}"
+                else:
+                    ctx.extra["graph"] = (graph, weights)
+                    ctx.log(f"{self.title} starts from the teacher itself, read as a graph of {len(graph.ops)} layers")
+                    return cfg
         ctx.log(f"note: {self.title} cannot start from teacher {cfg.teacher} ({why}); using the widest network "
                 "of the space instead")
         return replace(cfg, method_options=replace(cfg.method_options, init="space"))

@@ -80,8 +80,8 @@ def validate(cfg: SlimConfig) -> None:
     if cfg.op not in SLIM_OPS:
         raise UserError(f"--slim-op {cfg.op!r}: GAN Slimming prunes operators without an internal skip; "
                         f"choose one of {', '.join(SLIM_OPS)}" + ("" if cfg.op in OPS else " (unknown operator)"))
-    if cfg.init not in ("teacher", "space"):
-        raise UserError(f"--slim-init must be 'teacher' or 'space', got {cfg.init!r}")
+    if cfg.init not in ("teacher", "graph", "space"):
+        raise UserError(f"--slim-init must be 'teacher', 'graph' or 'space', got {cfg.init!r}")
     if cfg.bits not in (8, 32):
         raise UserError(f"--bits must be 8 (GS-8, quantization-aware) or 32 (GS-32), got {cfg.bits}")
     if cfg.rho < 0 or cfg.steps < 0 or cfg.lambda_recon < 0 or cfg.lambda_gan < 0:
@@ -171,8 +171,12 @@ class GANSlimming(PruningMethod):
     def validate(self, cfg) -> None:
         validate(cfg.method_options)
 
-    def prunes_graphs(self, cfg) -> bool:
-        return cfg.method_options.bits == 32  # GS-8's fake quantization is placed by layer names of the skeleton
+    init_flag = "--slim-init"
+
+    def graph_refusal(self, cfg) -> str | None:
+        if cfg.method_options.bits != 32:
+            return "GS-8 places its fake quantization by the skeleton's layer names; --slim-init graph is GS-32 only"
+        return None
 
     def search(self, ctx: RunContext):
         cfg, run, s = ctx.cfg, ctx.run, ctx.cfg.search

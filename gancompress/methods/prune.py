@@ -2,9 +2,9 @@
 GAN-compression papers compare against (filter pruning by L1 norm, Li et al., ICLR 2017).
 
 1. The network to prune: the teacher itself when its layout is expressible as a student (an
-   instance-norm cyclegan-resnet; `--prune-init teacher`, default), or else when it can be read
-   as a graph of standard layers (any traceable PyTorch or TorchScript teacher: SRGAN, ESRGAN,
-   a black-box style network; methods/graph_pruning.py), else the widest network of
+   instance-norm cyclegan-resnet; `--prune-init teacher`, default), or, with `--prune-init graph`,
+   the teacher read as a graph of standard layers (any traceable PyTorch or TorchScript teacher:
+   SRGAN, ESRGAN, a black-box style network; methods/graph_pruning.py), else the widest network of
    the width space (`--prune-op` in every cell layer), first trained by distillation for
    `--prune-steps` steps so its magnitudes mean something.
 2. Rank the channels of every width position by magnitude: the mean |w| of the filters that write
@@ -106,9 +106,13 @@ class MagnitudePruning(PruningMethod):
             raise UserError(f"--prune-op {o.op!r}: choose one of {', '.join(PRUNABLE_OPS)}")
         if o.steps < 0:
             raise UserError(f"--prune-steps must be >= 0, got {o.steps}")
+        if o.init not in ("teacher", "graph", "space"):
+            raise UserError(f"--prune-init must be 'teacher', 'graph' or 'space', got {o.init!r}")
 
-    def prunes_graphs(self, cfg) -> bool:
-        return True
+    init_flag = "--prune-init"
+
+    def graph_refusal(self, cfg) -> str | None:
+        return None
 
     def search(self, ctx: RunContext):
         cfg, budget = ctx.cfg, ctx.budget
