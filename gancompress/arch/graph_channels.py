@@ -46,10 +46,9 @@ class _Union:
 
 @dataclass
 class ChannelGraph:
-    """Channel ids of every value, which op wrote them, which are fixed, and the positions."""
+    """Channel ids of every value, which classes are fixed, and the positions."""
 
     labels: dict[int, list[int]]  # value id -> channel ids (one per channel)
-    writer: dict[int, int]  # channel id -> index of the conv op that writes it
     fixed: set[int]  # class roots that may not be cut
     union: _Union
     positions: list[list[int]]  # per position: its class roots, in a stable order
@@ -61,14 +60,11 @@ class ChannelGraph:
 def channel_graph(spec: GraphSpec) -> ChannelGraph:
     uf = _Union()
     labels: dict[int, list[int]] = {0: uf.new(spec.in_channels)}
-    writer: dict[int, int] = {}
     fixed_ids = set(labels[0])
     for i, op in enumerate(spec.ops):
         ins = [labels[v] for v in op.inputs]
         if op.op == "conv":
             ids = uf.new(int(op.attrs["cout"]))
-            for c in ids:
-                writer[c] = i
         elif op.op in _PASS:
             ids = list(ins[0])
         elif op.op == "cat":
@@ -93,11 +89,10 @@ def channel_graph(spec: GraphSpec) -> ChannelGraph:
     fixed = {uf.find(c) for c in fixed_ids}
     # positions: conv output groups joined by shared classes
     comp = _Union()
-    convs = [(i, [c for c in ids]) for i, ids in ((i, labels[op.output]) for i, op in enumerate(spec.ops)
-                                                  if op.op == "conv")]
-    comp.new(len(convs))
+    groups = [labels[op.output] for op in spec.ops if op.op == "conv"]
+    comp.new(len(groups))
     owner: dict[int, int] = {}
-    for g, (_, ids) in enumerate(convs):
+    for g, ids in enumerate(groups):
         for c in ids:
             r = uf.find(c)
             if r in owner:
@@ -109,7 +104,7 @@ def channel_graph(spec: GraphSpec) -> ChannelGraph:
         if r not in fixed:
             by_comp.setdefault(comp.find(g), []).append(r)
     positions = [sorted(v) for _, v in sorted(by_comp.items())]
-    return ChannelGraph(labels, writer, fixed, uf, positions)
+    return ChannelGraph(labels, fixed, uf, positions)
 
 
 def class_importance(spec: GraphSpec, state: dict[str, torch.Tensor], cg: ChannelGraph) -> dict[int, float]:

@@ -26,9 +26,9 @@ def _spec(ctx, graph, meta=None) -> ArchSpec:
 
 def smallest_graph_spec(ctx) -> ArchSpec:
     """One channel class per position: the floor of what pruning the graph can reach."""
-    graph, weights = ctx.extra["graph"]
+    graph = ctx.extra["graph"][0]
     cg = channel_graph(graph)
-    return _spec(ctx, prune_graph(graph, weights, cg, keep_fraction(cg, {}, 0.0))[0])
+    return _spec(ctx, prune_graph(graph, {}, cg, keep_fraction(cg, {}, 0.0))[0])
 
 
 def prune_to_budget(ctx, steps: int = 20):
@@ -39,7 +39,7 @@ def prune_to_budget(ctx, steps: int = 20):
     lo, hi = 0.0, 1.0  # lo: a fraction that fits (the floor fits: check_budget), hi: one that does not
     for _ in range(steps):
         mid = (lo + hi) / 2
-        if ctx.budget.fits(_spec(ctx, prune_graph(graph, weights, cg, keep_fraction(cg, scores, mid))[0])):
+        if ctx.budget.fits(_spec(ctx, prune_graph(graph, {}, cg, keep_fraction(cg, scores, mid))[0])):  # spec only
             lo = mid
         else:
             hi = mid
@@ -56,9 +56,9 @@ class GatedGraph(nn.Module):
     writer's output, so the gate sits at the readers). A gate at zero is the channel cut: the same
     interface as channels.GatedStudent for slimming's training loop."""
 
-    def __init__(self, ctx_task: str, scale: int, graph: GraphSpec, weights: dict):
+    def __init__(self, task: str, scale: int, graph: GraphSpec, weights: dict):
         super().__init__()
-        self.task, self.scale, self.graph = ctx_task, scale, graph
+        self.task, self.scale, self.graph = task, scale, graph
         self.net = GraphNet(graph)
         self.net.load_state_dict(weights)
         self.cg = channel_graph(graph)
