@@ -61,7 +61,6 @@ class _Reader:
         self.weights: dict[str, torch.Tensor] = {}
         self.env: dict = {}
         self.next_id = 1
-        self.channels: dict[int, int] = {}
 
     def emit(self, kind, inputs, attrs, tensors=None) -> _V:
         out = _V(self.next_id)
