@@ -49,13 +49,23 @@ def predict_tiled(fn, lr: torch.Tensor, scale: int, tile: int = 256, overlap: in
     return out[0]
 
 
+def keep_worst(kept: list, k: int, score: float, item) -> None:
+    """Keep the k items of lowest score in `kept` (as (score, item), lowest first): the images where
+    the student is furthest from its teacher are the ones worth looking at, and only k outputs are
+    held, not every image's."""
+    kept.append((score, item))
+    kept.sort(key=lambda e: e[0])
+    del kept[k:]
+
+
 def quality(student, teacher, eval_set, scale: int, quiet: bool = False, keep_outputs: int = 3):
     """Per-image and mean quality. `student`/`teacher`: callables on (1,3,h,w) in [0,1].
 
-    Returns (summary dict, per-image list, outputs of the first `keep_outputs` images for crops).
+    Returns (summary dict, per-image list, outputs of the `keep_outputs` images furthest from the
+    teacher (lowest PSNR to it, worst first) for crops).
     """
     rows, kept = [], []
-    for i, (name, lr, hr) in enumerate(tqdm(eval_set, desc="evaluate", disable=quiet, mininterval=2.0)):
+    for name, lr, hr in tqdm(eval_set, desc="evaluate", disable=quiet, mininterval=2.0):
         s_out = predict_tiled(student, lr, scale)
         t_out = predict_tiled(teacher, lr, scale)
         bic = bicubic_upscale(lr, scale)
@@ -66,12 +76,11 @@ def quality(student, teacher, eval_set, scale: int, quiet: bool = False, keep_ou
             "bicubic_psnr_y": psnr_y(bic, hr, scale),
             "psnr_to_teacher": psnr_y(s_out, t_out, scale),
         })
-        if i < keep_outputs:
-            kept.append((name, lr, hr, bic, t_out, s_out))
+        keep_worst(kept, keep_outputs, rows[-1]["psnr_to_teacher"], (name, lr, hr, bic, t_out, s_out))
     keys = [k for k in rows[0] if k != "image"]
     summary = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     summary["images"] = len(rows)
-    return summary, rows, kept
+    return summary, rows, [item for _, item in kept]
 
 
 def file_size(path) -> int | None:
@@ -191,7 +200,7 @@ def translate_quality(student, teacher, eval_set, real_target: str | None = None
 
     rows, kept, s_outs, t_outs = [], [], [], []
     dev = module_device(student)
-    for i, (name, x) in enumerate(tqdm(eval_set, desc="evaluate", disable=quiet, mininterval=2.0)):
+    for name, x in tqdm(eval_set, desc="evaluate", disable=quiet, mininterval=2.0):
         with torch.no_grad():
             s_out = student(x[None].to(dev)).clamp(0, 1).cpu()[0]
         t_out = teacher.predict(x[None].to(module_device(teacher))).cpu()[0]
@@ -199,20 +208,19 @@ def translate_quality(student, teacher, eval_set, real_target: str | None = None
                      "ssim_to_teacher": ssim_y(s_out, t_out)})
         s_outs.append(s_out)
         t_outs.append(t_out)
-        if i < keep_outputs:
-            kept.append((name, x, t_out, s_out))
+        keep_worst(kept, keep_outputs, rows[-1]["psnr_to_teacher"], (name, x, t_out, s_out))
     summary = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_to_teacher", "ssim_to_teacher")}
     summary["images"] = len(rows)
     summary["fid_note"] = None
     if len(rows) < MIN_KID_IMAGES:
         summary["fid_note"] = (f"FID/KID not computed: {len(rows)} evaluation images, at least "
                                f"{MIN_KID_IMAGES} needed for KID and 50 for FID")
-        return summary, rows, kept
+        return summary, rows, [item for _, item in kept]
     try:
         inception_path(inception)
     except UserError as e:
         summary["fid_note"] = f"FID/KID not computed: {e}"
-        return summary, rows, kept
+        return summary, rows, [item for _, item in kept]
     fs = inception_features(s_outs)
     ft = inception_features(t_outs)
     r = fid_kid(fs, ft, "student vs teacher outputs")
@@ -226,4 +234,4 @@ def translate_quality(student, teacher, eval_set, real_target: str | None = None
         rs, rt = fid_kid(fs, fr, "student outputs vs real"), fid_kid(ft, fr, "teacher outputs vs real")
         summary.update(student_fid_real=rs["fid"], student_kid_real=rs["kid"],
                        teacher_fid_real=rt["fid"], teacher_kid_real=rt["kid"], real_target=str(real_target))
-    return summary, rows, kept
+    return summary, rows, [item for _, item in kept]

@@ -299,18 +299,19 @@ def _measured_at_budget(budget, student, onnx_path) -> float:
 
 
 def _save_crops(run, kept, scale):
+    """The images furthest from the teacher, worst first (`worst1_NAME.png`, ...)."""
     from .report.images import pick_crop, side_by_side
 
     (run / "crops").mkdir(exist_ok=True)
     if scale == 1:  # translation: whole images, input / teacher / student
-        for name, x, t_out, s_out in kept:
+        for rank, (name, x, t_out, s_out) in enumerate(kept, 1):
             side_by_side([("input", x), ("teacher", t_out), ("student", s_out)],
-                         run / "crops" / f"{Path(name).stem}.png")
+                         run / "crops" / f"worst{rank}_{Path(name).stem}.png")
         return
-    for name, lr, hr, bic, t_out, s_out in kept:
+    for rank, (name, lr, hr, bic, t_out, s_out) in enumerate(kept, 1):
         crop = pick_crop(hr, 40 * scale, seed=0)
         side_by_side([("bicubic", bic), ("teacher", t_out), ("student", s_out), ("HR", hr)],
-                     run / "crops" / f"{name}.png", crop=crop)
+                     run / "crops" / f"worst{rank}_{Path(name).stem}.png", crop=crop)
 
 
 def int8_export(run: RunDir, trust_teacher_code: bool = False) -> dict:

@@ -118,3 +118,24 @@ def test_side_by_side_and_pick_crop(tmp_path):
     )
     im = Image.open(out)
     assert im.mode == "RGB" and im.height > 16 and im.width >= 3 * 16
+
+
+def test_crops_are_of_the_images_furthest_from_the_teacher():
+    """quality() keeps the outputs of the k images with the lowest PSNR to the teacher, worst
+    first, without holding every image's."""
+    import torch
+
+    from gancompress.evaluate import quality
+
+    offsets = {0.1: 0.02, 0.3: 0.20, 0.5: 0.01, 0.7: 0.10, 0.9: 0.05}  # input level -> student error
+
+    def teacher(x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    def student(x):
+        return teacher(x) + offsets[round(float(x.mean()), 1)]
+
+    eval_set = [(f"im{v}", torch.full((3, 8, 8), v), torch.full((3, 16, 16), v)) for v in offsets]
+    _, rows, kept = quality(student, teacher, eval_set, 2, quiet=True, keep_outputs=3)
+    worst = [r["image"] for r in sorted(rows, key=lambda r: r["psnr_to_teacher"])[:3]]
+    assert [k[0] for k in kept] == worst == ["im0.3", "im0.7", "im0.9"]

@@ -95,7 +95,7 @@ def _write_translate_report(run, m: dict, spec):
         ("MACs vs quality", _translate_plot(run, m)),
         ("Architecture", _architecture(spec, m)),
         ("Per image", per_image),
-        ("Images (input / teacher / student)", "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
+        ("Images (input / teacher / student), the furthest from the teacher first", "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
     ]
     return write_report(run / "report.md", "gancompress report", sections)
 
@@ -137,7 +137,7 @@ def write_run_report(run, m: dict):
                                          ("bicubic", 0.0, m["bicubic_psnr_y"])], "PSNR-Y (dB)")),
         ("Architecture", _architecture(spec, m)),
         ("Per image (PSNR-Y, dB)", per_image),
-        ("Crops (bicubic / teacher / student / HR)",
+        ("Crops (bicubic / teacher / student / HR) of the images furthest from the teacher, worst first",
          "\n\n".join(f"![{c.stem}](crops/{c.name})" for c in crops) or "(none)"),
     ]
     return write_report(run / "report.md", "gancompress report", sections)
