@@ -52,7 +52,7 @@ class Zoo(nn.Module):
 
 def _read(model, side=32):
     traced = torch.jit.trace(model.eval(), torch.rand(1, 3, side, side), check_trace=False)
-    return read_torchscript(traced, check_side=side)
+    return read_torchscript(traced, check_sizes=((side, side),))
 
 
 def test_reader_reproduces_a_network_of_every_supported_operator():

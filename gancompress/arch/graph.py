@@ -10,7 +10,6 @@ Ops: conv (incl. transposed), inorm/bnorm, prelu, relu/lrelu/tanh/sigmoid/clamp,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import torch
@@ -49,9 +48,6 @@ class GraphSpec:
         ops = [GraphOp(o["op"], [int(i) for i in o["inputs"]], int(o["output"]), dict(o.get("attrs", {})))
                for o in d["ops"]]
         return cls(ops, int(d["output"]), int(d.get("in_channels", 3)), int(d.get("version", GRAPH_VERSION)))
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_dict())
 
     def summary(self) -> str:
         convs = [o.attrs for o in self.ops if o.op == "conv"]

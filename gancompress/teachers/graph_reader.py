@@ -248,8 +248,9 @@ class _Reader:
         return self.emit("resize", [x], attrs)
 
 
-def read_torchscript(module, check_side: int = 64) -> tuple[GraphSpec, dict[str, torch.Tensor]]:
-    """(spec, state dict) of a GraphNet computing `module`'s function; checked on a random image."""
+def read_torchscript(module, check_sizes=((64, 64),), reference=None) -> tuple[GraphSpec, dict[str, torch.Tensor]]:
+    """(spec, state dict) of a GraphNet computing `module`'s function, checked against `reference`
+    (default: the module itself) on a random image of every size in `check_sizes`."""
     graph = getattr(module, "inlined_graph", None)
     if graph is None:
         raise GraphImportError("not a TorchScript module")
@@ -262,18 +263,23 @@ def read_torchscript(module, check_side: int = 64) -> tuple[GraphSpec, dict[str,
     if missing or unexpected:
         raise GraphImportError(f"the rewritten network does not take the teacher's weights (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]})")
-    x = torch.rand(1, spec.in_channels, check_side, check_side, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want, got = module(x).float(), net.eval()(x)
-    if want.shape != got.shape or not torch.allclose(want, got, atol=1e-4, rtol=1e-4):
-        err = (want - got).abs().max().item() if want.shape == got.shape else f"shape {tuple(got.shape)}"
-        raise GraphImportError(f"the rewritten network does not reproduce the teacher (max difference {err})")
+    net.eval()
+    reference = module if reference is None else reference
+    for seed, (h, w) in enumerate(check_sizes):
+        x = torch.rand(1, spec.in_channels, h, w, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            want, got = reference(x).float(), net(x)
+        if want.shape != got.shape or not torch.allclose(want, got, atol=1e-4, rtol=1e-4):
+            err = f"{(want - got).abs().max().item():.2g}" if want.shape == got.shape else f"shape {tuple(got.shape)}"
+            raise GraphImportError(f"the rewritten network does not reproduce the teacher at {h}x{w} (max difference "
+                                   f"{err}); a traced graph can depend on the size it was traced at")
     return spec, weights
 
 
 def read_teacher(teacher) -> tuple[GraphSpec, dict[str, torch.Tensor]]:
     """A loaded `Teacher` (its [0, 1] mapping included) as a graph: traced when it is an
-    nn.Module (zoo, module:, TorchScript), checked at two input sizes. GraphImportError says why not."""
+    nn.Module (zoo, module:, TorchScript), checked at the traced size and another, non-square one.
+    GraphImportError says why not."""
     import warnings
 
     model = getattr(teacher, "model", None)
@@ -291,13 +297,4 @@ def read_teacher(teacher) -> tuple[GraphSpec, dict[str, torch.Tensor]]:
             traced = torch.jit.trace(teacher, x, check_trace=False)
     except Exception as e:  # noqa: BLE001 - tracing fails in many ways (data-dependent control flow, ...)
         raise GraphImportError(f"the teacher could not be traced ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
-    spec, weights = read_torchscript(traced, check_side=side)
-    net = GraphNet(spec)
-    net.load_state_dict(weights)
-    y = torch.rand(1, 3, 2 * side, side, generator=torch.Generator().manual_seed(2))  # another, non-square size
-    with torch.no_grad():
-        want, got = teacher(y).float(), net.eval()(y)
-    if want.shape != got.shape or not torch.allclose(want, got, atol=1e-4, rtol=1e-4):
-        raise GraphImportError("the traced graph depends on the input size (it does not reproduce the teacher "
-                               "at another size)")
-    return spec, weights
+    return read_torchscript(traced, check_sizes=((side, side), (2 * side, side)), reference=teacher)
