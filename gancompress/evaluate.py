@@ -209,18 +209,19 @@ def translate_quality(student, teacher, eval_set, real_target: str | None = None
         s_outs.append(s_out)
         t_outs.append(t_out)
         keep_worst(kept, keep_outputs, rows[-1]["psnr_to_teacher"], (name, x, t_out, s_out))
+    kept = [item for _, item in kept]
     summary = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_to_teacher", "ssim_to_teacher")}
     summary["images"] = len(rows)
     summary["fid_note"] = None
     if len(rows) < MIN_KID_IMAGES:
         summary["fid_note"] = (f"FID/KID not computed: {len(rows)} evaluation images, at least "
                                f"{MIN_KID_IMAGES} needed for KID and 50 for FID")
-        return summary, rows, [item for _, item in kept]
+        return summary, rows, kept
     try:
         inception_path(inception)
     except UserError as e:
         summary["fid_note"] = f"FID/KID not computed: {e}"
-        return summary, rows, [item for _, item in kept]
+        return summary, rows, kept
     fs = inception_features(s_outs)
     ft = inception_features(t_outs)
     r = fid_kid(fs, ft, "student vs teacher outputs")
@@ -234,4 +235,4 @@ def translate_quality(student, teacher, eval_set, real_target: str | None = None
         rs, rt = fid_kid(fs, fr, "student outputs vs real"), fid_kid(ft, fr, "teacher outputs vs real")
         summary.update(student_fid_real=rs["fid"], student_kid_real=rs["kid"],
                        teacher_fid_real=rt["fid"], teacher_kid_real=rt["kid"], real_target=str(real_target))
-    return summary, rows, [item for _, item in kept]
+    return summary, rows, kept
