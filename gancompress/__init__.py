@@ -1,14 +1,17 @@
 """gancompress: turn a big image generator (the teacher) into a small, fast student.
 
-    from gancompress import CompressConfig, compress, load_student, load_teacher, profile
-    metrics = compress(CompressConfig(teacher="srgan:srgan_x4.pth", budget="1/10", out="runs/x"))
-    student, spec = load_student("runs/x")
+    from gancompress import compress
+    result = compress(teacher="srgan:srgan_x4.pth", budget="1/10", out="runs/x")
+    result.student, result.spec, result["psnr_to_teacher"], result.run_dir
+
+    result = compress(teacher=my_module, train_data=list_of_images, task="translate",
+                      teacher_range=(-1, 1), budget="1/5", out="runs/t")
 """
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "compress": "api", "CompressConfig": "config", "task_config": "config",
+    "compress": "api", "CompressResult": "api", "CompressConfig": "config", "task_config": "config",
     "SpaceConfig": "methods.space", "TrainConfig": "distill.train", "METHODS": "methods.registry",
     "ArchSpec": "arch.spec", "build_student": "arch.build", "spec_macs": "arch.cost",
     "measure_macs": "arch.cost",

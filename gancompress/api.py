@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -12,11 +13,83 @@ from .errors import UserError
 from .rundir import read_run_config
 
 
-def compress(cfg, force: bool = False) -> dict:
-    """Run (or resume) a compression (pipeline.compress): metrics of the student, also in RUN/."""
-    from .pipeline import compress as run_pipeline
+class CompressResult(Mapping):
+    """What `compress` gives back: the run directory, its metrics (RUN/metrics.json), and the student
+    and its ArchSpec, loaded from the run on first use. It also reads as the metrics mapping
+    (`result["psnr_to_teacher"]`). Under torchrun, ranks other than 0 get an empty result."""
 
-    return run_pipeline(cfg, force)
+    def __init__(self, run_dir: Path, metrics: dict):
+        self.run_dir = Path(run_dir)
+        self.metrics = dict(metrics)
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            from .export.student import load_student
+
+            if not self.metrics:
+                raise UserError("this process is not rank 0 of a torchrun job: only rank 0 holds the student")
+            self._loaded = load_student(self.run_dir)
+        return self._loaded
+
+    @property
+    def student(self) -> torch.nn.Module:
+        """The trained student (eval mode, CPU): takes and returns [0, 1] RGB, like the teacher."""
+        return self._load()[0]
+
+    @property
+    def spec(self):
+        """The student's architecture as data (arch.spec.ArchSpec; RUN/student/spec.json)."""
+        return self._load()[1]
+
+    def __getitem__(self, key):
+        return self.metrics[key]
+
+    def __iter__(self):
+        return iter(self.metrics)
+
+    def __len__(self):
+        return len(self.metrics)
+
+    def __repr__(self):
+        keys = ("student_macs", "psnr_to_teacher", "student_psnr_y")
+        shown = ", ".join(f"{k}={self.metrics[k]!r}" for k in keys if k in self.metrics)
+        return f"CompressResult(run_dir={str(self.run_dir)!r}{', ' + shown if shown else ''})"
+
+
+def compress(cfg=None, force: bool = False, *, teacher=None, train_data=None, eval_data=None,
+             **options) -> CompressResult:
+    """Run (or resume) a compression (pipeline.compress) and return its CompressResult.
+
+    Either a `CompressConfig` (config.task_config gives one with the task's defaults) or keyword
+    options named as the CLI's long options (`budget="1/10"`, `retrain_steps=2000`, `method="slim"`,
+    `out="runs/x"`; the rest take the CLI's defaults). `teacher`: an `nn.Module` (teachers/in_memory.py:
+    it takes and returns RGB in [0, 1], or in `teacher_range`), a file path or "KIND:PATH".
+    `train_data` / `eval_data`: a folder, or images in memory (tensors, arrays, PIL images, a torch
+    Dataset; data/in_memory.py). A module or in-memory images are named by a fingerprint in the run's
+    config, so calling again with the same ones resumes, and changed ones are refused (or, with
+    `force`, start over)."""
+    import dataclasses
+    import os
+
+    from .data.in_memory import images_to_folder, is_in_memory
+    from .pipeline import compress as run_pipeline
+    from .teachers.in_memory import register_module_teacher
+
+    if cfg is None:
+        from .cli_options import config_from_options
+
+        cfg = config_from_options(**options)
+    elif options:
+        raise UserError(f"give either a CompressConfig or keyword options, not both (got {', '.join(options)})")
+    else:
+        cfg = dataclasses.replace(cfg)  # the caller's config is left as it was
+    if teacher is not None:
+        cfg.teacher = str(teacher) if isinstance(teacher, (str, os.PathLike)) else register_module_teacher(teacher)
+    for field, data in (("train_data", train_data), ("eval_data", eval_data)):
+        if data is not None:
+            setattr(cfg, field, str(images_to_folder(data, field) if is_in_memory(data) else data))
+    return CompressResult(Path(cfg.out), run_pipeline(cfg, force))
 
 
 def _is_student_ref(ref: str) -> bool:
@@ -25,12 +98,17 @@ def _is_student_ref(ref: str) -> bool:
         p.suffix in (".json",) or p.name.endswith("student.safetensors")
 
 
-def load_model(ref: str, scale: int | None = None, trust_teacher_code: bool = False):
-    """A student (run dir, student folder, student.safetensors, spec.json) or a teacher (KIND:PATH,
-    'demo'). Returns (module, description dict)."""
+def load_model(ref, scale: int | None = None, trust_teacher_code: bool = False):
+    """A student (run dir, CompressResult, student folder, student.safetensors, spec.json), a teacher
+    (KIND:PATH, 'demo') or any nn.Module. Returns (module, description dict)."""
     from .export.student import load_student
     from .teachers import load_teacher
 
+    if isinstance(ref, torch.nn.Module):  # profiled as given, on a copy (eval mode must not touch it)
+        import copy
+
+        return copy.deepcopy(ref).eval(), {"kind": f"module ({type(ref).__name__})", "scale": scale}
+    ref = str(getattr(ref, "run_dir", ref))  # a CompressResult
     if _is_student_ref(ref):
         p = Path(ref)
         if p.suffix == ".json" and not (p.with_name("student.safetensors")).is_file():
@@ -45,12 +123,14 @@ def load_model(ref: str, scale: int | None = None, trust_teacher_code: bool = Fa
     return t, {"kind": f"teacher ({t.kind})", "scale": t.scale}
 
 
-def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = None,
+def profile(ref, size: int = 256, repeats: int = 5, scale: int | None = None,
             trust_teacher_code: bool = False) -> dict:
-    """MACs (FlopCounterMode), params, file size and latency of a student or teacher."""
+    """MACs (FlopCounterMode), params and latency of a student, a teacher or any nn.Module (`ref`:
+    as load_model takes it)."""
     model, info = load_model(ref, scale, trust_teacher_code)
     x_hw = (size, size)
-    res = {"model": ref, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_RULE}
+    name = type(ref).__name__ if isinstance(ref, torch.nn.Module) else str(getattr(ref, "run_dir", ref))
+    res = {"model": name, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_RULE}
     if not info["kind"].startswith("teacher (onnx"):
         res["macs"] = measure_macs(model, x_hw)
     res["params"] = count_params(model) if isinstance(model, torch.nn.Module) else None
@@ -58,18 +138,30 @@ def profile(ref: str, size: int = 256, repeats: int = 5, scale: int | None = Non
     return res
 
 
-def evaluate_run(run: str, eval_data: str, teacher: str | None = None, scale: int | None = None,
+def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
                  quiet: bool = False, real_target: str | None = None, trust_teacher_code: bool = False) -> dict:
-    """Evaluate a finished run's student (and its teacher) on another eval folder.
-    Translation runs: fidelity to the teacher, and FID/KID to `real_target` images if given."""
+    """Evaluate a finished run's student (and its teacher) on another eval folder (or images in
+    memory: data/in_memory.py). `run`: a run directory or a CompressResult; `teacher`: overrides the
+    run's (KIND:PATH or an nn.Module; a run made from a module teacher needs it again in a new
+    process). Translation runs: fidelity to the teacher, and FID/KID to `real_target` images if given."""
+    import os
+
+    from .data.in_memory import images_to_folder, is_in_memory
+    from .teachers.in_memory import is_module_ref, register_module_teacher
     from .teachers.checks import load_task_teacher
     from .data.sr_sets import load_sr_eval_set
     from .evaluate import quality, translate_quality
     from .export.student import load_student
 
-    run_p = Path(run)
+    run_p = Path(getattr(run, "run_dir", run))
     student, spec = load_student(run_p)
     cfg = read_run_config(run_p)
+    if is_in_memory(eval_data):
+        eval_data = images_to_folder(eval_data, "eval_data")
+    if teacher is not None and not isinstance(teacher, (str, os.PathLike)):
+        teacher = register_module_teacher(teacher)
+        if is_module_ref(cfg.get("teacher")) and teacher == cfg["teacher"]:  # the run's own: keep its range
+            teacher = None
     # an overriding --teacher comes without the run's weights and range
     t = load_task_teacher(spec.task, teacher or cfg.get("teacher", "demo"),
                           None if teacher else cfg.get("teacher_weights"),

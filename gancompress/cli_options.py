@@ -266,3 +266,28 @@ def config_from_args(args, demo: bool = False) -> CompressConfig:
                           perceptual_weights=args.perceptual_weights, seed=args.seed,
                           latency_size=args.latency_size, latency_repeats=args.latency_repeats,
                           out=args.out, device=args.device, quiet=args.quiet, auto_nf=auto_nf, **kw)
+
+
+def config_from_options(**options) -> CompressConfig:
+    """A CompressConfig from keyword options named as the CLI's long options (`--retrain-steps` is
+    `retrain_steps`), with the CLI's defaults for the rest: the Python API and the command line make
+    the same run from the same options. Sequences are accepted where the CLI takes a comma list."""
+    import difflib
+
+    if not options.get("out"):
+        raise UserError("give out='runs/NAME': the run directory (the CLI's --out), where the student, "
+                        "its report and the checkpoints to resume from are written")
+    p = argparse.ArgumentParser(add_help=False)
+    add_compress_options(p)
+    args = p.parse_args(["--out", str(options["out"])])
+    known = vars(args)
+    for k, v in options.items():
+        if k not in known:
+            close = difflib.get_close_matches(k, list(known), n=3)
+            raise UserError(f"unknown option {k!r}" + (f"; did you mean {', '.join(close)}?" if close else
+                                                        "; the options are the CLI's long options with - as _ "
+                                                        "(gancompress compress --help)"))
+        if isinstance(v, (list, tuple)) and k in ("ops", "widths", "frame_widths", "teacher_range"):
+            v = ",".join(str(x) for x in v)
+        setattr(args, k, v)
+    return config_from_args(args)

@@ -49,8 +49,9 @@ def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, ArchSpec]:
-    """Load a student from a run directory, its student folder, `student.safetensors` or `spec.json`."""
-    weights, spec_path = _resolve(path)
+    """Load a student from a run directory (or a CompressResult), its student folder,
+    `student.safetensors` or `spec.json`."""
+    weights, spec_path = _resolve(getattr(path, "run_dir", path))
     if not weights.is_file():
         raise UserError(f"student weights {weights} not found next to {spec_path}")
     if spec_path.is_file():

@@ -3,8 +3,9 @@
 `load_teacher("KIND:PATH")` returns a frozen `Teacher` whose `forward` always takes and returns
 RGB in [0, 1], whatever range the wrapped model uses, so the rest of the toolkit never has to
 care where a teacher came from. Kinds: the zoo architectures (`srgan`, `esrgan`, `srresnet`,
-rebuilt from a checkpoint) and black boxes (`torchscript`, `export`, `onnx`,
-`module:pkg.mod:factory=WEIGHTS`).
+rebuilt from a checkpoint), black boxes (`torchscript`, `export`, `onnx`,
+`module:pkg.mod:factory=WEIGHTS`) and modules handed over in Python (`python:<fingerprint>`,
+teachers/in_memory.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .generic import (
     load_torchscript,
     load_weights_file,
 )
+from .in_memory import is_module_ref, registered_module
 from .trust import require_trust
 from .zoo import ZOO, RRDBNet, SRGAN, SRResNet, ZooEntry
 
@@ -223,6 +225,35 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
     if value_range is not None:
         value_range = _check_value_range(value_range)
 
+    if is_module_ref(ref):  # a module handed over in Python (teachers/in_memory.py)
+        teacher, hints = _python_teacher(ref, weights, scale, value_range), {}
+    else:
+        teacher, hints = _file_teacher(ref, scale, value_range, weights, trust_code)
+        if hints is None:  # a zoo teacher: its scale is known
+            return teacher.to(device)
+
+    teacher = teacher.to(device)
+    if scale is None:
+        found, probe = _probe_scale(teacher, hints.get("input_shape"), device)
+        teacher.scale = found
+        teacher.scale_inferred = True
+        teacher.kind = f"{teacher.kind} (scale x{found} inferred from a {probe} probe)"
+    return teacher
+
+
+def _python_teacher(ref: str, weights, scale, value_range) -> Teacher:
+    import copy
+
+    if weights is not None:
+        raise UserError(f"weights={weights!r} cannot be loaded into a Python module teacher; load "
+                        "them into the module before passing it")
+    model = copy.deepcopy(registered_module(ref))  # freezing it must not touch the user's module
+    return Teacher(model, kind="python", source=f"{type(model).__name__} ({ref})", scale=scale or 1,
+                   value_range=value_range or (0.0, 1.0))
+
+
+def _file_teacher(ref: str, scale, value_range, weights, trust_code) -> tuple[Teacher, dict | None]:
+    """(teacher, probe hints) from a file reference; hints None for a zoo teacher (scale known)."""
     if ref in _DEMOS:
         kind, path, task = _DEMOS[ref]
         if not path.is_file():
@@ -260,21 +291,14 @@ def load_teacher(ref: str, *, scale: int | None = None, value_range: tuple | Non
             teacher = Teacher(model, kind=kind, source=target, scale=info["scale"],
                               value_range=value_range or entry.value_range, feature_layers=layers)
             teacher.info = info
-            return teacher.to(device)
+            return teacher, None
         if kind == "torchscript":
             require_trust(kind, target, trust_code)
         model, hints = load_exported(target, trust_code) if kind == "export" else _BLACK_BOX[kind](target)
         teacher = Teacher(model, kind=kind, source=target, scale=scale or 1,
                           value_range=value_range or (0.0, 1.0),
                           differentiable=not isinstance(model, OnnxModule))
-
-    teacher = teacher.to(device)
-    if scale is None:
-        found, probe = _probe_scale(teacher, hints.get("input_shape"), device)
-        teacher.scale = found
-        teacher.scale_inferred = True
-        teacher.kind = f"{teacher.kind} (scale x{found} inferred from a {probe} probe)"
-    return teacher
+    return teacher, hints
 
 
 def save_zoo_teacher(module: nn.Module, path: str | os.PathLike) -> Path:
