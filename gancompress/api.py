@@ -211,7 +211,27 @@ def export_run(run: str, out: str | None = None, int8: bool = False, calib_data:
         res = {"onnx": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
         if int8:
             res["int8"] = evaluate_int8(Path(run), spec, path, calib_data, calib_count, recipe, trust_teacher_code)
+            if is_run and (Path(run) / "metrics.json").is_file():  # the report gains its fp32-vs-int8 images
+                from .report.html_report import write_html_report
+
+                res["report"] = str(write_html_report(run))
     return res
+
+
+def report(runs, out=None) -> dict:
+    """Redraw RUN/report.html from what a finished run holds; with several runs, one page that
+    compares them (a table and a shared Pareto plot) written to `out` (default compare.html)."""
+    from .report.html_report import write_comparison, write_html_report
+
+    runs = [Path(getattr(r, "run_dir", r)) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]
+    if not runs:
+        raise UserError("give at least one run directory")
+    for r in runs:
+        if not r.is_dir():
+            raise UserError(f"run directory {r} not found; give the --out folder of a finished compress")
+    if len(runs) == 1:
+        return {"report": str(write_html_report(runs[0], out)), "runs": [str(runs[0])]}
+    return {"report": str(write_comparison(runs, out or "compare.html")), "runs": [str(r) for r in runs]}
 
 
 def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixels: float | None = None,

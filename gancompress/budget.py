@@ -22,6 +22,7 @@ from .arch.cost import DEFAULT_HW, INT8_MAC_COST, has_int8_layers, spec_cost
 from .arch.pieces import Piece, spec_pieces
 from .arch.spec import ArchSpec
 from .errors import UserError
+from .log import info
 
 UNITS = ("MACs", "ms", "MB")
 EXAMPLES = "9.2G, 800M, 40ms, 1.5MB, 1/10 (of the teacher's MACs), 1/10:ms or 1/10:MB"
@@ -271,7 +272,7 @@ def _time_teacher(teacher, table, hw) -> float:
     return table.time_whole(data, x)
 
 
-def budget_for_run(cfg, teacher, t_macs: int | None, log=print) -> Budget:
+def budget_for_run(cfg, teacher, t_macs: int | None, log=info) -> Budget:
     """The run's Budget from --budget, --budget-size and the latency options."""
     req = parse_budget(cfg.budget)
     hw = parse_size(cfg.budget_size)

@@ -36,7 +36,7 @@ def cmd_compress(args, demo=False):
     from .api import compress
 
     cfg = config_from_args(args, demo)
-    m = compress(cfg, force=args.force)
+    m = compress(cfg, force=args.force).metrics
     if m and not cfg.quiet:
         _print_summary(m)
         print(f"report: {cfg.out}/report.md")
@@ -126,6 +126,14 @@ def cmd_upscale(args):
     return {"written": written}
 
 
+def cmd_report(args):
+    from .api import report
+
+    res = report(args.runs, args.out)
+    print(res["report"])
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -165,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--quiet", action="store_true")
     pr = sub.add_parser("profile", help="MACs, params and latency of a student or teacher")
     pr.add_argument("model", help="run dir, student.safetensors, spec.json, KIND:PATH teacher or 'demo'")
     pr.add_argument("--size", type=int, default=256, help="LR input side (default 256)")
@@ -180,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
     add_trust_option(e)
     e.add_argument("--threads", type=int, default=None)
-    e.add_argument("--quiet", action="store_true")
     x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
     x.add_argument("run", help="a finished run directory (compress --out)")
     x.add_argument("--onnx", default=None, help="output path (default RUN/student/student.onnx)")
@@ -203,10 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse input images with more pixels than this (default: 268435456 = 16384^2 for SR, "
                             "streamed tile by tile; 9437184 = 3072^2 for translation, run whole)")
         u.add_argument("--threads", type=int, default=None)
-        u.add_argument("--quiet", action="store_true")
+    rp = sub.add_parser("report", help="redraw a run's report.html, or compare several runs in one page")
+    rp.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories (compress --out)")
+    rp.add_argument("--out", default=None,
+                    help="output HTML file (default: RUN/report.html for one run, compare.html for several)")
     for sp in sub.choices.values():
         sp.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout (the dict the Python API returns); messages go to stderr")
+        if "--quiet" not in sp._option_string_actions:  # compress and demo have it among their run options
+            sp.add_argument("-q", "--quiet", action="store_true",
+                            help="no progress bars and no messages but warnings and errors")
+        sp.add_argument("-v", "--verbose", action="store_true",
+                        help="also print details (stage times, caches reused); messages go to stderr")
     return p
 
 
@@ -222,11 +236,14 @@ def _run_json(fn, args) -> None:
 
 COMMANDS = {"demo": lambda a: cmd_compress(a, demo=True), "compress": cmd_compress,
             "train-teacher": cmd_train_teacher, "profile": cmd_profile, "eval": cmd_eval,
-            "export": cmd_export, "upscale": cmd_upscale, "apply": cmd_upscale}
+            "export": cmd_export, "upscale": cmd_upscale, "apply": cmd_upscale, "report": cmd_report}
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .log import set_verbosity
+
+    set_verbosity(args.verbose, args.quiet)
     try:
         if getattr(args, "threads", None):
             import torch

@@ -170,7 +170,8 @@ def _add_run_options(p, demo: bool) -> None:
     o.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     o.add_argument("--force", action="store_true", help="start over in an --out made with another config")
-    o.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    o.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars and no messages but warnings and errors")
 
 
 

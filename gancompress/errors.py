@@ -10,10 +10,10 @@ class UserError(Exception):
 
 
 def warn(message: str) -> None:
-    """Print a one-line warning to stderr (kept here so every module warns the same way)."""
-    import sys
+    """A one-line warning (through the "gancompress" logger: stderr by default, log.py)."""
+    from .log import logger
 
-    print(f"warning: {message}", file=sys.stderr)
+    logger.warning(message)
 
 
 # OS errors a user fixes by freeing space, choosing another place or changing permissions

@@ -105,8 +105,11 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     from .report.run_report import write_run_report
 
     write_run_report(ctx.run, metrics)
+    from .report.html_report import write_html_report
+
+    write_html_report(ctx.run.path)
     ctx.run.mark("report")
-    ctx.log(f"report: {ctx.run / 'report.md'}")
+    ctx.log(f"report: {ctx.run / 'report.md'} and {ctx.run / 'report.html'}")
     return metrics
 
 
@@ -183,13 +186,20 @@ class Stages:
     RUN/stage_seconds.json)."""
 
     def __init__(self, run: RunDir):
+        self.run = run
         self.path = run / "stage_seconds.json"
         self.seconds = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def __call__(self, name, fn):
+        from .log import debug
+
         t = time.perf_counter()
+        was_done = self.run.done(name)
         out = fn()
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+        dt = time.perf_counter() - t
+        self.seconds[name] = self.seconds.get(name, 0.0) + dt
+        debug(f"stage {name}: {'read back from the run directory' if was_done else 'ran'} in {dt:.1f} s "
+              f"({self.seconds[name]:.1f} s over all resumptions)")
         if is_main():
             atomic_write_text(self.path, json.dumps(self.seconds, indent=1))
         return out
@@ -299,19 +309,31 @@ def _measured_at_budget(budget, student, onnx_path) -> float:
 
 
 def _save_crops(run, kept, scale):
-    """The images furthest from the teacher, worst first (`worst1_NAME.png`, ...)."""
-    from .report.images import pick_crop, side_by_side
+    """The images furthest from the teacher, worst first (`worst1_NAME.png`, ...): the outputs, the
+    |student - teacher| heat map and both zoomed x3 where they differ most. The input of each
+    crop is kept too (crops/inputs/), for the report's fp32-vs-int8 comparison."""
+    from .data.images import save_image
+    from .report.images import HEAT_MAX, error_heatmap, pick_crop, side_by_side, worst_window, zoom
 
     (run / "crops").mkdir(exist_ok=True)
-    if scale == 1:  # translation: whole images, input / teacher / student
-        for rank, (name, x, t_out, s_out) in enumerate(kept, 1):
-            side_by_side([("input", x), ("teacher", t_out), ("student", s_out)],
-                         run / "crops" / f"worst{rank}_{Path(name).stem}.png")
-        return
-    for rank, (name, lr, hr, bic, t_out, s_out) in enumerate(kept, 1):
-        crop = pick_crop(hr, 40 * scale, seed=0)
-        side_by_side([("bicubic", bic), ("teacher", t_out), ("student", s_out), ("HR", hr)],
-                     run / "crops" / f"worst{rank}_{Path(name).stem}.png", crop=crop)
+    for rank, item in enumerate(kept, 1):
+        if scale == 1:  # translation: whole images
+            name, x, t_out, s_out = item
+            panels, lr_in = [("input", x), ("teacher", t_out), ("student", s_out)], x
+        else:
+            name, lr, hr, bic, t_out, s_out = item
+            top, left, ch, cw = pick_crop(hr, 40 * scale, seed=0)
+            top, left, ch, cw = (top // scale * scale, left // scale * scale, ch // scale * scale, cw // scale * scale)
+            cut = (lambda im, t=top, le=left, h=ch, w=cw: im[..., t:t + h, le:le + w])  # noqa: E731
+            t_out, s_out = cut(t_out), cut(s_out)
+            panels = [("bicubic", cut(bic)), ("teacher", t_out), ("student", s_out), ("HR", cut(hr))]
+            lr_in = lr[..., top // scale:(top + ch) // scale, left // scale:(left + cw) // scale]
+        win = worst_window(s_out, t_out, max(8, min(s_out.shape[-2:]) // 4))
+        panels += [(f"|student - teacher| (white >= {HEAT_MAX})", error_heatmap(s_out, t_out)),
+                   ("teacher, zoom x3", zoom(t_out, win)), ("student, zoom x3", zoom(s_out, win))]
+        stem = f"worst{rank}_{Path(name).stem}"
+        side_by_side(panels, run / "crops" / f"{stem}.png")
+        save_image(lr_in, run / "crops" / "inputs" / f"{stem}.png")
 
 
 def int8_export(run: RunDir, trust_teacher_code: bool = False) -> dict:

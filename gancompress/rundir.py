@@ -130,7 +130,9 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             for p in remove_stale_temp_files(self.path):
                 if not config.get("quiet"):
-                    print(f"removed {p}, left by an interrupted write", flush=True)
+                    from .log import info
+
+                    info(f"removed {p}, left by an interrupted write")
             atomic_write_text(cfg_file, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
     def _clear(self):

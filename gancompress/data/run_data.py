@@ -9,6 +9,7 @@ import json
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text, load_run_tensors, save_safetensors_atomic
+from ..log import info
 
 
 def _square_images(folder, bundled_split: str, size: int, hint: str, views: int = 1, seed: int = 0,
@@ -52,7 +53,7 @@ def eval_set(cfg):
     return out
 
 
-def teacher_targets(cfg, run, teacher, images, log=print):
+def teacher_targets(cfg, run, teacher, images, log=info):
     """(names, [(lr, teacher(lr))]) for the training images, cached in the run directory."""
     from ..arch.cost import module_device
     from .degrade import bicubic_downscale

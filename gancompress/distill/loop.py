@@ -102,9 +102,15 @@ def load_resume_checkpoint(path: Path, say=None):
     return None
 
 
+def curve_path(ckpt_path: Path) -> Path:
+    """Where run_loop writes the training curve of the stage checkpointed at `ckpt_path`."""
+    ckpt_path = Path(ckpt_path)
+    return ckpt_path.with_name(ckpt_path.stem + ".curve.json")
+
+
 def remove_checkpoint(path: Path) -> None:
-    """Delete a checkpoint and its previous copy (a finished job that needs no resume)."""
-    for p in (Path(path), previous_path(path)):
+    """Delete a checkpoint, its previous copy and its curve (a finished job that needs no resume)."""
+    for p in (Path(path), previous_path(path), curve_path(path)):
         p.unlink(missing_ok=True)
 
 
@@ -188,6 +194,7 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
     ckpt_path = Path(ckpt_path)
     rank, n_ranks = world()
     guard = {"lr_scale": 1.0, "rollbacks": 0}
+    curve: list = []  # the logged values averaged between checkpoints: the report's training curves
     ck = load_resume_checkpoint(ckpt_path, say=warn if is_main() else (lambda m: None))
     if ck is not None:
         for k, obj in stateful.items():
@@ -199,6 +206,7 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
         if ck.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ck["cuda_rng"])
         start = int(ck["step"])
+        curve = [e for e in ck.get("curve", []) if e["step"] <= start]
     del ck
     modules = {k: o for k, o in stateful.items() if isinstance(o, torch.nn.Module)}
     lr_scale = _LRScale([o for o in stateful.values() if isinstance(o, torch.optim.Optimizer)])
@@ -218,7 +226,7 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
                     per_rank[k] = gathered
         if is_main():
             save_atomic({"step": step, "state": {k: o.state_dict() for k, o in stateful.items()},
-                         "per_rank": per_rank, "extra": dict(extra_state), "guard": dict(guard),
+                         "per_rank": per_rank, "extra": dict(extra_state), "guard": dict(guard), "curve": curve,
                          "rng": torch.get_rng_state(),
                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                         ckpt_path)
@@ -239,6 +247,20 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
 
     good = snapshot(start)
     i = start
+    sums: dict = {}
+
+    def record(step):
+        """One point of the training curve (the mean of each logged value since the last one),
+        also written beside the checkpoint as NAME.curve.json."""
+        import json
+
+        from ..fileio import atomic_write_text
+
+        curve.append({"step": step, **{k: s / n for k, (s, n) in sums.items()}})
+        sums.clear()
+        if is_main():
+            atomic_write_text(curve_path(ckpt_path), json.dumps({"name": name, "total": total, "points": curve}))
+
     try:
         while i < total:
             logs = step_fn(i)
@@ -249,6 +271,7 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
                 bad = bad or ("a non-finite value on another rank" if flag.item() else None)
             if bad:
                 restore(good)
+                sums.clear()
                 lr_scale.scale = guard["lr_scale"] = guard["lr_scale"] * 0.5
                 if guard["rollbacks"] >= MAX_ROLLBACKS:
                     guard["rollbacks"] = 0  # a re-run gets its own rollbacks, at the halved rate
@@ -268,10 +291,16 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
                 bar.refresh()
                 continue
             bar.update(1)
+            for k, v in (logs or {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    acc = sums.setdefault(k, [0.0, 0])
+                    acc[0] += float(v)
+                    acc[1] += 1
             if logs:
                 bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items()},
                                 refresh=False)
             if (i + 1) % ckpt_every == 0 or i + 1 == total:
+                record(i + 1)
                 checkpoint(i + 1)
                 good = snapshot(i + 1)
             i += 1

@@ -124,7 +124,8 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
         in_band = lo <= macs <= hi
-        entry = {"step": step, "macs": int(macs), "val_loss": vloss, "in_band": in_band}
+        entry = {"step": step, "macs": int(macs), "val_loss": vloss, "in_band": in_band,
+                 "penalty": float(state["penalty"])}  # the resource term's adaptive weight
         if budget.unit != "MACs":  # a ms or MB budget: `cost` in its unit, `macs` the real MACs
             entry.update(macs=int(spec_macs(net.spec_from_indices(ops, ws))), cost=float(macs))
         state["history"].append(entry)
@@ -160,9 +161,10 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))
     spec = net.spec_from_indices(ops, ws, meta=meta)
     if is_main() and not quiet:
-        print(f"derived architecture ({budget.fmt(net.cost(spec))}, {fmt_macs(spec.meta['macs'])}MACs; "
-              f"budget {budget}):")
-        print(spec.summary())
+        from ..log import info
+
+        info(f"derived architecture ({budget.fmt(net.cost(spec))}, {fmt_macs(spec.meta['macs'])}MACs; "
+             f"budget {budget}):\n{spec.summary()}")
     return SearchResult(spec, net.state_dict(), ops, list(state["history"]))
 
 

@@ -33,8 +33,11 @@ class RunContext:
     extra: dict = field(default_factory=dict)  # a method's own per-run state
 
     def log(self, msg: str) -> None:
+        """A message for the user (the "gancompress" logger; nothing with quiet)."""
         if not self.cfg.quiet and is_main():
-            print(msg, flush=True)
+            from ..log import info
+
+            info(msg)
 
     def distill_loss(self):
         from ..distill.losses import make_distill_loss

@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 
 from ..arch.build import build_student
-from ..arch.cost import fmt_macs
+from ..arch.cost import fmt_macs, spec_macs
 from ..distributed import is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text, load_run_tensors, save_safetensors_atomic
@@ -173,7 +173,10 @@ class GANCompression(Method):
         n = len(result["cache"])
         info = {"config": key, "candidates": n, "supernet_seconds": t_train, "evolution_seconds": t_evo,
                 "candidates_per_minute": 60.0 * n / max(t_evo, 1e-9) if n else None,
-                "history": result["history"]}
+                "history": result["history"], "score_kind": o.score,
+                # every candidate the evolution scored, with its MACs: the report's Pareto front
+                "scored": [{"config": c, "score": v, "macs": int(spec_macs(st.space.spec(st.space.parse(c))))}
+                           for c, v in result["cache"].items()] if is_main() else []}
         ctx.log(f"OFA sub-network {key}: {fmt_macs(spec.meta['macs'])} MACs, {ctx.budget.fmt(ctx.budget.cost(spec))} "
                 f"(budget {ctx.budget}); {n} candidates scored in {t_evo:.0f} s")
         if is_main():

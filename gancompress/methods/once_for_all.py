@@ -35,6 +35,7 @@ from ..distill.train import CosineLR
 from ..errors import UserError
 from .evolution import EvolutionConfig, evolve
 from .space import WidthSpace, WidthSupernet
+from ..log import info
 
 SCORES = ("psnr", "psnr-y")
 # The GAN term's default weight per task. SR: off. Measured on SRGAN x4 at 1/10 (BENCHMARKS.md):
@@ -310,7 +311,7 @@ def make_scorer(net: WidthSupernet, held_batch, score: str, calib_batches, devic
 
 
 def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, budget, held_batch,
-                        calib_batches, work_dir: Path, device, quiet=False, log=print) -> dict:
+                        calib_batches, work_dir: Path, device, quiet=False, log=info) -> dict:
     from tqdm.auto import tqdm
 
     e = cfg.evolution
@@ -327,7 +328,7 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
 
 
 def finetune(cfg: OFAConfig, student, obj: Objective, sampler, has_gt: bool, steps: int, lr: float,
-             ckpt: Path, device, quiet=False, val_batch=None, log=print):
+             ckpt: Path, device, quiet=False, val_batch=None, log=info):
     """Fine-tune a plain (extracted) student with the supernet's objective; resumable.
 
     With `val_batch` (held-out training crops), PSNR to the teacher is measured at every checkpoint

@@ -30,6 +30,7 @@ from ..arch.spec import (ArchSpec, LayerSpec, UpsamplerSpec, frame_for_width, un
                          uniform_translate_spec)
 from ..errors import UserError
 from ..rundir import omit_defaults
+from ..log import info
 
 
 @dataclass
@@ -298,7 +299,7 @@ def uniform_frame_ratios(width_ratios, uniform_width: int, nf: int) -> tuple[tup
     return (r,) + tuple(x for x in width_ratios if x > r), (top if top > nf else 0)
 
 
-def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=print):
+def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=info):
     """The run's config fitted to the budget (a budget.Budget). With `frame_floor` (translation AGD
     without --frame-widths), the frame's narrowest choices are the uniform baseline's
     (uniform_frame_ratios) at each trunk width tried. With `floor(cfg, nf)` (the method's smallest

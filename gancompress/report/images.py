@@ -97,7 +97,38 @@ def side_by_side(
         sheet.paste(im, (x + (pw - im.width) // 2, _GAP + text_h))
         x += pw + _GAP
 
+    if hasattr(path, "write"):  # a file object (the HTML report inlines the PNG)
+        sheet.save(path, format="PNG")
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")
     return path
+
+
+HEAT_MAX = 0.2  # |student - teacher| (mean over RGB, [0, 1] scale) shown at full heat
+
+
+def error_heatmap(a: torch.Tensor, b: torch.Tensor, vmax: float = HEAT_MAX) -> torch.Tensor:
+    """|a - b| (mean over channels) as a (3, H, W) heat image: black (equal) -> red -> yellow ->
+    white (>= vmax), one fixed scale so maps of different images and runs compare."""
+    e = ((a.float() - b.float()).abs().mean(0) / vmax).clamp(0, 1)
+    return torch.stack([(3 * e).clamp(0, 1), (3 * e - 1).clamp(0, 1), (3 * e - 2).clamp(0, 1)])
+
+
+def worst_window(a: torch.Tensor, b: torch.Tensor, size: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the `size` x `size` window where |a - b| is largest on average."""
+    e = (a.float() - b.float()).abs().mean(0)[None, None]
+    h, w = e.shape[-2:]
+    s = max(1, min(size, h, w))
+    mean = torch.nn.functional.avg_pool2d(e, s, stride=max(1, s // 4))[0, 0]
+    i = int(mean.flatten().argmax())
+    top, left = (i // mean.shape[1]) * max(1, s // 4), (i % mean.shape[1]) * max(1, s // 4)
+    return top, left, s, s
+
+
+def zoom(img: torch.Tensor, window: tuple[int, int, int, int], factor: int = 3) -> torch.Tensor:
+    """The window of `img`, enlarged `factor` times with nearest neighbours (pixels stay pixels)."""
+    top, left, ch, cw = window
+    part = img[..., top:top + ch, left:left + cw]
+    return part.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
