@@ -134,6 +134,27 @@ def cmd_report(args):
     return res
 
 
+THREADS_HELP = "PyTorch intra-op threads (default: PyTorch's choice)"
+
+EXAMPLES = {
+    "demo": ["gancompress demo", "gancompress demo --task translate --out runs/demo_t"],
+    "compress": ["gancompress compress --teacher srgan:srgan_x4.pth --eval-data Set5/ --budget 1/10 --out runs/x",
+                 "gancompress compress --task translate --teacher cyclegan:latest_net_G.pth --train-data photos/ "
+                 "--budget 1/5 --out runs/t",
+                 "gancompress compress --method ofa --teacher srgan:srgan_x4.pth --budget 40ms --out runs/o",
+                 "gancompress compress --method slim --bits 8 --teacher srgan:srgan_x4.pth --budget 1/10 --out runs/s"],
+    "train-teacher": ["gancompress train-teacher --task sr --out my_teacher.safetensors",
+                      "gancompress train-teacher --task translate --domain-a A/ --domain-b B/ --out G.safetensors"],
+    "profile": ["gancompress profile runs/x", "gancompress profile srgan:srgan_x4.pth --size 128 --json"],
+    "eval": ["gancompress eval runs/x --eval-data Set14/",
+             "gancompress eval runs/t --eval-data testA/ --real-target testB/"],
+    "export": ["gancompress export runs/x", "gancompress export runs/x --int8 --calib-data photos/"],
+    "upscale": ["gancompress upscale runs/x a.png b.jpg --out up/"],
+    "apply": ["gancompress apply runs/t a.jpg --out translated/"],
+    "report": ["gancompress report runs/x", "gancompress report runs/x runs/o runs/s --out compare.html"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -148,18 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_compress_options(c)
     t = sub.add_parser("train-teacher", help="train a teacher: SR (ESRGAN-style RRDB net, L1) or translate "
                                               "(CycleGAN, or pix2pix with --paired)")
-    t.add_argument("--task", default="sr", choices=["sr", "translate"])
+    t.add_argument("--task", default="sr", choices=["sr", "translate"],
+                   help="sr (an RRDB super-resolution net) or translate (a CycleGAN generator) (default sr)")
     t.add_argument("--out", required=True, help="output .safetensors file")
     t.add_argument("--steps", type=int, default=None, help="(default 2000 for sr, 4000 for translate)")
     t.add_argument("--batch", type=int, default=None, help="(default 16 for sr, 1 for translate)")
     t.add_argument("--lr", type=float, default=None, help="(default 5e-4 for sr, 2e-4 for translate)")
     ts = t.add_argument_group("sr")
-    ts.add_argument("--scale", type=int, default=4)
+    ts.add_argument("--scale", type=int, default=4, help="upscaling factor: 2, 3 or 4 (default 4)")
     ts.add_argument("--data", default=None, help="HR image folder (default: the bundled training photographs)")
-    ts.add_argument("--nf", type=int, default=32)
-    ts.add_argument("--nb", type=int, default=2)
-    ts.add_argument("--gc", type=int, default=16)
-    ts.add_argument("--patch", type=int, default=32)
+    ts.add_argument("--nf", type=int, default=32, help="RRDB feature width (default 32)")
+    ts.add_argument("--nb", type=int, default=2, help="RRDB blocks (default 2)")
+    ts.add_argument("--gc", type=int, default=16, help="RRDB growth channels (default 16)")
+    ts.add_argument("--patch", type=int, default=32, help="LR training patch side (default 32)")
     tt = t.add_argument_group("translate")
     tt.add_argument("--domain-a", default=None, help="folder of input-domain images (default: the bundled "
                                                      "photographs, paired with their toon rendering)")
@@ -170,23 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--n-blocks", type=int, default=9, help="residual blocks (default 9)")
     tt.add_argument("--size", type=int, default=256, help="images are made SIZE x SIZE (default 256)")
     tt.add_argument("--crop", type=int, default=128, help="random training crop (default 128)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0, help="random seed of initialization and sampling (default 0)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    t.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     pr = sub.add_parser("profile", help="MACs, params and latency of a student or teacher")
     pr.add_argument("model", help="run dir, student.safetensors, spec.json, KIND:PATH teacher or 'demo'")
     pr.add_argument("--size", type=int, default=256, help="LR input side (default 256)")
     pr.add_argument("--scale", type=int, default=None, help="scale of a black-box teacher")
-    pr.add_argument("--repeats", type=int, default=5)
+    pr.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported (default 5)")
     add_trust_option(pr)
-    pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     e = sub.add_parser("eval", help="evaluate a finished run on an eval folder")
     e.add_argument("run", help="a finished run directory (compress --out)")
-    e.add_argument("--eval-data", required=True)
+    e.add_argument("--eval-data", required=True,
+                   help="SR: x{s}/HR+LR, HR/+LR/ or a folder of HR images; translate: held-out input-domain images")
     e.add_argument("--teacher", default=None, help="override the run's teacher")
     e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
     add_trust_option(e)
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
     x.add_argument("run", help="a finished run directory (compress --out)")
     x.add_argument("--onnx", default=None, help="output path (default RUN/student/student.onnx)")
@@ -198,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="qlinear: int8 conv + LeakyReLU + add kernels (QOperator; default for sr); conv: QDQ "
                         "around the convolutions only (default for translate)")
     add_trust_option(x)
-    x.add_argument("--threads", type=int, default=None)
+    x.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     for name, what in (("upscale", "super-resolve images with a compressed SR student"),
                        ("apply", "run a compressed student (SR or translation) on image files")):
         u = sub.add_parser(name, help=what)
@@ -208,19 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
         u.add_argument("--max-pixels", type=float, default=None,
                        help="refuse input images with more pixels than this (default: 268435456 = 16384^2 for SR, "
                             "streamed tile by tile; 9437184 = 3072^2 for translation, run whole)")
-        u.add_argument("--threads", type=int, default=None)
+        u.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     rp = sub.add_parser("report", help="redraw a run's report.html, or compare several runs in one page")
     rp.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories (compress --out)")
     rp.add_argument("--out", default=None,
                     help="output HTML file (default: RUN/report.html for one run, compare.html for several)")
-    for sp in sub.choices.values():
+    for name, sp in sub.choices.items():
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
+        sp.epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
         sp.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout (the dict the Python API returns); messages go to stderr")
         if "--quiet" not in sp._option_string_actions:  # compress and demo have it among their run options
             sp.add_argument("-q", "--quiet", action="store_true",
                             help="no progress bars and no messages but warnings and errors")
         sp.add_argument("-v", "--verbose", action="store_true",
-                        help="also print details (stage times, caches reused); messages go to stderr")
+                        help="also print details (each stage's time, and whether it ran or was read back on resume); messages go to stderr")
     return p
 
 

@@ -259,3 +259,35 @@ def test_subnet_flag_and_its_old_name():
     for flag in ("--subnet", "--config"):  # --config: the old, deprecated spelling
         args = build_parser().parse_args(["compress", "--method", "ofa", flag, "8_8_8", "--out", "x"])
         assert config_from_args(args).method_options.config == "8_8_8"
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    from gancompress.cli import build_parser
+
+    for name, sp in build_parser()._subparsers._group_actions[0].choices.items():
+        missing = [a.option_strings or a.dest for a in sp._actions if not a.help]
+        assert not missing, (name, missing)
+        assert f"examples:\n  gancompress {name}" in sp.format_help(), name
+
+
+def test_verbosity_flags_set_the_gancompress_logger(capsys):
+    import logging
+
+    from gancompress.cli import main
+    from gancompress.errors import warn
+    from gancompress.log import info, logger
+
+    try:
+        for flags, level in (([], logging.INFO), (["-q"], logging.WARNING), (["-v"], logging.DEBUG)):
+            main(["profile", "nope:x", *flags])
+            assert logger.level == level, flags
+        capsys.readouterr()
+        info("a message")  # -v: shown; on stderr, never mixed into a command's stdout results
+        warn("careful")
+        err = capsys.readouterr()
+        assert err.out == "" and "a message" in err.err and "warning: careful" in err.err
+        main(["profile", "nope:x", "-q"])
+        info("hidden")
+        assert "hidden" not in capsys.readouterr().err
+    finally:
+        logger.setLevel(logging.INFO)
