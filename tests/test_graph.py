@@ -229,7 +229,7 @@ def test_gan_slimming_slims_a_black_box_torchscript_teacher(tmp_path, capsys):
     code = _tiny_translate_run(tmp_path, "slim", "--slim-init", "graph", "--slim-steps", "4", "--lambda-gan", "0")
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "GAN Slimming starts from the teacher itself, read as a graph" in captured.out
+    assert "GAN Slimming starts from the teacher itself, read as a graph" in captured.err
     info = json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
     assert info["pruned_from"] == "teacher graph" and info["widest"] == [8, 12, 8]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())

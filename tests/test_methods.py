@@ -52,7 +52,7 @@ def test_a_method_config_section_is_written_only_for_its_own_runs():
 
 
 # ---- layers -------------------------------------------------------------------------------------
-LAYER = {"cli": 0, "cli_options": 0, "api": 1, "pipeline": 2, "config": 2, "methods": 3}
+LAYER = {"cli": 0, "api": 1, "cli_options": 2, "pipeline": 2, "config": 2, "methods": 3}
 
 
 def _module_name(path: Path) -> str:

@@ -113,7 +113,7 @@ def test_gs8_does_not_slim_a_graph_and_says_why(tiny_teacher, tiny_data, tmp_pat
     cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", method_options=slim,
                       quiet=False)
     compress(cfg)
-    assert "GS-32 only" in capsys.readouterr().out
+    assert "GS-32 only" in capsys.readouterr().err
     assert "pruned_from" not in json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
 
 

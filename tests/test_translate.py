@@ -102,7 +102,7 @@ def test_translate_compress_end_to_end(tiny_translate, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "FID/KID not computed" in report and "input / teacher / student" in report
     before = (out / "metrics.json").stat().st_mtime_ns
-    code, out_text, _ = _cli(capsys, args[:-1])  # a finished run: nothing to do
+    code, _, out_text = _cli(capsys, args[:-1])  # a finished run: nothing to do
     assert code == 0 and "nothing to do" in out_text and (out / "metrics.json").stat().st_mtime_ns == before
 
     from gancompress import load_student
@@ -253,8 +253,12 @@ def test_train_teacher_translate_runs_two_iterations(tiny_translate, tmp_path, c
         args += ["--domain-a", str(tiny_translate / "train"), "--domain-b", str(tiny_translate / "train")]
     if mode == "paired":
         args.append("--paired")
+    if mode == "cycle":
+        args.append("--json")
     code, out, err = _cli(capsys, args)
     assert code == 0, err
+    if mode == "cycle":
+        assert json.loads(out)["teacher_ref"] == f"cyclegan-resnet:{tmp_path / 't.safetensors'}"
     t = load_teacher(f"cyclegan-resnet:{tmp_path / 't.safetensors'}")
     assert t.info["ngf"] == 4 and t(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
@@ -283,8 +287,9 @@ def test_eval_and_apply_on_a_translate_run(tiny_translate, tmp_path, capsys):
     assert code == 0, err
     assert "psnr_to_teacher" in text and "ssim_to_teacher" in text
     img = next((tiny_translate / "eval").iterdir())
-    code, text, err = _cli(capsys, ["apply", str(out), str(img), "--out", str(tmp_path / "o"), "--quiet"])
+    code, text, err = _cli(capsys, ["apply", str(out), str(img), "--out", str(tmp_path / "o"), "--quiet", "--json"])
     assert code == 0, err
+    assert json.loads(text)["written"] == [str(tmp_path / "o" / f"{img.stem}_translated.png")]
     from gancompress.data.images import load_image
 
     y = load_image(tmp_path / "o" / f"{img.stem}_translated.png")
@@ -396,7 +401,7 @@ def test_views_and_auto_nf_reach_the_run(tiny_translate, tmp_path, capsys):
     assert cfg["crop_align"] == 4
     assert m["within_budget"]
     before = (out / "metrics.json").stat().st_mtime_ns
-    code, out_text, _ = _cli(capsys, args[:-1])  # finished, with the narrowed trunk: nothing to do
+    code, _, out_text = _cli(capsys, args[:-1])  # finished, with the narrowed trunk: nothing to do
     assert code == 0 and "nothing to do" in out_text and (out / "metrics.json").stat().st_mtime_ns == before
     code, _, err = _cli(capsys, [*args[:-len(tiny) - 2], "--views", "0", "--out", str(tmp_path / "v0"), *tiny])
     assert code == 2 and "--views must be at least 1" in err

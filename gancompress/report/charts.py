@@ -37,11 +37,9 @@ class Chart:
 
 
 def have_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def render(chart: Chart, size=(640, 380)) -> bytes:
