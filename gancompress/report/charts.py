@@ -70,70 +70,62 @@ def _finite(series):
 
 
 # ---- matplotlib -----------------------------------------------------------------------------------
+def _mpl_axes(w: float, h: float):
+    """A figure and its axes without pyplot: no global backend or figure state in the user's process."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w / 100, h / 100), dpi=100)
+    return fig, fig.add_subplot()
+
+
+def _mpl_png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def _render_mpl(chart: Chart, size) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
-    try:
-        if chart.hband:
-            ax.axhspan(*chart.hband, color="#2b8a3e", alpha=0.12, lw=0)
-        for x, label in chart.vlines:
-            ax.axvline(x, color="#555555", ls="--", lw=1)
-            ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points", fontsize=8, color="#555555")
-        for s in chart.series:
-            xs, ys = [p[0] for p in s.points], [p[1] for p in s.points]
-            if s.line:
-                ax.plot(xs, ys, color=s.color, lw=1.6, label=s.label)
-            else:
-                ax.scatter(xs, ys, s=(s.size * 1.6) ** 2, color=s.color, label=s.label, zorder=3,
-                           edgecolors="white", linewidths=0.5)
-                if s.annotate:
-                    for x, y in s.points:
-                        ax.annotate(s.label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8,
-                                    color=s.color)
-        if chart.log_y:
-            ax.set_yscale("log")
-        ax.set_title(chart.title, fontsize=10)
-        ax.set_xlabel(chart.x_label, fontsize=9)
-        ax.set_ylabel(chart.y_label, fontsize=9)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-        if len(chart.series) > 1 or chart.series and not chart.series[0].annotate:
-            ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    fig, ax = _mpl_axes(*size)
+    if chart.hband:
+        ax.axhspan(*chart.hband, color="#2b8a3e", alpha=0.12, lw=0)
+    for x, label in chart.vlines:
+        ax.axvline(x, color="#555555", ls="--", lw=1)
+        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="#555555")
+    for s in chart.series:
+        xs, ys = [p[0] for p in s.points], [p[1] for p in s.points]
+        if s.line:
+            ax.plot(xs, ys, color=s.color, lw=1.6, label=s.label)
+        else:
+            ax.scatter(xs, ys, s=(s.size * 1.6) ** 2, color=s.color, label=s.label, zorder=3,
+                       edgecolors="white", linewidths=0.5)
+            if s.annotate:
+                for x, y in s.points:
+                    ax.annotate(s.label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8,
+                                color=s.color)
+    if chart.log_y:
+        ax.set_yscale("log")
+    ax.set_title(chart.title, fontsize=10)
+    ax.set_xlabel(chart.x_label, fontsize=9)
+    ax.set_ylabel(chart.y_label, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    if len(chart.series) > 1 or chart.series and not chart.series[0].annotate:
+        ax.legend(fontsize=8, loc="best")
+    return _mpl_png(fig)
 
 
 def _bars_mpl(title, labels, kept, total, x_label, size) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    h = size[1] or max(170, 80 + 20 * len(labels))
-    fig, ax = plt.subplots(figsize=(size[0] / 100, h / 100), dpi=100)
-    try:
-        ys = list(range(len(labels)))[::-1]
-        ax.barh(ys, total, color="#d9d9d9", label="widest")
-        ax.barh(ys, kept, color=PALETTE[0], label="kept")
-        ax.set_yticks(ys, labels, fontsize=7)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(x_label, fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    fig, ax = _mpl_axes(size[0], size[1] or max(170, 80 + 20 * len(labels)))
+    ys = list(range(len(labels)))[::-1]
+    ax.barh(ys, total, color="#d9d9d9", label="widest")
+    ax.barh(ys, kept, color=PALETTE[0], label="kept")
+    ax.set_yticks(ys, labels, fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(x_label, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    return _mpl_png(fig)
 
 
 # ---- PIL fallback ---------------------------------------------------------------------------------

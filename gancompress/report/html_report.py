@@ -96,8 +96,8 @@ def pareto_charts(m: dict) -> list[Chart]:
         if m.get(sk) is None:
             continue
         if t_val is not None and m.get(tk) is not None:
-            lat.series.append(Series(f"teacher, {rt}", [(m[tk], t_val)], annotate=True))
-        lat.series.append(Series(f"{student}, {rt}", [(m[sk], m[key])], annotate=True))
+            lat.series.append(Series(f"teacher, {rt}", [(m[tk], t_val)]))
+        lat.series.append(Series(f"{student}, {rt}", [(m[sk], m[key])]))
         if t_val is None and m.get(tk) is not None:
             lat.vlines.append((m[tk], f"teacher {rt}"))
     if lat.series:
