@@ -130,11 +130,12 @@ def profile(ref, size: int = 256, repeats: int = 5, scale: int | None = None,
     model, info = load_model(ref, scale, trust_teacher_code)
     x_hw = (size, size)
     name = type(ref).__name__ if isinstance(ref, torch.nn.Module) else str(getattr(ref, "run_dir", ref))
-    res = {"model": name, **info, "input": f"1x3x{size}x{size}", "macs_convention": MACS_RULE}
+    c = int(getattr(model, "in_channels", 3))  # a label-map teacher reads its one-hot channels
+    res = {"model": name, **info, "input": f"1x{c}x{size}x{size}", "macs_convention": MACS_RULE}
     if not info["kind"].startswith("teacher (onnx"):
-        res["macs"] = measure_macs(model, x_hw)
+        res["macs"] = measure_macs(model, x_hw, c)
     res["params"] = count_params(model) if isinstance(model, torch.nn.Module) else None
-    res["latency_ms_torch"] = latency_ms(model, torch.rand(1, 3, *x_hw), repeats=repeats)
+    res["latency_ms_torch"] = latency_ms(model, torch.rand(1, c, *x_hw), repeats=repeats)
     return res
 
 

@@ -88,6 +88,8 @@ class Teacher(nn.Module):
         # Module paths relative to `self.model`, for feature distillation hooks.
         self.feature_layers = dict(feature_layers or {})
         self._num_params = num_params
+        self.in_channels = 3  # a label-map teacher (task label2image): its one-hot channels
+        self.map_input = True  # False: the input is a label map, never moved into value_range
         if isinstance(model, nn.Module):
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -102,7 +104,7 @@ class Teacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.value_range
         unit = (lo, hi) == (0.0, 1.0)
-        if not unit:
+        if not unit and self.map_input:
             x = x * (hi - lo) + lo
         y = self.model(x)
         if isinstance(y, (tuple, list)):  # some exports return (image, extras...)
@@ -291,6 +293,8 @@ def _file_teacher(ref: str, scale, value_range, weights, trust_code) -> tuple[Te
             teacher = Teacher(model, kind=kind, source=target, scale=info["scale"],
                               value_range=value_range or entry.value_range, feature_layers=layers)
             teacher.info = info
+            if entry.task == "label2image":
+                teacher.in_channels, teacher.map_input = int(info["in_channels"]), False
             return teacher, None
         if kind == "torchscript":
             require_trust(kind, target, trust_code)

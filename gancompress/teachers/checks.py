@@ -36,6 +36,10 @@ def check_teacher_task(cfg, teacher) -> None:
 
     kind = teacher.kind_name
     task = ZOO[kind].task if kind in ZOO else None
+    if task == "label2image":
+        raise UserError(f"teacher {cfg.teacher} is a label-map -> image generator ({kind}); it loads and profiles "
+                        "(gancompress profile), but compressing label-map teachers (--task label2image) is not "
+                        "implemented yet")
     if task and task != cfg.task:
         raise UserError(f"teacher {cfg.teacher} is a {'translation' if task == 'translate' else 'super-resolution'} "
                         f"generator ({kind}); use --task {task}")

@@ -380,7 +380,7 @@ class ZooEntry:
     # for the layers of a particular (possibly deeper/shallower) instance.
     layer_names: dict[str, str] = field(default_factory=dict)
     description: str = ""
-    task: str = "sr"
+    task: str = "sr"  # sr | translate | label2image (the input is a one-hot label map, never range-mapped)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -411,3 +411,15 @@ ZOO: dict[str, ZooEntry] = {
     ),
 }
 ZOO_KINDS.extend(ZOO)  # for the hint of a checkpoint that does not fit its kind (generic.fitted)
+
+
+def _add_spade() -> None:
+    from .zoo_spade import SPADEGenerator, spade_from_state_dict
+
+    ZOO["spade"] = ZooEntry("spade", SPADEGenerator, spade_from_state_dict, (-1.0, 1.0),
+                            {"head": "head_0", "middle": "G_middle_1", "up_1": "up_1", "up_3": "up_3"},
+                            "GauGAN/SPADE generator (public SPADE release keys, spectral norm folded)",
+                            task="label2image")
+
+
+_add_spade()
