@@ -101,3 +101,72 @@ def test_profile_and_refusals(tmp_path, capsys):
     t = load_teacher(f"spade:{tmp_path / 'g.pth'}")
     with pytest.raises(UserError, match="multiples of 32"):
         t(torch.zeros(1, 5, 40, 64))
+
+
+# ---- label maps ------------------------------------------------------------------------------
+def _save(a, path, mode=None):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.asarray(a, dtype=np.uint8), mode=mode).save(path)
+    return path
+
+
+def test_label_maps_as_ids_indexed_and_coloured(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from gancompress.data.label_maps import load_label_map, load_palette, one_hot, resize_labels
+
+    ids = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    assert load_label_map(_save(ids, tmp_path / "grey.png"), 3).tolist() == ids.tolist()
+    p = Image.fromarray(ids, mode="P")
+    p.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0] + [0] * 759)
+    p.save(tmp_path / "indexed.png")
+    assert load_label_map(tmp_path / "indexed.png", 3).tolist() == ids.tolist()  # the index is the id
+    colours = {0: [128, 64, 128], 1: [70, 70, 70], 2: [220, 20, 60]}
+    rgb = np.array([[colours[int(i)] for i in row] for row in ids])
+    (tmp_path / "pal.json").write_text(json.dumps({str(k): v for k, v in colours.items()}))
+    pal = load_palette(tmp_path / "pal.json")
+    assert load_label_map(_save(rgb, tmp_path / "rgb.png"), 3, pal).tolist() == ids.tolist()
+    (tmp_path / "pal.txt").write_text("128 64 128\n70 70 70\n220 20 60\n")
+    assert load_palette(tmp_path / "pal.txt") == pal
+    x = one_hot(load_label_map(tmp_path / "grey.png", 3), 3, instance=torch.tensor([[1, 1, 2], [1, 1, 2]]))
+    assert x.shape == (4, 2, 3) and x[:3].sum(0).eq(1).all() and x[3].tolist() == [[0, 1, 1], [0, 1, 1]]
+    assert resize_labels(torch.tensor([[0, 2], [1, 2]]), (4, 4)).unique().tolist() == [0, 1, 2]  # never blended
+
+
+@pytest.mark.parametrize("case, match", [
+    ("out_of_range", "has class id 7 .* --classes is 3; give --classes 8"),
+    ("rgb_for_ids", "colour image where class ids are expected"),
+    ("unknown_colour", r"colour \[1, 2, 3\] \(6 pixels\) that the palette does not name"),
+    ("bad_palette", "each colour must name one class"),
+    ("not_image", "cannot be read as an image"),
+])
+def test_bad_label_maps_are_one_line_errors(tmp_path, case, match):
+    import json
+
+    import numpy as np
+
+    from gancompress.data.label_maps import load_label_map, load_palette
+
+    pal = None
+    if case == "out_of_range":
+        f = _save(np.full((2, 3), 7), tmp_path / "m.png")
+    elif case == "rgb_for_ids":
+        f = _save(np.dstack([np.zeros((2, 3)), np.ones((2, 3)), np.zeros((2, 3))]) * 200, tmp_path / "m.png")
+    elif case == "unknown_colour":
+        f = _save(np.tile([1, 2, 3], (2, 3, 1)), tmp_path / "m.png")
+        pal = {(0, 0, 0): 0}
+    elif case == "bad_palette":
+        (tmp_path / "p.json").write_text(json.dumps([[1, 2, 3], [1, 2, 3]]))
+        with pytest.raises(UserError, match=match):
+            load_palette(tmp_path / "p.json")
+        return
+    else:
+        f = tmp_path / "m.png"
+        f.write_text("not a png")
+    with pytest.raises(UserError, match=match):
+        load_label_map(f, 3, pal)
