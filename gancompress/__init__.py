@@ -17,7 +17,7 @@ _EXPORTS = {
     "measure_macs": "arch.cost",
     "load_teacher": "teachers", "load_student": "export.student", "save_student": "export.student",
     "export_onnx": "export.student",
-    "profile": "api", "evaluate_run": "api", "export_run": "api", "upscale": "api", "apply_student": "api",
+    "profile": "api", "evaluate_run": "api", "evaluate_student": "api", "report": "api", "export_run": "api", "upscale": "api", "apply_student": "api",
     "train_sr_teacher": "teachers.train", "train_translate_teacher": "teachers.train_translate",
     "fid_kid": "metrics.fid", "inception_features": "metrics.fid", "UserError": "errors",
 }

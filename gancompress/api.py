@@ -150,8 +150,6 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
     from .data.in_memory import images_to_folder, is_in_memory
     from .teachers.in_memory import is_module_ref, register_module_teacher
     from .teachers.checks import load_task_teacher
-    from .data.sr_sets import load_sr_eval_set
-    from .evaluate import quality, translate_quality
     from .export.student import load_student
 
     run_p = Path(getattr(run, "run_dir", run))
@@ -168,17 +166,8 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
                           None if teacher else cfg.get("teacher_weights"),
                           None if teacher else cfg.get("teacher_range"),
                           scale=spec.scale if spec.task == "sr" else None, trust_code=trust_teacher_code)
-    if spec.task == "translate":
-        from .data.translate import load_square_folder
-        from .evaluate import check_fid_request
-
-        size = int(cfg.get("size", 256))
-        data = load_square_folder(eval_data, size, hint="point --eval-data at a folder of input-domain images")
-        check_fid_request(len(data), real_target, cfg.get("inception"))
-        summary, rows, _ = translate_quality(student, t, data, real_target, cfg.get("inception"), size, quiet)
-    else:
-        data = load_sr_eval_set(eval_data, spec.scale)
-        summary, rows, _ = quality(student, t, data, spec.scale, quiet)
+    summary, rows = _quality(student, t, eval_data, spec.task, spec.scale, int(cfg.get("size", 256)), real_target,
+                             cfg.get("inception"), quiet)
     res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}
     out = run_p / f"eval_{Path(eval_data).name or 'data'}.json"
     from .arch.spec import atomic_write_text
@@ -186,6 +175,51 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
     atomic_write_text(out, json.dumps(res, indent=1))
     res["written"] = str(out)
     return res
+
+
+def _quality(student, teacher, eval_data, task, scale, size, real_target, inception, quiet):
+    """(summary, per-image rows) of a student against a loaded teacher on an eval folder."""
+    from .evaluate import quality, translate_quality
+
+    if task == "translate":
+        from .data.translate import load_square_folder
+        from .evaluate import check_fid_request
+
+        data = load_square_folder(eval_data, size, hint="point --eval-data at a folder of input-domain images")
+        check_fid_request(len(data), real_target, inception)
+        summary, rows, _ = translate_quality(student, teacher, data, real_target, inception, size, quiet)
+    else:
+        from .data.sr_sets import load_sr_eval_set
+
+        data = load_sr_eval_set(eval_data, scale)
+        summary, rows, _ = quality(student, teacher, data, scale, quiet)
+    return summary, rows
+
+
+def evaluate_student(student, teacher, eval_data, task: str = "sr", scale: int | None = None, teacher_range=None,
+             size: int = 256, real_target: str | None = None, quiet: bool = True,
+             trust_teacher_code: bool = False) -> dict:
+    """Any student against any teacher, outside a run: `student` an nn.Module (or a run / its
+    CompressResult), `teacher` an nn.Module or "KIND:PATH", `eval_data` a folder or images in
+    memory. Both take and return [0, 1] RGB (a module teacher in `teacher_range` if given). SR:
+    `scale` defaults to the teacher's. Returns the summary and per-image rows (nothing written)."""
+    import os
+
+    from .data.in_memory import images_to_folder, is_in_memory
+    from .teachers.checks import load_task_teacher
+    from .teachers.in_memory import register_module_teacher
+
+    if not isinstance(student, torch.nn.Module):
+        student, _ = load_model(student)
+    if task not in ("sr", "translate"):
+        raise UserError(f"unknown task {task!r}; available: sr, translate")
+    ref = str(teacher) if isinstance(teacher, (str, os.PathLike)) else register_module_teacher(teacher)
+    t = load_task_teacher(task, ref, None, teacher_range, scale=scale if task == "sr" else None,
+                          trust_code=trust_teacher_code)
+    if is_in_memory(eval_data):
+        eval_data = images_to_folder(eval_data, "eval_data")
+    summary, rows = _quality(student.eval(), t, eval_data, task, t.scale, size, real_target, None, quiet)
+    return {"eval_data": str(eval_data), **summary, "per_image": rows}
 
 
 def export_run(run: str, out: str | None = None, int8: bool = False, calib_data: str | None = None,

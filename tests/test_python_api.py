@@ -102,6 +102,10 @@ def test_module_teacher_run_resumes_and_refuses_another_module(tmp_path, cache, 
         evaluate_run(out, ev)
     r = evaluate_run(out, ev, teacher=same)
     assert r["images"] == 2 and r["psnr_to_teacher"] == pytest.approx(res["psnr_to_teacher"], abs=1e-6)
+    from gancompress import evaluate_student
+
+    r2 = evaluate_student(res.student, same, ev)  # any student module against any teacher module, outside a run
+    assert r2["psnr_to_teacher"] == pytest.approx(r["psnr_to_teacher"], abs=1e-6)
 
 
 def test_keyword_options_are_the_cli_names(tmp_path):
