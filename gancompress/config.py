@@ -210,6 +210,12 @@ def validate_options(cfg: CompressConfig) -> None:
     if not 0 < cfg.search.int8_cost <= 1:
         raise UserError(f"--int8-cost must be in (0, 1], got {cfg.search.int8_cost}")
     method.validate(cfg)
+    if not cfg.retrain.hints >= 0:
+        raise UserError(f"--hints must be a weight >= 0, got {cfg.retrain.hints}")
+    if cfg.retrain.hints and getattr(cfg.method_options, "init", None) != "graph":
+        raise UserError("--hints matches the student's layers to the teacher's, so the student must be cut from the "
+                        "teacher read as a graph: use --method prune --prune-init graph or --method slim "
+                        "--slim-init graph (or leave --hints at 0)")
     if cfg.init not in ("supernet", "scratch"):
         raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
     for name, v in (("--patch", cfg.retrain.patch), ("--batch", cfg.retrain.batch),

@@ -257,3 +257,53 @@ def test_zoo_teachers_are_read_as_graphs(name):
         assert torch.allclose(net.eval()(x), teacher(x), atol=1e-5)
     cg = channel_graph(spec)
     assert cg.positions and all(len(p) > 1 for p in cg.positions[:1])
+
+
+def test_hints_match_the_kept_teacher_channels(tmp_path, capsys):
+    """--hints: the student's activations and norms are matched to the teacher's at the channels the
+    cut kept (distill/hints.py); zero for the uncut teacher itself, written down for resume."""
+    import json
+
+    from gancompress.arch.graph import GraphNet
+    from gancompress.arch.graph_channels import channel_graph, keep_fraction, prune_graph
+    from gancompress.distill.hints import GraphHints, hinted_channels
+    from gancompress.teachers.graph_reader import read_torchscript
+
+    torch.manual_seed(0)
+    graph, weights = read_torchscript(torch.jit.trace(TinyStyle().eval(), torch.rand(1, 3, 32, 32)))
+    cg = channel_graph(graph)
+    x = torch.rand(2, 3, 32, 32)
+    full = hinted_channels(graph, cg, keep_fraction(cg, {}, 1.0))
+    same = GraphNet(graph)
+    same.load_state_dict(weights)
+    _, h = GraphHints(graph, weights, full, 1.0)(same, x)
+    assert h.item() == 0.0 and len(full) >= 3
+    keep = keep_fraction(cg, {}, 0.5)
+    small, w = prune_graph(graph, weights, cg, keep)
+    cut = GraphNet(small)
+    cut.load_state_dict(w)
+    out, h = GraphHints(graph, weights, hinted_channels(graph, cg, keep), 2.0)(cut, x)
+    assert out.shape == (2, 3, 32, 32) and h.item() > 0
+    h.backward()  # it trains the student's layers up to the last hinted one
+    first = next(cut.parameters())
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+    code = _tiny_translate_run(tmp_path, "prune", "--prune-init", "graph", "--hints", "0.5")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    saved = json.loads((tmp_path / "run" / "search" / "teacher_channels.json").read_text())
+    assert len(saved) == len(full)
+    curve = json.loads((tmp_path / "run" / "retrain.curve.json").read_text())
+    assert curve["points"][-1]["hint"] > 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["retrain"]["hints"] == 0.5
+
+
+@pytest.mark.parametrize("extra, match", [
+    ((), "must be cut from the teacher read as a graph"),
+    (("--method", "prune"), "must be cut from the teacher read as a graph"),
+])
+def test_hints_need_a_graph_student(capsys, extra, match):
+    from gancompress.cli import main
+
+    assert main(["compress", "--hints", "1", *extra, "--out", "x"]) == 2
+    assert match in capsys.readouterr().err

@@ -163,7 +163,12 @@ class GraphNet(nn.Module):
         self._out = spec.output
 
     def forward(self, x):
+        return self.values(x)[self._out]
+
+    def values(self, x) -> dict:
+        """Every value of the forward pass, by value id (0 the input): the intermediate features
+        a student cut from this graph is matched to (distill/hints.py)."""
         env = {0: x}
         for layer, (ins, out) in zip(self.layers, self._wiring):
             env[out] = layer(*[env[i] for i in ins])
-        return env[self._out]
+        return env

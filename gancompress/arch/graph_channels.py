@@ -146,7 +146,7 @@ def prune_graph(spec: GraphSpec, state: dict[str, torch.Tensor], cg: ChannelGrap
                 ) -> tuple[GraphSpec, dict[str, torch.Tensor]]:
     """The spec and weights with only the channel classes in `keep` (fixed ones always kept)."""
     def kept_idx(value: int) -> list[int]:
-        return [j for j, c in enumerate(cg.labels[value]) if cg.root(c) in keep or cg.root(c) in cg.fixed]
+        return kept_channels(cg, keep, value)
 
     ops, new_state = [], {}
     for i, op in enumerate(spec.ops):
@@ -175,6 +175,11 @@ def prune_graph(spec: GraphSpec, state: dict[str, torch.Tensor], cg: ChannelGrap
             new_state[p + "weight"] = state[p + "weight"].clone()
         ops.append(GraphOp(op.op, list(op.inputs), op.output, attrs))
     return GraphSpec(ops, spec.output, spec.in_channels), new_state
+
+
+def kept_channels(cg: ChannelGraph, keep: set[int], value: int) -> list[int]:
+    """Which of a value's channels (indices into the uncut graph's) a cut to `keep` leaves."""
+    return [j for j, c in enumerate(cg.labels[value]) if cg.root(c) in keep or cg.root(c) in cg.fixed]
 
 
 def position_widths(cg: ChannelGraph, keep: set[int]) -> list[int]:

@@ -29,11 +29,12 @@ class TrainConfig:
     min_lr: float = 1e-6
     perceptual_weight: float = 0.0
     loss: str = "l1"  # weight-free loss mix, see distill.losses
+    hints: float = 0.0  # weight of the teacher's intermediate features (graph students: distill/hints.py)
 
     def to_dict(self):
         from ..rundir import omit_defaults
 
-        return omit_defaults(asdict(self), {"loss": "l1"})
+        return omit_defaults(asdict(self), {"loss": "l1", "hints": 0.0})
 
 
 class CosineLR:
@@ -57,8 +58,9 @@ class CosineLR:
 
 
 def fit_pixels(model: torch.nn.Module, sampler, cfg: TrainConfig, ckpt_path: Path, name: str,
-               device: str = "cpu", quiet: bool = False, perceptual=None) -> dict:
-    """Train `model` so model(lr) matches the sampler's targets; resumes from `ckpt_path`."""
+               device: str = "cpu", quiet: bool = False, perceptual=None, hints=None) -> dict:
+    """Train `model` so model(lr) matches the sampler's targets; resumes from `ckpt_path`.
+    `hints(model, lr) -> (output, loss)`: an extra term on intermediate features (distill/hints.py)."""
     from .losses import make_distill_loss
 
     loss_fn = make_distill_loss(cfg.loss, perceptual, cfg.perceptual_weight)
@@ -71,8 +73,14 @@ def fit_pixels(model: torch.nn.Module, sampler, cfg: TrainConfig, ckpt_path: Pat
     def step(i):
         lr, tgt = sampler.next_batch()
         lr, tgt = lr.to(device), tgt.to(device)
-        loss = loss_fn(model(lr), tgt)
-        logs = {"loss": loss.item()}
+        if hints is not None:
+            out, hint = hints(model, lr)
+            loss = loss_fn(out, tgt)
+            logs = {"loss": loss.item(), "hint": hint.item()}
+            loss = loss + hint
+        else:
+            loss = loss_fn(model(lr), tgt)
+            logs = {"loss": loss.item()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(params)

@@ -115,9 +115,10 @@ class Method:
 
 def distill_student(ctx: RunContext, student, label: str = "retrain"):
     """Pixel distillation of `student` with the run's retrain options (resumable: RUN/retrain.ckpt)."""
+    from ..distill.hints import hints_for_run
     from ..distill.train import fit_pixels
 
     cfg, r = ctx.cfg, ctx.cfg.retrain
     fit_pixels(student, ctx.sampler(r.patch, r.batch, cfg.seed + 11), r, ctx.run / "retrain.ckpt", label,
-               cfg.device, cfg.quiet, ctx.perceptual)
+               cfg.device, cfg.quiet, ctx.perceptual, hints_for_run(ctx))
     return student

@@ -293,6 +293,9 @@ class PruningMethod(Method):
                     ctx.extra["graph"] = (graph, weights)
                     ctx.log(f"{self.title} starts from the teacher itself, read as a graph of {len(graph.ops)} layers")
                     return cfg
+        if cfg.retrain.hints:
+            raise UserError(f"--hints needs the student cut from the teacher read as a graph, but {self.title} "
+                            f"cannot start from teacher {cfg.teacher} ({why}); leave --hints at 0")
         ctx.log(f"note: {self.title} cannot start from teacher {cfg.teacher} ({why}); using the widest network "
                 "of the space instead")
         return replace(cfg, method_options=replace(cfg.method_options, init="space"))

@@ -228,6 +228,10 @@ class GANSlimming(PruningMethod):
                                    "gate_sparsity": zero, "bits": 32, "pruned_from": "teacher graph"})
         info = {"threshold": t, "gate_sparsity_after_training": zero, "pruned_from": "teacher graph",
                 "widths": position_widths(student.cg, keep), "widest": [len(p) for p in student.cg.positions]}
+        if is_main():  # which teacher channels the student kept: the targets of --hints
+            from ..distill.hints import hinted_channels, write_channels
+
+            write_channels(run, hinted_channels(student.graph, student.cg, keep))
         cost = "" if budget.unit == "MACs" else f", {budget.fmt(budget.cost(spec))}"
         ctx.log(f"GAN Slimming (teacher graph): {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} "
                 f"keeps {fmt_macs(spec.meta['macs'])} MACs{cost} (budget {budget})")

@@ -18,6 +18,8 @@ from torch import nn
 from ..arch.graph import GraphNet, GraphSpec
 from ..arch.graph_channels import channel_graph, class_importance, keep_fraction, position_widths, prune_graph
 from ..arch.spec import ArchSpec
+from ..distill.hints import hinted_channels, write_channels
+from ..distributed import is_main
 
 
 def _spec(ctx, graph, meta=None) -> ArchSpec:
@@ -47,6 +49,8 @@ def prune_to_budget(ctx, steps: int = 20):
     small, small_w = prune_graph(graph, weights, cg, keep)
     info = {"kept_fraction": lo, "positions": len(cg.positions), "widths": position_widths(cg, keep),
             "widest": [len(p) for p in cg.positions], "pruned_from": "teacher graph"}
+    if is_main():  # which teacher channels the student kept: the targets of --hints
+        write_channels(ctx.run, hinted_channels(graph, cg, keep))
     return _spec(ctx, small), small_w, info
 
 
