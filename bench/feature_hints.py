@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=1.0, help="kept fraction of every position (1: the teacher's size)")
     ap.add_argument("--init", choices=["random", "teacher"], default="random")
     ap.add_argument("--hints", type=float, default=0.0, help="weight of the intermediate-feature term (0: output only)")
+    ap.add_argument("--map", action="store_true",
+                    help="match a learned 1x1 map of each student value to the teacher's whole value (all channels), "
+                         "as GAN Compression does, instead of the teacher's kept channels directly")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=128)
@@ -91,6 +94,14 @@ def main() -> None:
             idx[op.output] = torch.tensor([j for j, c in enumerate(cg.labels[op.output])
                                            if cg.root(c) in keep or cg.root(c) in cg.fixed])
     macs = measure_macs(student) / measure_macs(t_net)
+    maps = torch.nn.ModuleDict()
+    if args.map:
+        for v, ii in idx.items():
+            c_t = len(cg.labels[v])
+            maps[str(v)] = torch.nn.Conv2d(len(ii), c_t, 1, bias=False)
+            with torch.no_grad():  # start as the identity on the kept channels
+                maps[str(v)].weight.zero_()
+                maps[str(v)].weight[ii, torch.arange(len(ii))] = 1.0
 
     train = [im for _, im in training_views(bundled_photographs("train"), 256, 1, args.seed)]
     evalset = [im for _, im in load_folder(args.images)][::args.every]
@@ -113,7 +124,7 @@ def main() -> None:
         student.train()
         return sum(ps) / len(ps)
 
-    opt = torch.optim.Adam(student.parameters(), lr=args.lr)
+    opt = torch.optim.Adam([*student.parameters(), *maps.parameters()], lr=args.lr)
     evals = sorted(int(v) for v in args.evals.split(","))
     points, t0, run_l = [], time.perf_counter(), 0.0
     student.train()
@@ -127,8 +138,12 @@ def main() -> None:
         if args.hints > 0:
             s_env = run_env(student, x)
             out = s_env[small.output]
-            hint = sum(F.l1_loss(s_env[v], t_env[v][:, ii]) / (t_env[v].abs().mean() + 1e-6)
-                       for v, ii in idx.items()) / len(idx)
+            if args.map:
+                hint = sum(F.l1_loss(maps[str(v)](s_env[v]), t_env[v]) / (t_env[v].abs().mean() + 1e-6)
+                           for v in idx) / len(idx)
+            else:
+                hint = sum(F.l1_loss(s_env[v], t_env[v][:, ii]) / (t_env[v].abs().mean() + 1e-6)
+                           for v, ii in idx.items()) / len(idx)
         else:
             out, hint = student(x), torch.zeros(())
         l_out = F.l1_loss(out, t_env[spec.output])
@@ -145,6 +160,7 @@ def main() -> None:
         if i % 50 == 0:
             run_l = 0.0
     res = {"teacher": args.teacher, "keep": args.keep, "macs_ratio": macs, "init": args.init, "hints": args.hints,
+           "map": args.map,
            "hinted_values": len(idx), "steps": args.steps, "lr": args.lr, "batch": args.batch, "crop": args.crop,
            "seed": args.seed, "eval_images": len(evalset), "points": points}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
