@@ -31,14 +31,6 @@ import torch.nn.functional as F
 HINTED = ("relu", "lrelu", "prelu", "inorm", "bnorm")
 
 
-def run_env(net, x) -> dict:
-    """Every value of a GraphNet's forward pass (value id -> tensor)."""
-    env = {0: x}
-    for layer, (ins, out) in zip(net.layers, net._wiring):
-        env[out] = layer(*[env[i] for i in ins])
-    return env
-
-
 def main() -> None:
     from gancompress.arch.cost import measure_macs
     from gancompress.arch.graph import GraphNet
@@ -134,9 +126,9 @@ def main() -> None:
             g["lr"] = lr
         x = batch()
         with torch.no_grad():
-            t_env = run_env(t_net, x)
+            t_env = t_net.values(x)
         if args.hints > 0:
-            s_env = run_env(student, x)
+            s_env = student.values(x)
             out = s_env[small.output]
             if args.map:
                 hint = sum(F.l1_loss(maps[str(v)](s_env[v]), t_env[v]) / (t_env[v].abs().mean() + 1e-6)

@@ -70,11 +70,10 @@ def compress(cfg=None, force: bool = False, *, teacher=None, train_data=None, ev
     config, so calling again with the same ones resumes, and changed ones are refused (or, with
     `force`, start over)."""
     import dataclasses
-    import os
 
-    from .data.in_memory import images_to_folder, is_in_memory
+    from .data.in_memory import data_ref
     from .pipeline import compress as run_pipeline
-    from .teachers.in_memory import register_module_teacher
+    from .teachers.in_memory import teacher_ref
 
     if cfg is None:
         from .cli_options import config_from_options
@@ -85,10 +84,10 @@ def compress(cfg=None, force: bool = False, *, teacher=None, train_data=None, ev
     else:
         cfg = dataclasses.replace(cfg)  # the caller's config is left as it was
     if teacher is not None:
-        cfg.teacher = str(teacher) if isinstance(teacher, (str, os.PathLike)) else register_module_teacher(teacher)
+        cfg.teacher = teacher_ref(teacher)
     for field, data in (("train_data", train_data), ("eval_data", eval_data)):
         if data is not None:
-            setattr(cfg, field, str(images_to_folder(data, field) if is_in_memory(data) else data))
+            setattr(cfg, field, data_ref(data, field))
     return CompressResult(Path(cfg.out), run_pipeline(cfg, force))
 
 
@@ -145,21 +144,18 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
     memory: data/in_memory.py). `run`: a run directory or a CompressResult; `teacher`: overrides the
     run's (KIND:PATH or an nn.Module; a run made from a module teacher needs it again in a new
     process). Translation runs: fidelity to the teacher, and FID/KID to `real_target` images if given."""
-    import os
-
-    from .data.in_memory import images_to_folder, is_in_memory
-    from .teachers.in_memory import is_module_ref, register_module_teacher
+    from .data.in_memory import data_ref
+    from .teachers.in_memory import is_module_ref, teacher_ref
     from .teachers.checks import load_task_teacher
     from .export.student import load_student
 
     run_p = Path(getattr(run, "run_dir", run))
     student, spec = load_student(run_p)
     cfg = read_run_config(run_p)
-    if is_in_memory(eval_data):
-        eval_data = images_to_folder(eval_data, "eval_data")
-    if teacher is not None and not isinstance(teacher, (str, os.PathLike)):
-        teacher = register_module_teacher(teacher)
-        if is_module_ref(cfg.get("teacher")) and teacher == cfg["teacher"]:  # the run's own: keep its range
+    eval_data = data_ref(eval_data, "eval_data")
+    if teacher is not None:
+        teacher = teacher_ref(teacher)
+        if is_module_ref(teacher) and teacher == cfg.get("teacher"):  # the run's own module: keep its range
             teacher = None
     # an overriding --teacher comes without the run's weights and range
     t = load_task_teacher(spec.task, teacher or cfg.get("teacher", "demo"),
@@ -197,27 +193,23 @@ def _quality(student, teacher, eval_data, task, scale, size, real_target, incept
 
 
 def evaluate_student(student, teacher, eval_data, task: str = "sr", scale: int | None = None, teacher_range=None,
-             size: int = 256, real_target: str | None = None, quiet: bool = True,
-             trust_teacher_code: bool = False) -> dict:
+                     size: int = 256, real_target: str | None = None, quiet: bool = True,
+                     trust_teacher_code: bool = False) -> dict:
     """Any student against any teacher, outside a run: `student` an nn.Module (or a run / its
     CompressResult), `teacher` an nn.Module or "KIND:PATH", `eval_data` a folder or images in
     memory. Both take and return [0, 1] RGB (a module teacher in `teacher_range` if given). SR:
     `scale` defaults to the teacher's. Returns the summary and per-image rows (nothing written)."""
-    import os
-
-    from .data.in_memory import images_to_folder, is_in_memory
+    from .data.in_memory import data_ref
     from .teachers.checks import load_task_teacher
-    from .teachers.in_memory import register_module_teacher
+    from .teachers.in_memory import teacher_ref
 
     if not isinstance(student, torch.nn.Module):
         student, _ = load_model(student)
     if task not in ("sr", "translate"):
         raise UserError(f"unknown task {task!r}; available: sr, translate")
-    ref = str(teacher) if isinstance(teacher, (str, os.PathLike)) else register_module_teacher(teacher)
-    t = load_task_teacher(task, ref, None, teacher_range, scale=scale if task == "sr" else None,
+    t = load_task_teacher(task, teacher_ref(teacher), None, teacher_range, scale=scale if task == "sr" else None,
                           trust_code=trust_teacher_code)
-    if is_in_memory(eval_data):
-        eval_data = images_to_folder(eval_data, "eval_data")
+    eval_data = data_ref(eval_data, "eval_data")
     summary, rows = _quality(student.eval(), t, eval_data, task, t.scale, size, real_target, None, quiet)
     return {"eval_data": str(eval_data), **summary, "per_image": rows}
 

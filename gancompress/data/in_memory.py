@@ -77,6 +77,12 @@ def _to_hwc_u8(img, where: str) -> np.ndarray:
     return u8.permute(1, 2, 0).contiguous().numpy()
 
 
+def data_ref(data, what: str) -> str:
+    """A data argument as a run's config names it: a folder as given, images in memory by the
+    fingerprint folder they are written to."""
+    return str(images_to_folder(data, what) if is_in_memory(data) else data)
+
+
 def images_to_folder(data, what: str = "train_data") -> Path:
     """Write in-memory images as PNGs into their fingerprint folder (once) and return the folder."""
     from PIL import Image

@@ -54,6 +54,13 @@ def register_module_teacher(module) -> str:
     return ref
 
 
+def teacher_ref(teacher) -> str:
+    """A teacher as a run's config names it: a path or KIND:PATH as given, a module by fingerprint."""
+    import os
+
+    return str(teacher) if isinstance(teacher, (str, os.PathLike)) else register_module_teacher(teacher)
+
+
 def is_module_ref(ref) -> bool:
     return isinstance(ref, str) and ref.startswith(PREFIX)
 
