@@ -39,7 +39,7 @@ def cmd_compress(args, demo=False):
     m = compress(cfg, force=args.force).metrics
     if m and not cfg.quiet:
         _print_summary(m)
-        print(f"report: {cfg.out}/report.md")
+        print(f"report: {cfg.out}/report.html (and report.md)")
     elif m:
         print(f"{cfg.out}/report.md")
     return m
