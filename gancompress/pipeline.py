@@ -324,9 +324,9 @@ def _save_crops(run, kept, scale):
             name, lr, hr, bic, t_out, s_out = item
             top, left, ch, cw = pick_crop(hr, 40 * scale, seed=0)
             top, left, ch, cw = (top // scale * scale, left // scale * scale, ch // scale * scale, cw // scale * scale)
-            cut = (lambda im, t=top, le=left, h=ch, w=cw: im[..., t:t + h, le:le + w])  # noqa: E731
-            t_out, s_out = cut(t_out), cut(s_out)
-            panels = [("bicubic", cut(bic)), ("teacher", t_out), ("student", s_out), ("HR", cut(hr))]
+            win = (..., slice(top, top + ch), slice(left, left + cw))
+            t_out, s_out = t_out[win], s_out[win]
+            panels = [("bicubic", bic[win]), ("teacher", t_out), ("student", s_out), ("HR", hr[win])]
             lr_in = lr[..., top // scale:(top + ch) // scale, left // scale:(left + cw) // scale]
         win = worst_window(s_out, t_out, max(8, min(s_out.shape[-2:]) // 4))
         panels += [(f"|student - teacher| (white >= {HEAT_MAX})", error_heatmap(s_out, t_out)),

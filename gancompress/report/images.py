@@ -97,11 +97,9 @@ def side_by_side(
         sheet.paste(im, (x + (pw - im.width) // 2, _GAP + text_h))
         x += pw + _GAP
 
-    if hasattr(path, "write"):  # a file object (the HTML report inlines the PNG)
-        sheet.save(path, format="PNG")
-        return path
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not hasattr(path, "write"):  # a file object is written as given (the HTML report inlines the PNG)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")
     return path
 
@@ -121,10 +119,10 @@ def worst_window(a: torch.Tensor, b: torch.Tensor, size: int) -> tuple[int, int,
     e = (a.float() - b.float()).abs().mean(0)[None, None]
     h, w = e.shape[-2:]
     s = max(1, min(size, h, w))
-    mean = torch.nn.functional.avg_pool2d(e, s, stride=max(1, s // 4))[0, 0]
+    stride = max(1, s // 4)
+    mean = torch.nn.functional.avg_pool2d(e, s, stride=stride)[0, 0]
     i = int(mean.flatten().argmax())
-    top, left = (i // mean.shape[1]) * max(1, s // 4), (i % mean.shape[1]) * max(1, s // 4)
-    return top, left, s, s
+    return (i // mean.shape[1]) * stride, (i % mean.shape[1]) * stride, s, s
 
 
 def zoom(img: torch.Tensor, window: tuple[int, int, int, int], factor: int = 3) -> torch.Tensor:
