@@ -111,9 +111,7 @@ def _band(run: Path, m: dict) -> tuple[float, float] | None:
     limit = b.get("limit") or m.get("budget_macs")
     if not limit:
         return None
-    from ..methods.space import SpaceConfig
-
-    frac = ((_read(run / "config.json") or {}).get("search") or {}).get("band", SpaceConfig().band)
+    frac = ((_read(run / "config.json") or {}).get("search") or {}).get("band", 0.85)
     scale = 1e9 if b.get("unit", "MACs") == "MACs" else 1.0
     return frac * limit / scale, limit / scale
 
