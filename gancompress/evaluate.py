@@ -90,11 +90,11 @@ def file_size(path) -> int | None:
 def speed(student: torch.nn.Module, teacher, size: int, repeats: int, student_onnx=None,
           teacher_onnx=None, threads: int | None = None) -> dict:
     """Latency (ms, median) of teacher and student at a size x size LR input, same process."""
-    from .export.student import onnx_runner
+    from .export.student import example_input, onnx_runner
 
-    x = torch.rand(1, 3, size, size)
+    x = example_input(student, (size, size))
     threads = threads or torch.get_num_threads()  # both runtimes get the same thread count
-    res = {"latency_input": f"1x3x{size}x{size}", "threads": threads}
+    res = {"latency_input": "x".join(map(str, x.shape)), "threads": threads}
     res["student_ms_torch"] = latency_ms(student, x, repeats=repeats)
     res["teacher_ms_torch"] = latency_ms(teacher, x, repeats=repeats)
     res["latency_ratio_torch"] = res["student_ms_torch"] / res["teacher_ms_torch"]
@@ -143,7 +143,7 @@ def teacher_onnx_path(teacher, workdir: Path) -> Path | None:
     from .fileio import atomic_write_bytes
 
     try:
-        data = teacher_onnx_bytes(teacher, torch.rand(1, 3, 32, 32))
+        data = teacher_onnx_bytes(teacher, torch.rand(1, int(getattr(teacher, "in_channels", 3)), 64, 64))
     except OSError:  # the machine, not the teacher: a full disk must stop the run (it resumes later)
         raise
     except Exception as e:  # a teacher the exporter cannot trace: report PyTorch latency only

@@ -120,12 +120,16 @@ def prepare(cfg: CompressConfig, method) -> RunContext:
 
     # scale=None: zoo teachers read it from the checkpoint, black boxes from a probe run
     teacher = load_task_teacher(cfg.task, cfg.teacher, cfg.teacher_weights, cfg.teacher_range, cfg.device,
-                                trust_code=cfg.trust_teacher_code)
+                                trust_code=cfg.trust_teacher_code, classes=cfg.classes)
     check_teacher_task(cfg, teacher)
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
                         f"use --scale {teacher.scale}")
-    check_teacher_accepts_any_size(teacher, (cfg.size, cfg.size) if cfg.task == "translate" else (17, 23))
+    if cfg.task == "label2image" and not cfg.classes:  # the run's config records the classes it read
+        from dataclasses import replace
+
+        cfg = replace(cfg, classes=teacher.in_channels)
+    check_teacher_accepts_any_size(teacher, (cfg.size, cfg.size) if cfg.task != "sr" else (17, 23))
     from .budget import budget_for_run
 
     t_macs = teacher_macs(teacher)
@@ -150,7 +154,7 @@ def prepare_data(ctx: RunContext, method):
 
     cfg = ctx.cfg
     evalset = eval_set(cfg)
-    if cfg.task == "translate":
+    if cfg.task != "sr":
         from .evaluate import check_fid_request
 
         check_fid_request(len(evalset), cfg.real_target, cfg.inception)
@@ -254,7 +258,7 @@ def evaluate_stage(ctx: RunContext, spec, student, evalset):
     onnx_path = run / "student" / "student.onnx"
     onnx_err = export_onnx(student, onnx_path)  # (re)written and checked against PyTorch
     t_onnx = teacher_onnx_path(teacher, run.path)
-    if cfg.task == "translate":
+    if cfg.task != "sr":
         q, per_image, kept = translate_quality(student, teacher, evalset, cfg.real_target, cfg.inception,
                                                cfg.size, cfg.quiet)
     else:
@@ -268,7 +272,8 @@ def evaluate_stage(ctx: RunContext, spec, student, evalset):
         "student_onnx_bytes": file_size(onnx_path),
         "teacher_file_bytes": file_size(teacher.source) if teacher.source else None,
         "onnx_max_abs_diff": onnx_err,
-        "eval_data": cfg.eval_data or "bundled eval photographs", **q, **sp,
+        "eval_data": cfg.eval_data or ("bundled eval label maps (k-means maps of 13 views of each held-out photograph)"
+                                       if cfg.task == "label2image" else "bundled eval photographs"), **q, **sp,
         "per_image": per_image, "spec": spec.to_dict(),
     }
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=1))
@@ -317,8 +322,13 @@ def _save_crops(run, kept, scale):
 
     (run / "crops").mkdir(exist_ok=True)
     for rank, item in enumerate(kept, 1):
-        if scale == 1:  # translation: whole images
+        labels = None
+        if scale == 1:  # translation and label2image: whole images
             name, x, t_out, s_out = item
+            if x.shape[0] != 3:  # a one-hot label map: drawn in colour, its ids kept as a PNG
+                from .data.label_maps import colourize
+
+                labels, x = x, colourize(x)
             panels, lr_in = [("input", x), ("teacher", t_out), ("student", s_out)], x
         else:
             name, lr, hr, bic, t_out, s_out = item
@@ -333,7 +343,12 @@ def _save_crops(run, kept, scale):
                    ("teacher, zoom x3", zoom(t_out, win)), ("student, zoom x3", zoom(s_out, win))]
         stem = f"worst{rank}_{Path(name).stem}"
         side_by_side(panels, run / "crops" / f"{stem}.png")
-        save_image(lr_in, run / "crops" / "inputs" / f"{stem}.png")
+        if labels is not None:
+            from .data.label_maps import save_label_map
+
+            save_label_map(labels, run / "crops" / "inputs" / f"{stem}.png")
+        else:
+            save_image(lr_in, run / "crops" / "inputs" / f"{stem}.png")
 
 
 def int8_export(run: RunDir, trust_teacher_code: bool = False) -> dict:

@@ -238,9 +238,12 @@ def test_demo_help_shows_the_defaults_the_demo_runs_with():
         cfg = config_from_args(build_parser().parse_args(["demo", "--task", task]), demo=True)
         assert cfg.retrain.steps == DEMO_DEFAULTS[task]["retrain_steps"]
         assert cfg.search.n_cells == DEMO_DEFAULTS[task]["cells"]
+    from gancompress.config import run_defaults
+
     for key in ("retrain_steps", "warmup_steps", "cells"):
-        sr, tr = DEMO_DEFAULTS["sr"][key], DEMO_DEFAULTS["translate"][key]
-        assert f"(default {sr} for sr, {tr} for translate)" in text, key
+        sr, tr, li = (run_defaults(t, demo=True)[key] for t in ("sr", "translate", "label2image"))
+        assert (sr, tr) == (DEMO_DEFAULTS["sr"][key], DEMO_DEFAULTS["translate"][key])
+        assert f"(default {sr} for sr, {tr} for translate, {li} for label2image)" in text, key
 
 
 def test_version_flag(capsys):

@@ -97,7 +97,7 @@ def test_profile_and_refusals(tmp_path, capsys):
     with pytest.raises(UserError, match="not a SPADE/GauGAN generator"):
         load_teacher(f"spade:{tmp_path / 'not.pth'}")
     assert main(["compress", "--teacher", f"spade:{tmp_path / 'g.pth'}", "--out", str(tmp_path / "r")]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert "use --task label2image" in capsys.readouterr().err
     t = load_teacher(f"spade:{tmp_path / 'g.pth'}")
     with pytest.raises(UserError, match="multiples of 32"):
         t(torch.zeros(1, 5, 40, 64))

@@ -216,6 +216,10 @@ def build_student(spec: ArchSpec) -> nn.Module:
         from .graph import GraphNet, GraphSpec
 
         return GraphNet(GraphSpec.from_dict(spec.graph))
+    if spec.spade is not None:
+        from .spade import SPADEStudent
+
+        return SPADEStudent(spec)
     return TranslateStudent(spec) if spec.task == "translate" else SRStudent(spec)
 
 

@@ -25,8 +25,11 @@ MACS_CONVENTION = MACS_RULE + ", SR at 256x256 LR input"
 TRANSLATE_MACS_CONVENTION = MACS_RULE + " (ConvTranspose2d counted from its input), at 256x256 input"
 
 
+LABEL2IMAGE_MACS_CONVENTION = MACS_RULE + ", at a 256x256 label map"
+
+
 def macs_convention(task: str) -> str:
-    return TRANSLATE_MACS_CONVENTION if task == "translate" else MACS_CONVENTION
+    return {"translate": TRANSLATE_MACS_CONVENTION, "label2image": LABEL2IMAGE_MACS_CONVENTION}.get(task, MACS_CONVENTION)
 DEFAULT_HW = (256, 256)
 
 
@@ -83,6 +86,10 @@ def spec_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
     student's are counted by FlopCounterMode: no formula for an arbitrary graph)."""
     if spec.graph is not None:
         return _graph_macs(json.dumps(spec.graph, sort_keys=True), tuple(hw))
+    if spec.spade is not None:
+        from .spade import spade_macs
+
+        return spade_macs(spec, hw)
     per_px = sum(OPS[layer.op].macs(cin, layer.width) for _, _, cin, layer in spec.layers())
     return frame_macs(spec, hw) + per_px * cells_area(spec, hw)
 
@@ -128,10 +135,12 @@ def spec_params(spec: ArchSpec) -> int:
     return sum(p.numel() for p in build_student(spec).parameters())
 
 
-def measure_macs(model: nn.Module, hw: tuple[int, int] = DEFAULT_HW, channels: int = 3) -> int:
-    """MACs of one forward pass on a 1 x C x H x W input, by FlopCounterMode (FLOPs / 2)."""
+def measure_macs(model: nn.Module, hw: tuple[int, int] = DEFAULT_HW, channels: int | None = None) -> int:
+    """MACs of one forward pass on a 1 x C x H x W input, by FlopCounterMode (FLOPs / 2); C: the
+    model's `in_channels` (a label-map network's one-hot channels), else 3."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    channels = channels or int(getattr(model, "in_channels", 3))
     x = torch.zeros(1, channels, *hw, device=module_device(model))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)

@@ -14,6 +14,12 @@ Translation skeleton (AGD's, CycleGAN-like; `frame` holds the widths outside the
 resolution, two x2 upsampling layers (nf -> up[0] -> up[1]; transposed conv or nearest resize +
 conv 3x3), 7x7 output conv to RGB. Instance norm and ReLU throughout (see `ops.OpStyle`).
 
+Label-map students (`task` "label2image", `spade` set; `cells` empty): GauGAN's generator layout
+(arch/spade.py): `fc` (3x3 conv of the label map at 1/32 size) -> 7 SPADE residual blocks
+(head_0, G_middle_0, G_middle_1, up_0..up_3, a x2 nearest up-sampling before all but head_0 and
+G_middle_1) -> conv_img 3x3 -> RGB. Each block has its own output, middle (conv_0) and SPADE
+hidden widths; a learned 1x1 shortcut where its input and output widths differ.
+
 Graph students (`graph` set; `cells` empty): a teacher read as a graph of standard layers and
 pruned (teachers/graph_reader.py, arch/graph.py, arch/graph_channels.py); `graph` is its GraphSpec as a dict, and the
 builder runs it as a GraphNet.
@@ -33,7 +39,10 @@ SPEC_VERSION = 1
 SR_SCALES = (2, 3, 4)
 UPSAMPLERS = ("pixelshuffle", "progressive")
 SKIPS = ("bicubic", "none")
-TASKS = ("sr", "translate")
+TASKS = ("sr", "translate", "label2image")
+SPADE_BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
+SPADE_UP_BEFORE = (False, True, False, True, True, True, True)  # GauGAN's "normal": 5 up-samplings
+SPADE_NORMS = ("batch", "instance")
 UP_KINDS = ("deconv", "resize")
 FRAME_KERNELS = (1, 3, 5, 7, 9)
 PADDINGS = ("reflect", "zeros")
@@ -76,6 +85,21 @@ class FrameSpec:
 
 
 @dataclass
+class SpadeSpec:
+    """The label -> image student's widths. `blocks[i]` = [out, mid, hidden] of SPADE_BLOCKS[i]:
+    its output width, conv_0's width, and the hidden width of its SPADE layers (`mlp_shared`)."""
+
+    label_nc: int  # one-hot input channels (classes, plus the instance-edge channel if any)
+    fc: int  # fc's width: the first block's input
+    blocks: list[list[int]]
+    norm: str = "batch"  # SPADE's parameter-free norm (GauGAN: synchronized batch norm)
+    ks: int = 3  # SPADE's kernel side
+
+    def widths_in(self) -> list[int]:
+        return [self.fc] + [b[0] for b in self.blocks[:-1]]
+
+
+@dataclass
 class ArchSpec:
     task: str
     scale: int
@@ -88,6 +112,7 @@ class ArchSpec:
     version: int = SPEC_VERSION
     frame: FrameSpec | None = None  # translation only
     graph: dict | None = None  # a pruned teacher's layer graph (GraphSpec.to_dict), instead of cells
+    spade: SpadeSpec | None = None  # label2image only
 
     @classmethod
     def from_graph(cls, task: str, scale: int, graph, meta: dict | None = None) -> "ArchSpec":
@@ -105,6 +130,8 @@ class ArchSpec:
             return self._validate_graph()
         if self.nf < 1:
             raise UserError(f"spec nf must be >= 1, got {self.nf}")
+        if self.task == "label2image" or self.spade is not None:
+            return self._validate_spade()
         if self.task == "translate":
             self._validate_frame()
         elif self.scale not in SR_SCALES:
@@ -143,6 +170,23 @@ class ArchSpec:
             raise UserError("a graph spec has no cells, no int8 layers and no global skip")
         return self
 
+    def _validate_spade(self) -> "ArchSpec":
+        sp = self.spade
+        if self.task != "label2image" or sp is None:
+            raise UserError("a label2image spec needs a 'spade' section, and only label2image specs have one")
+        if self.cells or self.scale != 1 or self.skip != "none" or self.bits != 32:
+            raise UserError("a label2image spec has no cells, scale 1, no global skip and 32-bit weights")
+        if len(sp.blocks) != len(SPADE_BLOCKS) or any(len(b) != 3 for b in sp.blocks):
+            raise UserError(f"spade.blocks needs {len(SPADE_BLOCKS)} [out, mid, hidden] triples "
+                            f"({', '.join(SPADE_BLOCKS)}), got {sp.blocks}")
+        if min([sp.label_nc, sp.fc, *(w for b in sp.blocks for w in b)]) < 1:
+            raise UserError(f"spade widths must be >= 1, got label_nc {sp.label_nc}, fc {sp.fc}, blocks {sp.blocks}")
+        if sp.norm not in SPADE_NORMS:
+            raise UserError(f"spade.norm must be one of {SPADE_NORMS}, got {sp.norm!r}")
+        if sp.ks not in (1, 3, 5):
+            raise UserError(f"spade.ks must be 1, 3 or 5, got {sp.ks}")
+        return self
+
     def _validate_frame(self):
         f = self.frame
         if self.scale != 1:
@@ -166,6 +210,10 @@ class ArchSpec:
         d["cells"] = [[[l["op"], l["width"]] for l in cell] for cell in d["cells"]]
         if d["graph"] is None:  # specs without a graph read exactly as before the field existed
             del d["graph"]
+        else:
+            del d["upsampler"]
+        if d["spade"] is None:  # specs of the other tasks read exactly as before the field existed
+            del d["spade"]
         else:
             del d["upsampler"]
         if d["frame"] is None:  # SR specs read exactly as before the field existed
@@ -198,6 +246,10 @@ class ArchSpec:
                                                       [int(v) for v in fr["up"]], str(fr.get("up_kind", "deconv")),
                                                       int(fr.get("stem_k", 7)), int(fr.get("out_k", 7)),
                                                       str(fr.get("down_pad", "reflect")))
+            sp = d.get("spade")
+            spade = None if sp is None else SpadeSpec(int(sp["label_nc"]), int(sp["fc"]),
+                                                      [[int(v) for v in b] for b in sp["blocks"]],
+                                                      str(sp.get("norm", "batch")), int(sp.get("ks", 3)))
             spec = cls(
                 task=str(d["task"]),
                 scale=int(d["scale"]),
@@ -210,6 +262,7 @@ class ArchSpec:
                 version=version,
                 frame=frame,
                 graph=d.get("graph"),
+                spade=spade,
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise UserError(f"malformed architecture spec ({type(e).__name__}: {str(e)[:200]})") from None
@@ -251,6 +304,11 @@ class ArchSpec:
             from .graph import GraphSpec
 
             return GraphSpec.from_dict(self.graph).summary()
+        if self.spade is not None:
+            sp = self.spade
+            lines = [f"label2image, {sp.label_nc} label channels, fc {sp.fc}, {sp.norm} norm, SPADE kernel {sp.ks}"]
+            lines += [f"  {name}: out {b[0]}, mid {b[1]}, hidden {b[2]}" for name, b in zip(SPADE_BLOCKS, sp.blocks)]
+            return "\n".join(lines)
         if self.task == "translate":
             f = self.frame
             lines = [f"translate, nf={self.nf}, stem={f.stem}, down={f.down[0]}, up={f.up[0]},{f.up[1]} "
@@ -287,3 +345,19 @@ def uniform_translate_spec(nf: int, n_cells: int, n_layers: int, op: str = "conv
     w = nf if width is None else width
     cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
     return ArchSpec("translate", 1, nf, cells, skip="none", frame=frame or frame_for_width(nf)).validate()
+
+
+SPADE_MULTS = (16, 16, 16, 8, 4, 2, 1)  # GauGAN's block output widths in units of ngf
+
+
+def spade_spec(label_nc: int, ngf: int, hidden: int | None = None, mids: list[int] | None = None,
+               hiddens: list[int] | None = None, norm: str = "batch", ks: int = 3) -> ArchSpec:
+    """GauGAN's proportions at width ngf: block outputs 16,16,16,8,4,2,1 x ngf, fc 16 ngf, each
+    conv_0 min(in, out) wide (as GauGAN), SPADE hidden `hidden` (default 2 ngf: GauGAN's 128 at 64)."""
+    outs = [m * ngf for m in SPADE_MULTS]
+    ins = [16 * ngf] + outs[:-1]
+    mids = mids or [min(i, o) for i, o in zip(ins, outs)]
+    hiddens = hiddens or [hidden or 2 * ngf] * len(outs)
+    blocks = [[o, m, h] for o, m, h in zip(outs, mids, hiddens)]
+    return ArchSpec("label2image", 1, ngf, [], skip="none",
+                    spade=SpadeSpec(label_nc, 16 * ngf, blocks, norm, ks)).validate()

@@ -118,3 +118,50 @@ def one_hot(ids: torch.Tensor, classes: int, instance: torch.Tensor | None = Non
 def resize_labels(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of an id map (ids are never blended)."""
     return F.interpolate(ids[None, None].float(), size=size, mode="nearest")[0, 0].long()
+
+
+def square_labels(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """(H, W) ids -> (size, size): translation's policy (shorter side resized to `size`, centre
+    crop), nearest-neighbour so ids are never blended."""
+    h, w = ids.shape
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    if (nh, nw) != (h, w):
+        ids = resize_labels(ids, (nh, nw))
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return ids[top:top + size, left:left + size].contiguous()
+
+
+def load_label_folder(folder, classes: int, size: int, palette=None, paths=None,
+                      hint: str = "point --train-data / --eval-data at a folder of label-map PNGs"):
+    """[(file name, one-hot (classes, size, size))] for every image of `folder` (or `paths`);
+    `palette`: a palette file for colour-coded maps."""
+    from .images import list_images
+
+    pal = load_palette(palette) if palette else None
+    if pal is not None and max(pal.values()) >= classes:
+        raise UserError(f"palette {palette} names class {max(pal.values())} but the maps have {classes} classes "
+                        f"(--classes); fix the palette or give --classes {max(pal.values()) + 1}")
+    files = list(paths) if paths is not None else list_images(folder, hint=hint)
+    return [(Path(p).name, one_hot(square_labels(load_label_map(p, classes, pal), size), classes)) for p in files]
+
+
+def colourize(x: torch.Tensor, classes: int | None = None) -> torch.Tensor:
+    """A one-hot label map (C, H, W) (the first `classes` channels are the classes; an instance-edge
+    channel after them is drawn black) -> RGB (3, H, W) in [0, 1] for reports and crop sheets."""
+    from .bundled_labels import palette_colours
+
+    c = classes or x.shape[0]
+    ids = x[:c].argmax(0)
+    rgb = palette_colours(c)[ids].permute(2, 0, 1)
+    if x.shape[0] > c:
+        rgb = rgb * (1 - x[c:c + 1].clamp(0, 1))
+    return rgb.contiguous()
+
+
+def save_label_map(x: torch.Tensor, path, classes: int | None = None) -> None:
+    """Write a one-hot map's class ids as a greyscale PNG (what load_label_map reads back)."""
+    c = classes or x.shape[0]
+    ids = x[:c].argmax(0).to(torch.uint8).numpy()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(ids, mode="L").save(path)

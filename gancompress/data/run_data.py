@@ -23,10 +23,33 @@ def _square_images(folder, bundled_split: str, size: int, hint: str, views: int 
     return training_views(raw, size, views, seed, colour)
 
 
+def _label_maps(cfg, folder, split: str, hint: str):
+    """label2image inputs: (name, one-hot (classes, size, size)) from the user's folder of label
+    maps, else the bundled photographs' k-means maps (data/bundled_labels.py)."""
+    from .label_maps import load_label_folder, one_hot
+
+    if folder:
+        return load_label_folder(folder, cfg.classes, cfg.size, cfg.palette, hint=hint)
+    from .bundled_labels import DEFAULT_CLASSES, bundled_label_maps
+
+    if cfg.classes != DEFAULT_CLASSES:
+        raise UserError(f"the bundled label maps have {DEFAULT_CLASSES} classes but this teacher reads {cfg.classes}; "
+                        f"give --train-data and --eval-data folders of label maps with {cfg.classes} classes")
+    views = BUNDLED_LABEL_VIEWS[split]
+    return [(name, one_hot(ids, cfg.classes)) for name, ids in bundled_label_maps(split, cfg.size, cfg.classes, views)]
+
+
+# views per bundled photograph (its whole square + random crops, each segmented): 52 training maps
+# (those the demo teacher was trained on) and 52 held-out maps, enough for FID (>= 50)
+BUNDLED_LABEL_VIEWS = {"train": 4, "eval": 13}
+
+
 def training_images(cfg):
     from .bundled import bundled_photographs
     from .images import load_folder
 
+    if cfg.task == "label2image":
+        return _label_maps(cfg, cfg.train_data, "train", "point --train-data at a folder of label-map PNGs")
     if cfg.task == "translate":
         return _square_images(cfg.train_data, "train", cfg.size, "point --train-data at a folder of input-domain images",
                               cfg.views, cfg.seed, cfg.view_colour)
@@ -41,6 +64,8 @@ def eval_set(cfg):
     from .degrade import bicubic_downscale
     from .sr_sets import load_sr_eval_set
 
+    if cfg.task == "label2image":
+        return _label_maps(cfg, cfg.eval_data, "eval", "point --eval-data at a folder of held-out label-map PNGs")
     if cfg.task == "translate":
         return _square_images(cfg.eval_data, "eval", cfg.size,
                               "point --eval-data at a folder of held-out input-domain images")
@@ -72,7 +97,7 @@ def teacher_targets(cfg, run, teacher, images, log=info):
 
     names, pairs = [], []
     for name, hr in tqdm(images, desc="teacher targets", disable=cfg.quiet or not is_main()):
-        if cfg.task == "translate":  # whole images: instance norm makes tiles differ from the whole
+        if cfg.task != "sr":  # whole images: instance norm makes tiles differ from the whole
             pairs.append((hr, teacher.predict(hr[None].to(module_device(teacher))).cpu()[0]))
         else:
             _, lr = bicubic_downscale(hr, cfg.scale, name=name)

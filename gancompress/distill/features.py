@@ -25,7 +25,12 @@ BLACK_BOX_KINDS = ("torchscript", "export", "onnx")
 
 
 def student_points(task: str, n_cells: int) -> list[str]:
-    """Module paths of the student's feature points, in forward order."""
+    """Module paths of the student's feature points, in forward order (label2image: its SPADE
+    blocks, named as the teacher's)."""
+    if task == "label2image":
+        from ..arch.spec import SPADE_BLOCKS
+
+        return list(SPADE_BLOCKS)
     return ["down.1" if task == "translate" else "head"] + [f"cells.{i}" for i in range(n_cells)]
 
 
@@ -137,6 +142,23 @@ def usable_teacher_layers(teacher, layers: dict[str, str], x: torch.Tensor, hw: 
     dropped = bad + missing
     note = f"skipped teacher layers {', '.join(dropped)}: another resolution" if dropped else ""
     return keep, note
+
+
+def same_name_layers(teacher, layers: dict[str, str], student: nn.Module, x: torch.Tensor, explicit: bool):
+    """(teacher paths, student paths, note): teacher layers matched to the student's module of the
+    same name (a SPADE student's blocks are named as GauGAN's), kept where both give features of
+    the same size; a layer the user named that cannot be matched is an error."""
+    names = dict(student.named_modules())
+    wanted = [p for p in layers.values() if p in names]
+    t_shapes = probe_features(teacher.model, wanted, x, forward=teacher)
+    s_shapes = probe_features(student, wanted, x)
+    keep = [p for p in t_shapes if p in s_shapes and t_shapes[p][1:] == s_shapes[p][1:]]
+    dropped = [p for p in layers.values() if p not in keep]
+    if dropped and explicit:
+        raise UserError(f"--teacher-layers: {dropped[0]} has no student block of the same name and size; name "
+                        "SPADE blocks (head_0, G_middle_0, G_middle_1, up_0 ... up_3)")
+    return keep, keep, (f"skipped teacher layers {', '.join(dropped)}: no student block of that name and size"
+                        if dropped else "")
 
 
 class FeatureMapper(nn.Module):

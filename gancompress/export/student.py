@@ -93,6 +93,30 @@ def check_state_fits(model: torch.nn.Module, state: dict, source) -> None:
                         + " (was it saved for a different spec.json?)")
 
 
+def io_names(model) -> tuple[str, str]:
+    """ONNX input and output names: `lr` -> `sr` (super-resolution and translation students, as
+    before), `labels` -> `image` for a label2image student (its input is the one-hot label map,
+    N x classes x H x W float, H and W multiples of 32; output RGB in [0, 1])."""
+    return ("labels", "image") if getattr(model, "label_nc", None) else ("lr", "sr")
+
+
+def input_grid(model) -> int:
+    """The multiple every input side must be (32 for a label2image student, else 1)."""
+    return 32 if getattr(model, "label_nc", None) else 1
+
+
+def example_input(model, hw, seed: int = 0) -> torch.Tensor:
+    """A random input the model accepts: an RGB image, or a one-hot map of random blobs of
+    `label_nc` classes (a realistic input: one class per pixel, regions bigger than a pixel)."""
+    g = torch.Generator().manual_seed(seed)
+    c = getattr(model, "label_nc", None)
+    if not c:
+        return torch.rand(1, int(getattr(model, "in_channels", 3)), *hw, generator=g)
+    coarse = torch.randint(0, c, (1, 1, max(1, hw[0] // 8), max(1, hw[1] // 8)), generator=g).float()
+    ids = torch.nn.functional.interpolate(coarse, size=tuple(hw), mode="nearest")[0, 0].long()
+    return torch.nn.functional.one_hot(ids, c).permute(2, 0, 1)[None].float()
+
+
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, example_hw=(32, 32), opset: int = 17,
                 atol: float = 1e-4) -> float:
     """Export with dynamic H, W; run it in ONNX Runtime at two sizes and compare with PyTorch.
@@ -110,21 +134,26 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, example_hw=(32,
 
     path = Path(path)
     model = model.eval().cpu()
-    x = torch.rand(1, 3, *example_hw)
+    name_in, name_out = io_names(model)
+    grid = input_grid(model)
+    if grid > 1:  # sizes the model accepts: multiples of its coarsest grid
+        example_hw = (max(grid, example_hw[0] // grid * grid), max(grid, example_hw[1] // grid * grid))
+    x = example_input(model, example_hw)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, input_names=["lr"], output_names=["sr"],
-                          dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}},
+        torch.onnx.export(model, (x,), buf, input_names=[name_in], output_names=[name_out],
+                          dynamic_axes={name_in: {0: "n", 2: "h", 3: "w"}, name_out: {0: "n", 2: "H", 3: "W"}},
                           opset_version=opset, dynamo=False)
     data = buf.getvalue()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     worst = 0.0
-    for hw in (example_hw, (example_hw[0] + 7, example_hw[1] + 13)):
-        xi = torch.rand(1, 3, *hw)
+    second = (example_hw[0] + 7, example_hw[1] + 13) if grid == 1 else (example_hw[0] + grid, example_hw[1] + 2 * grid)
+    for hw in (example_hw, second):
+        xi = example_input(model, hw, seed=hw[0])
         with torch.no_grad():
             ref = model(xi).numpy()
-        got = sess.run(None, {"lr": xi.numpy()})[0]
+        got = sess.run(None, {name_in: xi.numpy()})[0]
         for who, out in (("PyTorch", ref), ("ONNX Runtime", got)):
             if not np.isfinite(out).all():
                 raise UserError(f"the student gives non-finite values (NaN/inf) under {who} on a {hw[0]}x{hw[1]} "

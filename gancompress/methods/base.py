@@ -67,6 +67,7 @@ class Method:
     config_key: str | None = None  # its section in config.json
     adapts_trunk: bool = False  # narrows the trunk (--nf) for tight budgets: it searches down from nf
     searches_int8: bool = False  # chooses int8 or fp32 per layer (--search-int8)
+    tasks: tuple = ("sr", "translate")  # the tasks its space and stages handle
 
     # ---- configuration ----
     def default_options(self):

@@ -47,15 +47,20 @@ def ofa_space(cfg) -> WidthSpace:
 def usable_feature_layers(cfg, teacher, layers: dict) -> tuple[dict, str]:
     """The teacher layers that can be matched to the student's trunk (same resolution), checked
     with one probe pass; an explicitly requested layer that cannot is an error."""
-    from ..distill.features import probe_features, student_points, usable_teacher_layers
+    from ..distill.features import probe_features, same_name_layers, student_points, usable_teacher_layers
+    from ..export.student import example_input
 
     space = ofa_space(cfg)
     widest = build_student(space.spec(space.max_config())).to(cfg.device)
     p = cfg.search.patch
-    probe = torch.rand(1, 3, p, p, device=cfg.device)
+    probe = example_input(widest, (p, p)).to(cfg.device)
+    explicit = bool(cfg.method_options.teacher_layers)
+    if cfg.task == "label2image":
+        keep, _, note = same_name_layers(teacher, layers, widest, probe, explicit)
+        return {k: v for k, v in layers.items() if v in keep}, note
     first = student_points(cfg.task, cfg.search.n_cells)[0]
     hw = probe_features(widest, [first], probe)[first][1:]
-    keep, note = usable_teacher_layers(teacher, layers, probe, hw, explicit=bool(cfg.method_options.teacher_layers))
+    keep, note = usable_teacher_layers(teacher, layers, probe, hw, explicit=explicit)
     by_path = {v: k for k, v in layers.items()}
     return {by_path[p]: p for p in keep}, note
 
@@ -69,10 +74,13 @@ class OFAState:
         self.o = o = ofa.resolved(cfg.method_options, cfg.task)
         self.has_gt = cfg.task == "sr" and (o.lambda_gan > 0 or o.score == "psnr-y")
         pairs = with_ground_truth(cfg, ctx.images, ctx.pairs) if self.has_gt else ctx.pairs
-        strip = min(o.translate_score_px, cfg.size // 4) if cfg.task == "translate" else None  # a quarter at most
+        strip = min(o.translate_score_px, cfg.size // 4) if cfg.task != "sr" else None  # a quarter at most
+        grid = 32 if cfg.task == "label2image" else 1
+        if strip:
+            strip = max(grid, strip // grid * grid)
         self.score_px = min(cfg.retrain.patch, strip) if strip else cfg.retrain.patch
         self.train_pairs, self.train_names, self.held = ofa.holdout_split(pairs, ctx.names, o.holdout, cfg.seed,
-                                                                          strip)
+                                                                          strip, grid)
         self.recon = ctx.distill_loss()
 
     def sampler(self, ctx, patch, batch, seed):
@@ -90,7 +98,9 @@ class OFAState:
         cfg = ctx.cfg
         widest = build_student(self.space.spec(self.space.max_config())).to(cfg.device)
         p = min(cfg.search.patch, cfg.retrain.patch)  # the discriminator must fit both stages' patches
-        probe = torch.rand(1, 3, p, p, device=cfg.device)
+        from ..export.student import example_input
+
+        probe = example_input(widest, (p, p)).to(cfg.device)
         obj = ofa.Objective(self.o, self.recon, ctx.teacher, ctx.extra["feature_layers"], widest, cfg.task,
                             cfg.search.n_cells, probe, p * cfg.scale, cfg.device)
         if obj.use_features:
@@ -102,6 +112,7 @@ class GANCompression(Method):
     name, aliases, title = "ofa", ("gan-compression",), "GAN Compression"
     summary = "once-for-all supernet + evolution"
     options, config_key, adapts_trunk = ofa.OFAConfig, "ofa", True
+    tasks = ("sr", "translate", "label2image")
 
     def options_from_args(self, args):
         return dataclass_from_args(ofa.OFAConfig, args, evolution_fixed={"seed": args.seed})

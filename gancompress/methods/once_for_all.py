@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from ..arch.dynamic import recalibrate_batchnorm
-from ..distill.features import (FeatureMapper, FeatureTaps, match_points, probe_features, student_points,
-                                usable_teacher_layers)
+from ..distill.features import (FeatureMapper, FeatureTaps, match_points, probe_features, same_name_layers,
+                                student_points, usable_teacher_layers)
 from ..distill.gan import discriminator_step, distill_discriminator, g_loss
 from ..distill.loop import run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
@@ -41,7 +41,7 @@ SCORES = ("psnr", "psnr-y")
 # The GAN term's default weight per task. SR: off. Measured on SRGAN x4 at 1/10 (BENCHMARKS.md):
 # lambda_gan 0.1 cost 0.83 dB Set5 PSNR-Y (29.35 vs 30.18) and took 1.4x the fine-tuning time.
 # Translation: on, as GAN Compression trains its CycleGAN students.
-GAN_DEFAULT = {"sr": 0.0, "translate": 0.1}
+GAN_DEFAULT = {"sr": 0.0, "translate": 0.1, "label2image": 0.0}  # label2image: not measured yet, off
 
 
 def resolved(cfg: "OFAConfig", task: str) -> "OFAConfig":
@@ -122,19 +122,20 @@ def validate(cfg: OFAConfig, task: str) -> None:
         raise UserError(f"--holdout must be in (0, 1), got {cfg.holdout}")
 
 
-def holdout_split(pairs, names, frac: float, seed: int, strip_px: int | None = None):
+def holdout_split(pairs, names, frac: float, seed: int, strip_px: int | None = None, grid: int = 1):
     """(train pairs, train names, held-out pairs) for scoring candidates.
 
     Default (SR): a few whole images held out (one image: its right quarter). With `strip_px`
     (translation): the right strip of *every* image, at least `strip_px` wide, so the held-out crops
     look like the training data. Whole images failed there: the two held out of the 13 bundled
     photographs were the Hubble deep field and the rocket, on which every student scored 9-12 dB
-    and the search chose by noise."""
+    and the search chose by noise. `grid`: the cut falls on a multiple of it (label2image: 32, so
+    both parts keep the whole map's coarsest grid)."""
     if strip_px:
         train, held = [], []
         for lr, t in pairs:
             s = t.shape[-1] // lr.shape[-1]
-            cut = lr.shape[-1] - max(strip_px, int(round(frac * lr.shape[-1])))
+            cut = (lr.shape[-1] - max(strip_px, int(round(frac * lr.shape[-1])))) // grid * grid
             train.append((lr[..., :cut], t[..., :cut * s]))
             held.append((lr[..., cut:], t[..., cut * s:]))
         return train, list(names), held
@@ -160,12 +161,16 @@ class Objective:
         self.t_paths, self.s_paths, self.mapper = [], [], None
         if self.use_features:
             points = student_points(task, n_cells)
-            s_shape = probe_features(student, points[:1], probe)[points[0]]
-            self.t_paths, self.note = usable_teacher_layers(teacher, teacher_layers, probe, s_shape[1:],
-                                                            explicit=bool(cfg.teacher_layers))
+            if task == "label2image":  # student blocks carry the teacher's names: matched by name
+                self.t_paths, self.s_paths, self.note = same_name_layers(teacher, teacher_layers, student, probe,
+                                                                         explicit=bool(cfg.teacher_layers))
+            else:
+                s_shape = probe_features(student, points[:1], probe)[points[0]]
+                self.t_paths, self.note = usable_teacher_layers(teacher, teacher_layers, probe, s_shape[1:],
+                                                                explicit=bool(cfg.teacher_layers))
+                self.s_paths = match_points(len(self.t_paths), points)
             self.use_features = bool(self.t_paths)
         if self.use_features:
-            self.s_paths = match_points(len(self.t_paths), points)
             t_w = [sh[0] for sh in probe_features(teacher.model, self.t_paths, probe, forward=teacher).values()]
             s_w = [probe_features(student, [p], probe)[p][0] for p in self.s_paths]
             self.mapper = FeatureMapper(s_w, t_w).to(device)

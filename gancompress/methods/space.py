@@ -26,8 +26,8 @@ from ..arch.build import build_student, load_sliced
 from ..arch.cost import INT8_MAC_COST, spec_macs
 from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
 from ..arch.ops import DEFAULT_OPS
-from ..arch.spec import (ArchSpec, LayerSpec, UpsamplerSpec, frame_for_width, uniform_sr_spec,
-                         uniform_translate_spec)
+from ..arch.spec import (SPADE_BLOCKS, ArchSpec, LayerSpec, UpsamplerSpec, frame_for_width,
+                         spade_spec, uniform_sr_spec, uniform_translate_spec)
 from ..errors import UserError
 from ..rundir import omit_defaults
 from ..log import info
@@ -79,8 +79,11 @@ class SpaceConfig:
         return d
 
 
-def frame_template(cfg: SpaceConfig, task: str = "sr", scale: int = 4) -> ArchSpec:
-    """The spec of everything around the searched cells (no cells yet)."""
+def frame_template(cfg: SpaceConfig, task: str = "sr", scale: int = 4, label_nc: int = 0) -> ArchSpec:
+    """The spec of everything around the searched cells (no cells yet); label2image: the widest
+    SPADE student (GauGAN's proportions at ngf = nf, SPADE hidden 2 nf), `label_nc` input channels."""
+    if task == "label2image":
+        return spade_spec(label_nc, cfg.nf)
     if task == "translate":
         return ArchSpec("translate", 1, cfg.nf, [], skip="none",
                         frame=frame_for_width(cfg.frame_nf or cfg.nf, cfg.upsampler))
@@ -99,12 +102,15 @@ class WidthSpace:
         self.n_cells, self.n_layers, self.op = n_cells, n_layers, op
         t = self.template
         names, widest = [], []
-        if t.task == "translate":
+        if t.spade is not None:  # label2image: ngf (every block's output), then each block's mid and hidden
+            names = ["nf"] + [f"{b}.mid" for b in SPADE_BLOCKS] + [f"{b}.hidden" for b in SPADE_BLOCKS]
+            widest = [t.nf] + [b[1] for b in t.spade.blocks] + [b[2] for b in t.spade.blocks]
+        elif t.task == "translate":
             names += ["stem", "down"]
             widest += [t.frame.stem, t.frame.down[0]]
         names.append("nf")
         widest.append(t.nf)
-        for c in range(n_cells):
+        for c in range(n_cells if t.spade is None else 0):
             for li in range(n_layers - 1):
                 names.append(f"cell{c}.layer{li}")
                 widest.append(t.nf)
@@ -164,6 +170,11 @@ class WidthSpace:
         t = self.template
         vals = dict(zip(self.names, config))
         nf = vals["nf"]
+        if t.spade is not None:
+            sp = t.spade
+            return replace(spade_spec(sp.label_nc, nf, mids=[vals[f"{b}.mid"] for b in SPADE_BLOCKS],
+                                      hiddens=[vals[f"{b}.hidden"] for b in SPADE_BLOCKS], norm=sp.norm, ks=sp.ks),
+                           meta=dict(meta or {})).validate()
         cells = [[LayerSpec(self.op, vals[f"cell{c}.layer{li}"]) for li in range(self.n_layers - 1)]
                  + [LayerSpec(self.op, nf)] for c in range(self.n_cells)]
         spec = replace(t, nf=nf, cells=cells, meta=dict(meta or {}))
@@ -176,7 +187,10 @@ class WidthSpace:
     def config_of(self, spec: ArchSpec) -> tuple[int, ...]:
         """The config naming `spec` (which must come from this space)."""
         vals = {"nf": spec.nf}
-        if spec.task == "translate":
+        if spec.spade is not None:
+            for b, (_, mid, hid) in zip(SPADE_BLOCKS, spec.spade.blocks):
+                vals[f"{b}.mid"], vals[f"{b}.hidden"] = mid, hid
+        elif spec.task == "translate":
             vals.update(stem=spec.frame.stem, down=spec.frame.down[0], up0=spec.frame.up[0], up1=spec.frame.up[1])
         elif "up" in self.names:
             vals["up"] = spec.upsampler.width
@@ -243,7 +257,7 @@ class WidthSupernet(nn.Module):
 def width_space(cfg, op: str) -> WidthSpace:
     """The width space of a run's options (its frame, cells and ratios) with `op` in every cell layer."""
     s = cfg.search
-    return WidthSpace(frame_template(s, cfg.task, cfg.scale), s.n_cells, s.n_layers, op, s.width_ratios)
+    return WidthSpace(frame_template(s, cfg.task, cfg.scale, getattr(cfg, "classes", 0)), s.n_cells, s.n_layers, op, s.width_ratios)
 
 
 # ---- fitting the space to a budget ----------------------------------------------------------
@@ -253,6 +267,8 @@ def uniform_spec_for_budget(cfg, budget) -> ArchSpec:
     s = cfg.search
 
     def at_width(w):
+        if cfg.task == "label2image":  # GauGAN's proportions scaled together (SPADE hidden 2 ngf)
+            return spade_spec(cfg.classes, w)
         if cfg.task == "translate":  # CycleGAN's proportions scaled together (ngf = w / 4)
             return uniform_translate_spec(w, s.n_cells, s.n_layers, frame=frame_for_width(w, s.upsampler))
         return uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",

@@ -12,6 +12,7 @@ from .space import uniform_spec_for_budget
 class Uniform(Method):
     name, title = "uniform", "uniform baseline"
     summary = "the uniform-width conv3x3 baseline"
+    tasks = ("sr", "translate", "label2image")
 
     def check_budget(self, ctx: RunContext) -> None:
         uniform_spec_for_budget(ctx.cfg, ctx.budget)  # raises with the minimum if nothing fits

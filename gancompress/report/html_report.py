@@ -71,7 +71,7 @@ def _table(rows: list[dict], columns) -> str:
 def _quality(m: dict) -> tuple[str, str, float | None]:
     """(metric key of the student, axis label, the teacher's value): PSNR-Y against HR for SR
     (teacher and bicubic have one too), PSNR to the teacher for translation."""
-    if m.get("task") == "translate":
+    if m.get("task", "sr") != "sr":
         return "psnr_to_teacher", "PSNR to teacher (dB)", None
     return "student_psnr_y", "PSNR-Y to HR (dB)", m.get("teacher_psnr_y")
 
@@ -258,7 +258,7 @@ def run_page(run: Path) -> str:
         from ..errors import UserError
 
         raise UserError(f"{run} has no metrics.json: it is not a finished run (run compress there to finish it)")
-    translate = m.get("task") == "translate"
+    translate = m.get("task", "sr") != "sr"  # translation and label2image: fidelity to the teacher
     rows, cols = (translate_rows(m), TRANSLATE_COLUMNS) if translate else (summary_rows(m), COLUMNS)
     parts = [f"<h1>gancompress report: {html.escape(run.name)}</h1>",
              f"<p>Teacher <code>{html.escape(str(m['teacher']))}</code>, method <b>{html.escape(m['method'])}</b>, "

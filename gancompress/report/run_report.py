@@ -32,7 +32,7 @@ COLUMNS = [("model", "model", "{}"), ("macs", "GMACs", "{:.2f}"), ("params", "pa
 
 
 def summary_table(m: dict) -> str:
-    if m.get("task") == "translate":
+    if m.get("task", "sr") != "sr":
         return markdown_table(translate_rows(m), TRANSLATE_COLUMNS)
     return markdown_table(summary_rows(m), COLUMNS)
 
@@ -79,13 +79,16 @@ def _translate_plot(run, m: dict) -> str:
     return text
 
 
+_TASK_WORD = {"translate": "translation", "label2image": "label map -> image (inputs drawn in class colours)"}
+
+
 def _write_translate_report(run, m: dict, spec):
     crops = sorted((run / "crops").glob("*.png")) if (run / "crops").is_dir() else []
     per_image = markdown_table(m["per_image"], [("image", "image", "{}"), ("psnr_to_teacher", "PSNR to teacher", "{:.2f}"),
                                                 ("ssim_to_teacher", "SSIM-Y to teacher", "{:.4f}")])
     note = f"\n\n{m['fid_note']}." if m.get("fid_note") else ""
     sections = [
-        ("Summary", f"Teacher `{m['teacher']}`, translation, evaluated on {m['images']} held-out images "
+        ("Summary", f"Teacher `{m['teacher']}`, {_TASK_WORD.get(m.get('task'), 'translation')}, evaluated on {m['images']} held-out images "
                     f"({m['eval_data']}); {budget_line(m)}.\n\n"
                     + summary_table(m)
                     + f"\n\n{m['macs_convention']}. PSNR over RGB, SSIM on the Y channel, of the student's "
@@ -120,7 +123,7 @@ def write_run_report(run, m: dict):
     from ..arch.spec import ArchSpec
 
     spec = ArchSpec.from_dict(m["spec"])
-    if spec.task == "translate":
+    if spec.task != "sr":
         return _write_translate_report(run, m, spec)
     crops = sorted((run / "crops").glob("*.png")) if (run / "crops").is_dir() else []
     per_image = markdown_table(m["per_image"], [

@@ -41,7 +41,9 @@ __all__ = [
 
 DEMO_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "sr_teacher_x4.safetensors"
 DEMO_TRANSLATE_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "translate_teacher.safetensors"
-_DEMOS = {"demo": ("esrgan", DEMO_TEACHER, "sr"), "demo-translate": ("cyclegan-resnet", DEMO_TRANSLATE_TEACHER, "translate")}
+DEMO_LABEL2IMAGE_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "label2image_teacher.safetensors"
+_DEMOS = {"demo": ("esrgan", DEMO_TEACHER, "sr"), "demo-translate": ("cyclegan-resnet", DEMO_TRANSLATE_TEACHER, "translate"),
+          "demo-label2image": ("spade", DEMO_LABEL2IMAGE_TEACHER, "label2image")}
 
 _BLACK_BOX = {"torchscript": load_torchscript, "export": load_exported, "onnx": load_onnx}
 KIND_ALIASES = {"pt2": "export", "jit": "torchscript", "ts": "torchscript",

@@ -17,17 +17,26 @@ def _is_black_box(ref: str) -> bool:
 
 
 def load_task_teacher(task: str, ref: str, weights: str | None = None, value_range=None,
-                      device: str = "cpu", scale: int | None = None, trust_code: bool = False):
+                      device: str = "cpu", scale: int | None = None, trust_code: bool = False, classes: int = 0):
     """The teacher of a run: 'demo' means the bundled teacher of the task, and a black-box
     translation teacher keeps the image size (scale 1, no probe). One place for compress, eval
     and int8 export, so they always load the same model the same way."""
     from . import load_teacher
 
-    ref = "demo-translate" if (ref == "demo" and task == "translate") else ref
-    if task == "translate" and _is_black_box(ref):
+    ref = f"demo-{task}" if (ref == "demo" and task != "sr") else ref
+    if task != "sr" and _is_black_box(ref):
         scale = 1
-    return load_teacher(ref, weights=weights, device=device, scale=scale,
-                        value_range=tuple(value_range) if value_range else None, trust_code=trust_code)
+    teacher = load_teacher(ref, weights=weights, device=device, scale=scale,
+                           value_range=tuple(value_range) if value_range else None, trust_code=trust_code)
+    if task == "label2image" and classes:
+        if teacher.kind_name in ZOO_KINDS_WITH_LABELS and teacher.in_channels != classes:
+            raise UserError(f"teacher {ref} reads {teacher.in_channels} label channels but --classes is {classes}; "
+                            f"leave --classes out (the teacher's) or give the teacher trained on {classes} classes")
+        teacher.in_channels, teacher.map_input = classes, False  # a black box: the maps are its input as they are
+    return teacher
+
+
+ZOO_KINDS_WITH_LABELS = ("spade",)
 
 
 def check_teacher_task(cfg, teacher) -> None:
@@ -36,14 +45,13 @@ def check_teacher_task(cfg, teacher) -> None:
 
     kind = teacher.kind_name
     task = ZOO[kind].task if kind in ZOO else None
-    if task == "label2image":
-        raise UserError(f"teacher {cfg.teacher} is a label-map -> image generator ({kind}); it loads and profiles "
-                        "(gancompress profile), but compressing label-map teachers (--task label2image) is not "
-                        "implemented yet")
     if task and task != cfg.task:
-        raise UserError(f"teacher {cfg.teacher} is a {'translation' if task == 'translate' else 'super-resolution'} "
-                        f"generator ({kind}); use --task {task}")
-    if cfg.task == "translate" and task is None and not cfg.teacher_range:
+        what = {"translate": "translation", "sr": "super-resolution", "label2image": "label map -> image"}[task]
+        raise UserError(f"teacher {cfg.teacher} is a {what} generator ({kind}); use --task {task}")
+    if cfg.task == "label2image" and task is None and not cfg.classes:
+        raise UserError(f"the number of label classes of teacher {cfg.teacher} is unknown (a black box): pass "
+                        "--classes N (its one-hot input channels)")
+    if cfg.task != "sr" and task is None and not cfg.teacher_range:
         raise UserError(f"the value range of teacher {cfg.teacher} is unknown (a black box): pass "
                         "--teacher-range -1,1 (CycleGAN / pix2pix exports, tanh output) or --teacher-range 0,1")
 
@@ -53,7 +61,7 @@ def check_teacher_accepts_any_size(teacher, hw=(17, 23)) -> None:
     (Translation teachers are probed at the run's --size only: their strided layers need it.)"""
     from ..arch.cost import module_device
 
-    x = torch.rand(1, 3, *hw, device=module_device(teacher))
+    x = torch.rand(1, int(getattr(teacher, "in_channels", 3)), *hw, device=module_device(teacher))
     try:
         with torch.no_grad():
             y = teacher(x)

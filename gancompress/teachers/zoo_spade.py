@@ -36,45 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..arch.spade import SPADEResnetBlock
 from .generic import fitted
 
 UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
-
-
-class SPADE(nn.Module):
-    def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128, ks: int = 3, norm: str = "batch"):
-        super().__init__()
-        self.param_free_norm = (nn.BatchNorm2d(norm_nc, affine=False) if norm == "batch"
-                                else nn.InstanceNorm2d(norm_nc, affine=False))
-        pw = ks // 2
-        self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, hidden, ks, padding=pw), nn.ReLU())
-        self.mlp_gamma = nn.Conv2d(hidden, norm_nc, ks, padding=pw)
-        self.mlp_beta = nn.Conv2d(hidden, norm_nc, ks, padding=pw)
-
-    def forward(self, x, seg):
-        seg = F.interpolate(seg, size=x.shape[-2:], mode="nearest")
-        actv = self.mlp_shared(seg)
-        return self.param_free_norm(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
-
-
-class SPADEResnetBlock(nn.Module):
-    def __init__(self, fin: int, fout: int, label_nc: int, hidden: int = 128, ks: int = 3, norm: str = "batch"):
-        super().__init__()
-        self.learned_shortcut = fin != fout
-        fmid = min(fin, fout)
-        self.conv_0 = nn.Conv2d(fin, fmid, 3, padding=1)
-        self.conv_1 = nn.Conv2d(fmid, fout, 3, padding=1)
-        self.norm_0 = SPADE(fin, label_nc, hidden, ks, norm)
-        self.norm_1 = SPADE(fmid, label_nc, hidden, ks, norm)
-        if self.learned_shortcut:
-            self.conv_s = nn.Conv2d(fin, fout, 1, bias=False)
-            self.norm_s = SPADE(fin, label_nc, hidden, ks, norm)
-
-    def forward(self, x, seg):
-        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
-        return x_s + dx
 
 
 class SPADEGenerator(nn.Module):
