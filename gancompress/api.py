@@ -162,8 +162,10 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
                           None if teacher else cfg.get("teacher_weights"),
                           None if teacher else cfg.get("teacher_range"),
                           scale=spec.scale if spec.task == "sr" else None, trust_code=trust_teacher_code)
+    if spec.task == "label2image":  # the run's classes are the teacher's one-hot channels
+        t.in_channels, t.map_input = spec.spade.label_nc, False
     summary, rows = _quality(student, t, eval_data, spec.task, spec.scale, int(cfg.get("size", 256)), real_target,
-                             cfg.get("inception"), quiet)
+                             cfg.get("inception"), quiet, cfg.get("palette"))
     res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}
     out = run_p / f"eval_{Path(eval_data).name or 'data'}.json"
     from .arch.spec import atomic_write_text
@@ -173,11 +175,17 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
     return res
 
 
-def _quality(student, teacher, eval_data, task, scale, size, real_target, inception, quiet):
+def _quality(student, teacher, eval_data, task, scale, size, real_target, inception, quiet, palette=None):
     """(summary, per-image rows) of a student against a loaded teacher on an eval folder."""
     from .evaluate import quality, translate_quality
 
-    if task == "translate":
+    if task == "label2image":
+        from .data.label_maps import load_label_folder
+
+        data = load_label_folder(eval_data, teacher.in_channels, size, palette,
+                                 hint="point --eval-data at a folder of held-out label maps")
+        summary, rows, _ = translate_quality(student, teacher, data, None, inception, size, quiet)
+    elif task == "translate":
         from .data.translate import load_square_folder
         from .evaluate import check_fid_request
 
@@ -194,7 +202,7 @@ def _quality(student, teacher, eval_data, task, scale, size, real_target, incept
 
 def evaluate_student(student, teacher, eval_data, task: str = "sr", scale: int | None = None, teacher_range=None,
                      size: int = 256, real_target: str | None = None, quiet: bool = True,
-                     trust_teacher_code: bool = False) -> dict:
+                     trust_teacher_code: bool = False, palette: str | None = None) -> dict:
     """Any student against any teacher, outside a run: `student` an nn.Module (or a run / its
     CompressResult), `teacher` an nn.Module or "KIND:PATH", `eval_data` a folder or images in
     memory. Both take and return [0, 1] RGB (a module teacher in `teacher_range` if given). SR:
@@ -205,12 +213,14 @@ def evaluate_student(student, teacher, eval_data, task: str = "sr", scale: int |
 
     if not isinstance(student, torch.nn.Module):
         student, _ = load_model(student)
-    if task not in ("sr", "translate"):
-        raise UserError(f"unknown task {task!r}; available: sr, translate")
+    from .config import TASKS
+
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
     t = load_task_teacher(task, teacher_ref(teacher), None, teacher_range, scale=scale if task == "sr" else None,
-                          trust_code=trust_teacher_code)
+                          trust_code=trust_teacher_code, classes=int(getattr(student, "label_nc", 0) or 0))
     eval_data = data_ref(eval_data, "eval_data")
-    summary, rows = _quality(student.eval(), t, eval_data, task, t.scale, size, real_target, None, quiet)
+    summary, rows = _quality(student.eval(), t, eval_data, task, t.scale, size, real_target, None, quiet, palette)
     return {"eval_data": str(eval_data), **summary, "per_image": rows}
 
 
@@ -262,13 +272,14 @@ def report(runs, out=None) -> dict:
 
 
 def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixels: float | None = None,
-            tile: int = 256, overlap: int = 16) -> list[str]:
+            tile: int = 256, overlap: int = 16, palette: str | None = None) -> list[str]:
     """Run a compressed student on image files (super-resolve, or translate); writes PNGs into `out`.
     SR runs tile by tile and streams the output into the PNG (memory bounded by the input, kept as
     8 bits); inputs above `max_pixels` (default streaming.SR_MAX_PIXELS) are refused. Translation
     students run on the whole image (instance norm): inputs above `max_pixels` (default
     streaming.TRANSLATE_MAX_PIXELS) are refused; any size is edge-padded to a multiple of 4 and
-    cropped back."""
+    cropped back. label2image students read label maps (PNGs of class ids, or colours with
+    `palette`), edge-padded to a multiple of 32, and write `NAME_image.png`."""
     import math
 
     from tqdm.auto import tqdm
@@ -282,7 +293,7 @@ def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixe
         raise UserError("no input images given; pass one or more image files")
     model, spec = load_student(run)
     if max_pixels is None:
-        max_pixels = TRANSLATE_MAX_PIXELS if spec.task == "translate" else SR_MAX_PIXELS
+        max_pixels = SR_MAX_PIXELS if spec.task == "sr" else TRANSLATE_MAX_PIXELS
     if not (isinstance(max_pixels, (int, float)) and math.isfinite(max_pixels) and max_pixels >= 1):
         raise UserError(f"--max-pixels must be a positive number of pixels, got {max_pixels!r}")
     out_dir = Path(out)
@@ -293,6 +304,8 @@ def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixe
             raise UserError(f"input image {img} not found")
     note = (" (a translation student runs on the whole image)" if spec.task == "translate" else "")
     written = []
+    if spec.task == "label2image":
+        return _apply_label2image(model, spec, images, out_dir, max_pixels, palette, quiet)
     for img in tqdm(images, desc="upscale", disable=quiet):
         p = Path(img)
         x = load_image_u8(p, max_pixels, note)
@@ -305,6 +318,39 @@ def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixe
             target = out_dir / f"{p.stem}_x{spec.scale}.png"
             with atomic_writer(target, 0o644) as f:
                 sr_to_png(model, x, spec.scale, f, tile, overlap)
+        written.append(str(target))
+    return written
+
+
+@torch.no_grad()
+def _apply_label2image(model, spec, images, out_dir: Path, max_pixels: float, palette, quiet) -> list[str]:
+    """Label maps -> images; every map is read and checked before anything is written."""
+    from tqdm.auto import tqdm
+
+    from .data.label_maps import load_label_map, load_palette, one_hot
+    from .fileio import atomic_writer
+    from .streaming import image_to_png
+
+    classes = spec.spade.label_nc
+    pal = load_palette(palette) if palette else None
+    maps = []
+    for img in images:
+        ids = load_label_map(img, classes, pal)
+        if ids.numel() > max_pixels:
+            raise UserError(f"label map {img} has {ids.numel()} pixels, over --max-pixels {max_pixels:.0f}; a "
+                            "label2image student runs on the whole map: downscale it or raise --max-pixels")
+        maps.append((Path(img), ids))
+    written = []
+    for p, ids in tqdm(maps, desc="apply", disable=quiet):
+        h, w = ids.shape
+        x = one_hot(ids, classes)[None]
+        ph, pw = -h % 32, -w % 32
+        if ph or pw:
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+        y = model(x)[0, :, :h, :w].clamp(0, 1)
+        target = out_dir / f"{p.stem}_image.png"
+        with atomic_writer(target, 0o644) as f:
+            image_to_png(y, f)
         written.append(str(target))
     return written
 

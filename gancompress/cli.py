@@ -46,12 +46,21 @@ def cmd_compress(args, demo=False):
 
 
 def cmd_train_teacher(args):
+    if args.task == "label2image":
+        from .teachers.train_spade import train_spade_teacher
+
+        out = train_spade_teacher(args.out, args.labels, args.photos, classes=args.classes, ngf=args.ngf or 16,
+                                  hidden=args.hidden, steps=args.steps or 2400, size=args.size, crop=args.crop or 96,
+                                  batch=args.batch or 4, lr=args.lr or 1e-4, views=args.views, seed=args.seed,
+                                  device=args.device, palette=args.palette, quiet=args.quiet)
+        print(f"teacher written to {out}; use it as --teacher spade:{out} --task label2image")
+        return {"teacher": str(out), "teacher_ref": f"spade:{out}", "task": "label2image"}
     if args.task == "translate":
         from .teachers.train_translate import train_translate_teacher
 
-        out = train_translate_teacher(args.out, args.domain_a, args.domain_b, args.paired, ngf=args.ngf,
+        out = train_translate_teacher(args.out, args.domain_a, args.domain_b, args.paired, ngf=args.ngf or 32,
                                       n_blocks=args.n_blocks, steps=args.steps or 4000, size=args.size,
-                                      crop=args.crop, batch=args.batch or 1, lr=args.lr or 2e-4, seed=args.seed,
+                                      crop=args.crop or 128, batch=args.batch or 1, lr=args.lr or 2e-4, seed=args.seed,
                                       device=args.device, quiet=args.quiet)
         print(f"teacher written to {out}; use it as --teacher cyclegan-resnet:{out} --task translate")
         return {"teacher": str(out), "teacher_ref": f"cyclegan-resnet:{out}", "task": "translate"}
@@ -120,7 +129,8 @@ def cmd_upscale(args):
     from .api import upscale
 
     written = []
-    for p in upscale(args.run, args.images, args.out, quiet=args.quiet, max_pixels=args.max_pixels):
+    for p in upscale(args.run, args.images, args.out, quiet=args.quiet, max_pixels=args.max_pixels,
+                     palette=args.palette):
         print(p)
         written.append(str(p))
     return {"written": written}
@@ -144,13 +154,15 @@ EXAMPLES = {
                  "gancompress compress --method ofa --teacher srgan:srgan_x4.pth --budget 40ms --out runs/o",
                  "gancompress compress --method slim --bits 8 --teacher srgan:srgan_x4.pth --budget 1/10 --out runs/s"],
     "train-teacher": ["gancompress train-teacher --task sr --out my_teacher.safetensors",
-                      "gancompress train-teacher --task translate --domain-a A/ --domain-b B/ --out G.safetensors"],
+                      "gancompress train-teacher --task translate --domain-a A/ --domain-b B/ --out G.safetensors",
+                      "gancompress train-teacher --task label2image --out spade.safetensors"],
     "profile": ["gancompress profile runs/x", "gancompress profile srgan:srgan_x4.pth --size 128 --json"],
     "eval": ["gancompress eval runs/x --eval-data Set14/",
              "gancompress eval runs/t --eval-data testA/ --real-target testB/"],
     "export": ["gancompress export runs/x", "gancompress export runs/x --int8 --calib-data photos/"],
     "upscale": ["gancompress upscale runs/x a.png b.jpg --out up/"],
-    "apply": ["gancompress apply runs/t a.jpg --out translated/"],
+    "apply": ["gancompress apply runs/t a.jpg --out translated/",
+              "gancompress apply runs/spade labels/street.png --out images/"],
     "report": ["gancompress report runs/x", "gancompress report runs/x runs/o runs/s --out compare.html"],
 }
 
@@ -167,14 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_compress_options(d, demo=True)
     c = sub.add_parser("compress", help="compress a teacher into a student that fits a budget (MACs, latency or size)")
     add_compress_options(c)
-    t = sub.add_parser("train-teacher", help="train a teacher: SR (ESRGAN-style RRDB net, L1) or translate "
-                                              "(CycleGAN, or pix2pix with --paired)")
-    t.add_argument("--task", default="sr", choices=["sr", "translate"],
-                   help="sr (an RRDB super-resolution net) or translate (a CycleGAN generator) (default sr)")
+    t = sub.add_parser("train-teacher", help="train a teacher: SR (ESRGAN-style RRDB net, L1), translate "
+                                              "(CycleGAN, or pix2pix with --paired) or label2image (GauGAN/SPADE)")
+    t.add_argument("--task", default="sr", choices=["sr", "translate", "label2image"],
+                   help="sr (an RRDB super-resolution net), translate (a CycleGAN generator) or label2image (a SPADE "
+                        "generator) (default sr)")
     t.add_argument("--out", required=True, help="output .safetensors file")
-    t.add_argument("--steps", type=int, default=None, help="(default 2000 for sr, 4000 for translate)")
-    t.add_argument("--batch", type=int, default=None, help="(default 16 for sr, 1 for translate)")
-    t.add_argument("--lr", type=float, default=None, help="(default 5e-4 for sr, 2e-4 for translate)")
+    t.add_argument("--steps", type=int, default=None, help="(default 2000 for sr, 4000 for translate, 2400 for "
+                                                           "label2image)")
+    t.add_argument("--batch", type=int, default=None, help="(default 16 for sr, 1 for translate, 4 for label2image)")
+    t.add_argument("--lr", type=float, default=None, help="(default 5e-4 for sr, 2e-4 for translate, 1e-4 for "
+                                                         "label2image's generator, 4x for its discriminator)")
     ts = t.add_argument_group("sr")
     ts.add_argument("--scale", type=int, default=4, help="upscaling factor: 2, 3 or 4 (default 4)")
     ts.add_argument("--data", default=None, help="HR image folder (default: the bundled training photographs)")
@@ -188,10 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--domain-b", default=None, help="folder of target-domain images")
     tt.add_argument("--paired", action="store_true",
                     help="pix2pix-style: pairs matched by file name, conditional D, GAN + 100 x L1")
-    tt.add_argument("--ngf", type=int, default=32, help="generator width (CycleGAN's ngf; default 32)")
+    tt.add_argument("--ngf", type=int, default=None, help="generator width (CycleGAN's or GauGAN's ngf; default 32 "
+                                                          "for translate, 16 for label2image)")
     tt.add_argument("--n-blocks", type=int, default=9, help="residual blocks (default 9)")
     tt.add_argument("--size", type=int, default=256, help="images are made SIZE x SIZE (default 256)")
-    tt.add_argument("--crop", type=int, default=128, help="random training crop (default 128)")
+    tt.add_argument("--crop", type=int, default=None, help="random training crop (default 128 for translate, 96 for "
+                                                          "label2image)")
+    tl = t.add_argument_group("label2image")
+    tl.add_argument("--labels", default=None, help="folder of label maps (PNGs of class ids, or colours with "
+                                                   "--palette); default: the bundled photographs' k-means maps")
+    tl.add_argument("--photos", default=None, help="folder of the photographs the maps label, matched by file name")
+    tl.add_argument("--classes", type=int, default=8, help="label classes (default 8, the bundled maps')")
+    tl.add_argument("--hidden", type=int, default=32, help="SPADE hidden width (default 32: GauGAN's 2 x ngf)")
+    tl.add_argument("--views", type=int, default=4, help="bundled maps: views per photograph (default 4)")
+    tl.add_argument("--palette", default=None, help="colour -> class id file for colour-coded --labels")
     t.add_argument("--seed", type=int, default=0, help="random seed of initialization and sampling (default 0)")
     t.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     t.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
@@ -205,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a finished run on an eval folder")
     e.add_argument("run", help="a finished run directory (compress --out)")
     e.add_argument("--eval-data", required=True,
-                   help="SR: x{s}/HR+LR, HR/+LR/ or a folder of HR images; translate: held-out input-domain images")
+                   help="SR: x{s}/HR+LR, HR/+LR/ or a folder of HR images; translate: held-out input-domain images; "
+                        "label2image: held-out label maps (the run's --palette applies)")
     e.add_argument("--teacher", default=None, help="override the run's teacher")
     e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
     add_trust_option(e)
@@ -223,14 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_option(x)
     x.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     for name, what in (("upscale", "super-resolve images with a compressed SR student"),
-                       ("apply", "run a compressed student (SR or translation) on image files")):
+                       ("apply", "run a compressed student on image files (SR, translation, or label maps "
+                                 "for label2image)")):
         u = sub.add_parser(name, help=what)
         u.add_argument("run", help="a finished run directory, or its student/ folder")
         u.add_argument("images", nargs="+", help="image files")
         u.add_argument("--out", required=True, help="output folder")
         u.add_argument("--max-pixels", type=float, default=None,
                        help="refuse input images with more pixels than this (default: 268435456 = 16384^2 for SR, "
-                            "streamed tile by tile; 9437184 = 3072^2 for translation, run whole)")
+                            "streamed tile by tile; 9437184 = 3072^2 for translation and label2image, run whole)")
+        u.add_argument("--palette", default=None,
+                       help="label2image: JSON or text file mapping colours to class ids, for colour-coded maps "
+                            "(default: the images are PNGs of class ids)")
         u.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     rp = sub.add_parser("report", help="redraw a run's report.html, or compare several runs in one page")
     rp.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories (compress --out)")

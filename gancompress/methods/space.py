@@ -105,12 +105,26 @@ class WidthSpace:
         if t.spade is not None:  # label2image: ngf (every block's output), then each block's mid and hidden
             names = ["nf"] + [f"{b}.mid" for b in SPADE_BLOCKS] + [f"{b}.hidden" for b in SPADE_BLOCKS]
             widest = [t.nf] + [b[1] for b in t.spade.blocks] + [b[2] for b in t.spade.blocks]
-        elif t.task == "translate":
+        else:
+            names, widest = self._cell_positions(t, n_cells, n_layers)
+        self.names = names
+        self.choices = []
+        for w in widest:
+            ch = width_choices(w, ratios)
+            if ch[-1] != w:
+                ch.append(w)
+            self.choices.append(ch)
+
+    @staticmethod
+    def _cell_positions(t: ArchSpec, n_cells: int, n_layers: int) -> tuple[list[str], list[int]]:
+        """(names, widest widths) of the SR and translation positions."""
+        names, widest = [], []
+        if t.task == "translate":
             names += ["stem", "down"]
             widest += [t.frame.stem, t.frame.down[0]]
         names.append("nf")
         widest.append(t.nf)
-        for c in range(n_cells if t.spade is None else 0):
+        for c in range(n_cells):
             for li in range(n_layers - 1):
                 names.append(f"cell{c}.layer{li}")
                 widest.append(t.nf)
@@ -120,13 +134,7 @@ class WidthSpace:
         elif t.upsampler.kind == "progressive":
             names.append("up")
             widest.append(t.upsampler.width)
-        self.names = names
-        self.choices = []
-        for w in widest:
-            ch = width_choices(w, ratios)
-            if ch[-1] != w:
-                ch.append(w)
-            self.choices.append(ch)
+        return names, widest
 
     # ---- configs ----------------------------------------------------------------------------
     def __len__(self):

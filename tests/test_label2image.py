@@ -1,0 +1,183 @@
+"""The label2image task (issue 17): the SPADE student spec (exact MACs, the teacher's own layout
+loads its weights), its width space and supernet, label-map data, and small end-to-end runs of
+compress, eval, apply and export on a random SPADE teacher."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gancompress.arch.build import build_student
+from gancompress.arch.cost import measure_macs, spec_macs
+from gancompress.arch.spec import ArchSpec, spade_spec
+from gancompress.errors import UserError
+
+
+def _teacher_file(path, label_nc=8, ngf=4, hidden=8, seed=0):
+    from safetensors.torch import save_file
+
+    from gancompress.teachers.zoo_spade import SPADEGenerator
+
+    torch.manual_seed(seed)
+    g = SPADEGenerator(label_nc, ngf, hidden=hidden)
+    g.train()
+    with torch.no_grad():  # batch-norm statistics off their defaults
+        g(torch.nn.functional.one_hot(torch.randint(0, label_nc, (2, 64, 64)), label_nc).permute(0, 3, 1, 2).float())
+    g.eval()
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(path))
+    return g
+
+
+def _onehot(ids, c):
+    return torch.nn.functional.one_hot(ids, c).permute(0, 3, 1, 2).float()
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (96, 160)])
+def test_spec_macs_equal_flopcounter(hw):
+    specs = [spade_spec(8, 16), spade_spec(5, 3, mids=[1, 2, 3, 4, 5, 6, 7], hiddens=[7, 6, 5, 4, 3, 2, 1]),
+             spade_spec(12, 4, 9, norm="instance", ks=1)]
+    for s in specs:
+        assert spec_macs(s, hw) == measure_macs(build_student(s), hw)
+
+
+def test_spec_json_round_trip_and_bad_specs():
+    s = spade_spec(5, 3, mids=[1, 2, 3, 4, 5, 6, 7], hiddens=[7, 6, 5, 4, 3, 2, 1], norm="instance")
+    assert ArchSpec.from_json(s.to_json()) == s
+    assert "up_3: out 3, mid 7, hidden 1" in s.summary()
+    d = s.to_dict()
+    d["spade"]["blocks"] = d["spade"]["blocks"][:3]
+    with pytest.raises(UserError, match="7 .out, mid, hidden. triples"):
+        ArchSpec.from_dict(d)
+    d = s.to_dict()
+    d["spade"]["norm"] = "layer"
+    with pytest.raises(UserError, match="spade.norm"):
+        ArchSpec.from_dict(d)
+    d = s.to_dict()
+    del d["spade"]
+    with pytest.raises(UserError, match="needs a 'spade' section"):
+        ArchSpec.from_dict(d)
+
+
+def test_student_with_the_teachers_widths_is_the_teacher(tmp_path):
+    g = _teacher_file(tmp_path / "t.safetensors", label_nc=6, ngf=4, hidden=8)
+    student = build_student(spade_spec(6, 4, 8)).eval()
+    student.load_state_dict(g.state_dict())  # same names, same shapes
+    x = _onehot(torch.randint(0, 6, (1, 64, 96)), 6)
+    with torch.no_grad():
+        assert (student(x) * 2 - 1 - g(x)).abs().max() < 1e-5
+
+
+def test_width_space_configs_and_supernet_equal_extracted_students():
+    from gancompress.methods.space import WidthSpace, WidthSupernet, frame_template
+    from gancompress.methods.space import SpaceConfig
+
+    space = WidthSpace(frame_template(SpaceConfig(nf=4), "label2image", 1, label_nc=5), 1, 1)
+    assert space.names[0] == "nf" and space.names[1] == "head_0.mid" and space.names[-1] == "up_3.hidden"
+    torch.manual_seed(0)
+    net = WidthSupernet(space).eval()
+    x = _onehot(torch.randint(0, 5, (2, 64, 64)), 5)
+    import random
+
+    rng = random.Random(0)
+    for config in [space.max_config(), space.min_config(), space.sample(rng), space.sample(rng)]:
+        spec = space.spec(config)
+        assert space.config_of(spec) == tuple(config)
+        net.set_config(config)
+        student = net.extract(config).eval()
+        net.train()  # batch-norm statistics of this sub-network, then compare in eval mode
+        with torch.no_grad():
+            net(x)
+            student.train()
+            student(x)
+        net.eval()
+        student.eval()
+        with torch.no_grad():
+            a, b = net(x), student(x)
+        assert (a - b).abs().max() < 1e-5
+        assert spec_macs(spec) == measure_macs(student)
+
+
+def _write_maps(folder, n, classes, size=64, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    g = np.random.default_rng(seed)
+    for i in range(n):
+        coarse = g.integers(0, classes, (size // 16, size // 16), dtype=np.uint8)
+        Image.fromarray(np.kron(coarse, np.ones((16, 16), dtype=np.uint8)), mode="L").save(folder / f"m{i}.png")
+
+
+def test_compress_eval_apply_export_end_to_end(tmp_path, capsys):
+    """A tiny label2image run with user label maps (GAN Compression, then the uniform baseline at the
+    same budget reusing nothing), then eval on another folder, apply on label maps, ONNX export."""
+    from gancompress.api import compress, evaluate_run, upscale
+    from gancompress.cli import main
+
+    _teacher_file(tmp_path / "t.safetensors")
+    _write_maps(tmp_path / "train", 4, 8, 96)
+    _write_maps(tmp_path / "eval", 3, 8, 64, seed=1)
+    common = dict(task="label2image", teacher=f"spade:{tmp_path / 't.safetensors'}", train_data=str(tmp_path / "train"),
+                  eval_data=str(tmp_path / "eval"), budget="1/4", size=96, patch=64, search_patch=64, batch=2,
+                  retrain_steps=4, latency_size=64, latency_repeats=1, quiet=True, nf=4)
+    r = compress(method="ofa", ofa_steps=3, population=6, generations=1, out=str(tmp_path / "ofa"), **common)
+    assert r.spec.task == "label2image" and r["within_budget"] and r["images"] == 3
+    assert r["student_macs"] == r["student_macs_flopcounter"] <= r["budget_macs"]
+    assert r["latency_input"] == "1x8x64x64"
+    cfg = json.loads((tmp_path / "ofa" / "config.json").read_text())
+    assert cfg["classes"] == 8 and cfg["method"] == "ofa"  # the teacher's classes, recorded
+    u = compress(method="uniform", out=str(tmp_path / "uni"), **common)
+    assert u.spec.spade.blocks[0][0] == 16 * u.spec.nf and u["within_budget"]
+    ev = evaluate_run(r, str(tmp_path / "eval"))
+    assert ev["images"] == 3 and abs(ev["psnr_to_teacher"] - r["psnr_to_teacher"]) < 1e-4
+    # apply: a 70x50 map (not a multiple of 32) comes back at its own size
+    Image.fromarray(np.zeros((50, 70), dtype=np.uint8) + 3, mode="L").save(tmp_path / "odd.png")
+    out = upscale(str(tmp_path / "ofa"), [str(tmp_path / "odd.png")], str(tmp_path / "applied"), quiet=True)
+    assert Image.open(out[0]).size == (70, 50) and out[0].endswith("odd_image.png")
+    assert main(["apply", str(tmp_path / "ofa"), str(tmp_path / "ofa" / "report.html"), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "cannot be read as an image" in capsys.readouterr().err
+    # the ONNX input is the one-hot map, named "labels"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "ofa" / "student" / "student.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].name == "labels" and sess.get_outputs()[0].name == "image"
+    x = _onehot(torch.randint(0, 8, (1, 96, 64)), 8)
+    with torch.no_grad():
+        ref = r.student.eval()(x).numpy()
+    assert np.abs(sess.run(None, {"labels": x.numpy()})[0] - ref).max() < 1e-4
+    crop = next((tmp_path / "ofa" / "crops").glob("worst1_*.png"))
+    assert Image.open(crop).mode == "RGB"
+    ids = np.asarray(Image.open(tmp_path / "ofa" / "crops" / "inputs" / crop.name))
+    assert ids.ndim == 2 and ids.max() < 8  # the input kept as class ids
+
+
+def test_refusals_are_one_line(tmp_path, capsys):
+    from gancompress.cli import main
+
+    _teacher_file(tmp_path / "t.safetensors")
+    base = ["compress", "--task", "label2image", "--teacher", f"spade:{tmp_path / 't.safetensors'}", "--out",
+            str(tmp_path / "r")]
+    for extra, match in ((["--method", "agd"], "does not handle --task label2image yet; use --method ofa or uniform"),
+                         (["--size", "100"], "multiple of 32"),
+                         (["--patch", "48", "--method", "uniform"], "--patch must be a multiple of 32"),
+                         (["--classes", "5", "--method", "uniform"], "reads 8 label channels but --classes is 5"),
+                         (["--views", "3", "--method", "uniform"], "are for --task translate")):
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (extra, err)
+    # a translation teacher asked to do label2image
+    assert main(["compress", "--task", "label2image", "--teacher", "demo-translate", "--method", "uniform",
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "use --task translate" in capsys.readouterr().err
+
+
+def test_bundled_label_maps_are_deterministic_and_held_out():
+    from gancompress.data.bundled_labels import bundled_label_maps
+
+    a = bundled_label_maps("eval", 64, 8, views=2)
+    b = bundled_label_maps("eval", 64, 8, views=2)
+    assert [n for n, _ in a] == [n for n, _ in b] and all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
+    train = {n.split("@")[0] for n, _ in bundled_label_maps("train", 64, 8)}
+    assert not train & {n.split("@")[0] for n, _ in a}
+    ids = a[0][1]
+    assert ids.shape == (64, 64) and ids.dtype == torch.int64 and 0 <= ids.min() and ids.max() < 8
