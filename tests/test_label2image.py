@@ -74,7 +74,7 @@ def test_width_space_configs_and_supernet_equal_extracted_students():
     from gancompress.methods.space import SpaceConfig
 
     space = WidthSpace(frame_template(SpaceConfig(nf=4), "label2image", 1, label_nc=5), 1, 1)
-    assert space.names[0] == "nf" and space.names[1] == "head_0.mid" and space.names[-1] == "up_3.hidden"
+    assert space.names[:2] == ["trunk", "up_0.out"] and space.names[5] == "head_0.mid" and space.names[-1] == "up_3.hidden"
     torch.manual_seed(0)
     net = WidthSupernet(space).eval()
     x = _onehot(torch.randint(0, 5, (2, 64, 64)), 5)

@@ -8,8 +8,9 @@ learned (`norm_s -> conv_s` 1x1 without bias) when the width changes. Parameter 
 public SPADE release's, so the zoo teacher (teachers/zoo_spade.py) is built from these blocks and
 a student whose spec has the teacher's widths loads the teacher's weights as they are.
 
-The student's free widths (GAN Compression's GauGAN space): each block's output, its conv_0
-("mid"; GauGAN: min(in, out)) and its SPADE hidden width, which is where most of GauGAN's MACs
+The student's free widths (GAN Compression's GauGAN space): the trunk (fc, head_0, G_middle_0/1,
+tied by their identity shortcuts), each up block's output, each block's conv_0 ("mid"; GauGAN:
+min(in, out)) and its SPADE hidden width, which is where most of GauGAN's MACs
 are (the hidden convs run at every block's resolution).
 
 MACs (FlopCounterMode's convention: conv multiply-accumulates only; interpolation, norm and the
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import SPADE_BLOCKS, SPADE_UP_BEFORE, ArchSpec
+from .spec import SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT, SPADE_UP_BEFORE, ArchSpec
 
 N_UP = sum(SPADE_UP_BEFORE)  # 5: the coarsest grid is 1/32 of the input
 
@@ -46,12 +47,13 @@ class SPADE(nn.Module):
 
 
 class SPADEResnetBlock(nn.Module):
-    """`mid`: conv_0's width (None: min(fin, fout), GauGAN's)."""
+    """`mid`: conv_0's width (None: min(fin, fout), GauGAN's); `learned_shortcut` (None: when the
+    width changes, GauGAN's rule)."""
 
     def __init__(self, fin: int, fout: int, label_nc: int, hidden: int = 128, ks: int = 3, norm: str = "batch",
-                 mid: int | None = None):
+                 mid: int | None = None, learned_shortcut: bool | None = None):
         super().__init__()
-        self.learned_shortcut = fin != fout
+        self.learned_shortcut = fin != fout if learned_shortcut is None else learned_shortcut
         fmid = min(fin, fout) if mid is None else mid
         self.conv_0 = nn.Conv2d(fin, fmid, 3, padding=1)
         self.conv_1 = nn.Conv2d(fmid, fout, 3, padding=1)
@@ -80,8 +82,8 @@ class SPADEStudent(nn.Module):
         sp = spec.spade
         self.label_nc = sp.label_nc
         self.fc = nn.Conv2d(sp.label_nc, sp.fc, 3, padding=1)
-        for name, fin, (out, mid, hid) in zip(SPADE_BLOCKS, sp.widths_in(), sp.blocks):
-            self.add_module(name, SPADEResnetBlock(fin, out, sp.label_nc, hid, sp.ks, sp.norm, mid))
+        for name, fin, (out, mid, hid), learned in zip(SPADE_BLOCKS, sp.widths_in(), sp.blocks, SPADE_LEARNED_SHORTCUT):
+            self.add_module(name, SPADEResnetBlock(fin, out, sp.label_nc, hid, sp.ks, sp.norm, mid, learned))
         self.conv_img = nn.Conv2d(sp.blocks[-1][0], 3, 3, padding=1)
 
     @property
@@ -128,6 +130,6 @@ def spade_macs(spec: ArchSpec, hw: tuple[int, int]) -> int:
     sp = spec.spade
     areas = block_areas(hw)
     m = 9 * sp.label_nc * sp.fc * (hw[0] // 2 ** N_UP) * (hw[1] // 2 ** N_UP)
-    for fin, (out, mid, hid), area in zip(sp.widths_in(), sp.blocks, areas):
-        m += area * spade_block_macs(fin, out, mid, hid, sp.label_nc, sp.ks, fin != out)
+    for fin, (out, mid, hid), area, learned in zip(sp.widths_in(), sp.blocks, areas, SPADE_LEARNED_SHORTCUT):
+        m += area * spade_block_macs(fin, out, mid, hid, sp.label_nc, sp.ks, learned)
     return m + 9 * sp.blocks[-1][0] * 3 * hw[0] * hw[1]

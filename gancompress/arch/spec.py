@@ -42,6 +42,9 @@ SKIPS = ("bicubic", "none")
 TASKS = ("sr", "translate", "label2image")
 SPADE_BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
 SPADE_UP_BEFORE = (False, True, False, True, True, True, True)  # GauGAN's "normal": 5 up-samplings
+# the up blocks change width in GauGAN, so their shortcut is a learned 1x1 conv; the first three keep
+# it (identity). Fixed by the layout, not the widths, so every width choice has the same modules
+SPADE_LEARNED_SHORTCUT = (False, False, False, True, True, True, True)
 SPADE_NORMS = ("batch", "instance")
 UP_KINDS = ("deconv", "resize")
 FRAME_KERNELS = (1, 3, 5, 7, 9)
@@ -181,6 +184,10 @@ class ArchSpec:
                             f"({', '.join(SPADE_BLOCKS)}), got {sp.blocks}")
         if min([sp.label_nc, sp.fc, *(w for b in sp.blocks for w in b)]) < 1:
             raise UserError(f"spade widths must be >= 1, got label_nc {sp.label_nc}, fc {sp.fc}, blocks {sp.blocks}")
+        trunk = [b[0] for b, learned in zip(sp.blocks, SPADE_LEARNED_SHORTCUT) if not learned]
+        if any(w != sp.fc for w in trunk):
+            raise UserError(f"head_0, G_middle_0 and G_middle_1 add their input to their output (identity shortcut): "
+                            f"their output widths must equal fc's {sp.fc}, got {trunk}")
         if sp.norm not in SPADE_NORMS:
             raise UserError(f"spade.norm must be one of {SPADE_NORMS}, got {sp.norm!r}")
         if sp.ks not in (1, 3, 5):
@@ -355,9 +362,16 @@ def spade_spec(label_nc: int, ngf: int, hidden: int | None = None, mids: list[in
     """GauGAN's proportions at width ngf: block outputs 16,16,16,8,4,2,1 x ngf, fc 16 ngf, each
     conv_0 min(in, out) wide (as GauGAN), SPADE hidden `hidden` (default 2 ngf: GauGAN's 128 at 64)."""
     outs = [m * ngf for m in SPADE_MULTS]
-    ins = [16 * ngf] + outs[:-1]
+    return spade_spec_of(label_nc, 16 * ngf, outs[3:], mids, hiddens or [hidden or 2 * ngf] * len(outs), norm, ks)
+
+
+def spade_spec_of(label_nc: int, trunk: int, up_outs: list[int], mids: list[int] | None, hiddens: list[int],
+                  norm: str = "batch", ks: int = 3) -> ArchSpec:
+    """A label2image spec from its free widths: the trunk (fc, head_0, G_middle_0/1), the four up
+    blocks' outputs, and each block's mid (default min(in, out)) and SPADE hidden width."""
+    outs = [trunk] * 3 + list(up_outs)
+    ins = [trunk] + outs[:-1]
     mids = mids or [min(i, o) for i, o in zip(ins, outs)]
-    hiddens = hiddens or [hidden or 2 * ngf] * len(outs)
     blocks = [[o, m, h] for o, m, h in zip(outs, mids, hiddens)]
-    return ArchSpec("label2image", 1, ngf, [], skip="none",
-                    spade=SpadeSpec(label_nc, 16 * ngf, blocks, norm, ks)).validate()
+    return ArchSpec("label2image", 1, max(1, trunk // 16), [], skip="none",
+                    spade=SpadeSpec(label_nc, trunk, blocks, norm, ks)).validate()

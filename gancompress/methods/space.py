@@ -26,8 +26,8 @@ from ..arch.build import build_student, load_sliced
 from ..arch.cost import INT8_MAC_COST, spec_macs
 from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
 from ..arch.ops import DEFAULT_OPS
-from ..arch.spec import (SPADE_BLOCKS, ArchSpec, LayerSpec, UpsamplerSpec, frame_for_width,
-                         spade_spec, uniform_sr_spec, uniform_translate_spec)
+from ..arch.spec import (SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT, ArchSpec, LayerSpec, UpsamplerSpec,
+                         frame_for_width, spade_spec, spade_spec_of, uniform_sr_spec, uniform_translate_spec)
 from ..errors import UserError
 from ..rundir import omit_defaults
 from ..log import info
@@ -102,9 +102,12 @@ class WidthSpace:
         self.n_cells, self.n_layers, self.op = n_cells, n_layers, op
         t = self.template
         names, widest = [], []
-        if t.spade is not None:  # label2image: ngf (every block's output), then each block's mid and hidden
-            names = ["nf"] + [f"{b}.mid" for b in SPADE_BLOCKS] + [f"{b}.hidden" for b in SPADE_BLOCKS]
-            widest = [t.nf] + [b[1] for b in t.spade.blocks] + [b[2] for b in t.spade.blocks]
+        if t.spade is not None:  # label2image: the trunk, each up block's output, each block's mid and hidden
+            ups = [b for b, learned in zip(SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT) if learned]
+            names = (["trunk"] + [f"{b}.out" for b in ups] + [f"{b}.mid" for b in SPADE_BLOCKS]
+                     + [f"{b}.hidden" for b in SPADE_BLOCKS])
+            widest = ([t.spade.fc] + [b[0] for b in t.spade.blocks[-len(ups):]] + [b[1] for b in t.spade.blocks]
+                      + [b[2] for b in t.spade.blocks])
         else:
             names, widest = self._cell_positions(t, n_cells, n_layers)
         self.names = names
@@ -177,12 +180,13 @@ class WidthSpace:
     def spec(self, config, meta: dict | None = None) -> ArchSpec:
         t = self.template
         vals = dict(zip(self.names, config))
-        nf = vals["nf"]
         if t.spade is not None:
             sp = t.spade
-            return replace(spade_spec(sp.label_nc, nf, mids=[vals[f"{b}.mid"] for b in SPADE_BLOCKS],
-                                      hiddens=[vals[f"{b}.hidden"] for b in SPADE_BLOCKS], norm=sp.norm, ks=sp.ks),
+            return replace(spade_spec_of(sp.label_nc, vals["trunk"], [vals[f"{b}.out"] for b in SPADE_BLOCKS[3:]],
+                                         [vals[f"{b}.mid"] for b in SPADE_BLOCKS],
+                                         [vals[f"{b}.hidden"] for b in SPADE_BLOCKS], sp.norm, sp.ks),
                            meta=dict(meta or {})).validate()
+        nf = vals["nf"]
         cells = [[LayerSpec(self.op, vals[f"cell{c}.layer{li}"]) for li in range(self.n_layers - 1)]
                  + [LayerSpec(self.op, nf)] for c in range(self.n_cells)]
         spec = replace(t, nf=nf, cells=cells, meta=dict(meta or {}))
@@ -196,8 +200,9 @@ class WidthSpace:
         """The config naming `spec` (which must come from this space)."""
         vals = {"nf": spec.nf}
         if spec.spade is not None:
-            for b, (_, mid, hid) in zip(SPADE_BLOCKS, spec.spade.blocks):
-                vals[f"{b}.mid"], vals[f"{b}.hidden"] = mid, hid
+            vals = {"trunk": spec.spade.fc}
+            for b, (out, mid, hid) in zip(SPADE_BLOCKS, spec.spade.blocks):
+                vals[f"{b}.out"], vals[f"{b}.mid"], vals[f"{b}.hidden"] = out, mid, hid
         elif spec.task == "translate":
             vals.update(stem=spec.frame.stem, down=spec.frame.down[0], up0=spec.frame.up[0], up1=spec.frame.up[1])
         elif "up" in self.names:
