@@ -99,6 +99,42 @@ def test_width_space_configs_and_supernet_equal_extracted_students():
         assert spec_macs(spec) == measure_macs(student)
 
 
+def test_slimming_gates_fold_exactly_into_the_extracted_student():
+    from gancompress.methods.channels import kept_channels_quiet, widths_of, zero_cut_gates
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+    from gancompress.methods.spade_gates import GatedSpade, extract_spade
+
+    torch.manual_seed(0)
+    space = WidthSpace(frame_template(SpaceConfig(nf=2), "label2image", 1, label_nc=5), 0, 0)
+    gated = GatedSpade(space)
+    x = _onehot(torch.randint(0, 5, (2, 64, 64)), 5)
+    with torch.no_grad():
+        gated.train()
+        gated(x)  # batch-norm statistics
+        for g in gated.gates:
+            g.copy_(torch.randn_like(g))  # any sign and size
+    kept = kept_channels_quiet(gated, 0.7)
+    zero_cut_gates(gated, kept)
+    plain, spec = extract_spade(gated.eval(), kept)
+    assert widths_of(kept) != space.max_config() and spec.spade.fc == widths_of(kept)[0]
+    with torch.no_grad():
+        assert (gated(x) - plain.eval()(x)).abs().max() < 1e-5
+
+
+def test_spade_teacher_is_expressible_as_a_student(tmp_path):
+    from gancompress.teachers import load_teacher
+    from gancompress.teachers.as_student import teacher_as_student
+
+    _teacher_file(tmp_path / "t.safetensors", label_nc=6, ngf=4, hidden=8)
+    t = load_teacher(f"spade:{tmp_path / 't.safetensors'}")
+    spec, state = teacher_as_student(t)
+    student = build_student(spec).eval()
+    student.load_state_dict(state)
+    x = _onehot(torch.randint(0, 6, (1, 64, 64)), 6)
+    with torch.no_grad():
+        assert (student(x) - t(x)).abs().max() < 1e-5
+
+
 def _write_maps(folder, n, classes, size=64, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     g = np.random.default_rng(seed)
@@ -127,6 +163,9 @@ def test_compress_eval_apply_export_end_to_end(tmp_path, capsys):
     assert cfg["classes"] == 8 and cfg["method"] == "ofa"  # the teacher's classes, recorded
     u = compress(method="uniform", out=str(tmp_path / "uni"), **common)
     assert u.spec.spade.blocks[0][0] == 16 * u.spec.nf and u["within_budget"]
+    s = compress(method="slim", slim_steps=3, out=str(tmp_path / "slim"), **common)  # from the teacher's weights
+    assert s["within_budget"] and s.spec.meta["method"] == "slim"
+    assert json.loads((tmp_path / "slim" / "config.json").read_text())["slim"]["init"] == "teacher"
     ev = evaluate_run(r, str(tmp_path / "eval"))
     assert ev["images"] == 3 and abs(ev["psnr_to_teacher"] - r["psnr_to_teacher"]) < 1e-4
     # apply: a 70x50 map (not a multiple of 32) comes back at its own size
@@ -157,7 +196,8 @@ def test_refusals_are_one_line(tmp_path, capsys):
     _teacher_file(tmp_path / "t.safetensors")
     base = ["compress", "--task", "label2image", "--teacher", f"spade:{tmp_path / 't.safetensors'}", "--out",
             str(tmp_path / "r")]
-    for extra, match in ((["--method", "agd"], "does not handle --task label2image yet; use --method ofa or uniform"),
+    for extra, match in ((["--method", "agd"], "does not handle --task label2image yet; use --method ofa or slim or uniform"),
+                         (["--method", "slim", "--bits", "8"], "--bits 8 is not available for --task label2image"),
                          (["--size", "100"], "multiple of 32"),
                          (["--patch", "48", "--method", "uniform"], "--patch must be a multiple of 32"),
                          (["--classes", "5", "--method", "uniform"], "reads 8 label channels but --classes is 5"),

@@ -42,7 +42,8 @@ class ChannelMap:
 
     def __init__(self, space: WidthSpace):
         self.space = space
-        probe = _primes(len(space))
+        spade = space.template.spade  # primes above the label channels, so no width is mistaken for them
+        probe = _primes(len(space), 101 + (spade.label_nc if spade is not None else 0))
         pos = {w: i for i, w in enumerate(probe)}
         student = build_student(space.spec(probe))
         self.convs: dict[str, tuple] = {}
@@ -54,7 +55,7 @@ class ChannelMap:
                 self.convs[name] = (pos.get(m.out_channels), pos.get(m.in_channels))
             elif isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)):
                 self.norms[name] = pos.get(m.num_features)
-        self.gate_on_norm = student.style.norm != "none"
+        self.gate_on_norm = getattr(getattr(student, "style", None), "norm", "none") != "none"
         # a progressive SR upsampler's width is interleaved by PixelShuffle: it is never pruned
         self.prunable = [i for i, n in enumerate(space.names) if n != "up"]
         self.gated = {n: p for n, p in (self.norms.items() if self.gate_on_norm
@@ -247,6 +248,8 @@ def prunable_space(cfg, start=None) -> WidthSpace:
     """The widths a pruning method cuts: around the teacher's own layout when it starts from the
     teacher (`start`: its ArchSpec), else the width space of the run's options (`op` in every cell
     layer: the method's options)."""
+    if start is not None and start.spade is not None:
+        return WidthSpace(start, 0, 0, ratios=cfg.search.width_ratios)
     if start is not None:
         return WidthSpace(start, len(start.cells), len(start.cells[0]), start.cells[0][0].op, cfg.search.width_ratios)
     return width_space(cfg, cfg.method_options.op)

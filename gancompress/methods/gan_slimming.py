@@ -90,7 +90,7 @@ def validate(cfg: SlimConfig) -> None:
 
 # module-name prefixes kept in float during QAT: the layers that write the output image, as the
 # int8 export keeps them (export/int8.py)
-QAT_FLOAT = {"sr": ("skip", "upsampler"), "translate": ("out",)}
+QAT_FLOAT = {"sr": ("skip", "upsampler"), "translate": ("out",), "label2image": ("conv_img",)}
 LATENCY_CHECK_EVERY = 25
 
 
@@ -167,9 +167,16 @@ class GANSlimming(PruningMethod):
     name, aliases, title = "slim", ("gan-slimming",), "GAN Slimming"
     summary = "distillation + channel pruning + optional QAT"
     options, config_key = SlimConfig, "slim"
+    tasks = ("sr", "translate", "label2image")
 
     def validate(self, cfg) -> None:
         validate(cfg.method_options)
+        if cfg.task == "label2image" and cfg.method_options.bits != 32:
+            raise UserError("--bits 8 is not available for --task label2image yet (its int8 export is not built); "
+                            "use --bits 32")
+        if cfg.task == "label2image" and cfg.method_options.init == "graph":
+            raise UserError("--slim-init graph cannot read a SPADE generator (its label map enters every block); use "
+                            "--slim-init teacher (the teacher's own widths and weights) or space")
 
     init_flag = "--slim-init"
 
@@ -183,7 +190,12 @@ class GANSlimming(PruningMethod):
         o, budget = cfg.method_options, ctx.budget
         if "graph" in ctx.extra:
             return self._search_graph(ctx)
-        student = GatedStudent(self.space(ctx))
+        if cfg.task == "label2image":
+            from .spade_gates import GatedSpade, extract_spade
+
+            student, extract_fn = GatedSpade(self.space(ctx)), extract_spade
+        else:
+            student, extract_fn = GatedStudent(self.space(ctx)), extract
         if ctx.start is not None:  # the teacher itself, weights and all (outputs equal: tested)
             student.net.load_state_dict(ctx.start[1])
         quantize_for(cfg, student.net)
@@ -193,7 +205,7 @@ class GANSlimming(PruningMethod):
         zero = student.sparsity()
         t = threshold_for_budget(student, budget)
         kept = self.cut(ctx, student, t)
-        plain, spec = extract(student, kept)
+        plain, spec = extract_fn(student, kept)
         spec = replace(spec, bits=o.bits, meta={"method": "slim", **budget_meta(budget, spec),
                                                 "threshold": t, "rho": o.rho, "gate_sparsity": zero, "bits": o.bits})
         space = student.space

@@ -4,7 +4,8 @@ Why: GAN Slimming (and any pruning method) shrinks the pretrained generator itse
 does, instead of a network trained from scratch; that needs the teacher as a student of the same
 skeleton whose outputs equal the teacher's.
 
-Expressible today: `cyclegan-resnet` with instance norm (the public CycleGAN release's default).
+Expressible today: `cyclegan-resnet` with instance norm (the public CycleGAN release's default), and
+`spade` (GauGAN without z, "normal" up-sampling: the label2image skeleton is GauGAN's layout).
 Its layout is the translation skeleton exactly: 7x7 stem (ngf), two stride-2 3x3 convs (2 ngf,
 4 ngf; zero padding, hence `down_pad="zeros"`), n residual blocks at 4 ngf (a cell of two conv3x3
 layers, the last linear, with the cell's residual), two ConvTranspose2d (2 ngf, ngf), 7x7 output
@@ -22,13 +23,15 @@ from __future__ import annotations
 
 import torch
 
-from ..arch.spec import ArchSpec, FrameSpec, uniform_translate_spec
+from ..arch.spec import ArchSpec, FrameSpec, spade_spec_of, uniform_translate_spec
 
 
 def teacher_as_student(teacher) -> tuple[ArchSpec, dict] | None:
     """(spec, student state dict) whose built student computes the teacher's outputs, or None."""
     kind = teacher.kind_name
     info = getattr(teacher, "info", {})
+    if kind == "spade":
+        return _spade_as_student(teacher, info)
     if kind != "cyclegan-resnet" or info.get("norm") != "instance" or teacher.value_range != (-1.0, 1.0):
         return None
     g = teacher.model
@@ -67,3 +70,15 @@ def teacher_as_student(teacher) -> tuple[ArchSpec, dict] | None:
         norm(f"up.{i}.norm", c.out_channels)
     conv("out", out)
     return spec, sd
+
+
+def _spade_as_student(teacher, info) -> tuple[ArchSpec, dict] | None:
+    """A GauGAN generator (no z, "normal" up-sampling) is the SPADE student skeleton at its own
+    widths, parameter names and all: its state dict loads as it is (outputs equal: tested)."""
+    if info.get("z_dim") or info.get("num_upsampling") != "normal" or teacher.value_range != (-1.0, 1.0):
+        return None
+    ngf, hidden = info["ngf"], info["hidden"]
+    spec = spade_spec_of(info["label_nc"], 16 * ngf, [8 * ngf, 4 * ngf, 2 * ngf, ngf], None, [hidden] * 7,
+                         info["norm"], info["ks"])
+    spec.meta = {"from_teacher": teacher.source}
+    return spec, {k: v.detach().clone() for k, v in teacher.model.state_dict().items()}
