@@ -138,7 +138,7 @@ class Budget:
         if self.unit == "ms" and has_int8_layers(spec):
             raise UserError("a latency budget prices fp32 layers only (the table times fp32 ONNX Runtime); "
                             "int8 layers (--search-int8) need a MACs budget")
-        if spec.graph is not None:  # no pieces: timed whole, or its parameters counted
+        if spec.graph is not None or spec.spade is not None:  # no pieces: timed whole, or its parameters counted
             if self.unit == "ms":
                 return self.table.predict(spec, self.hw)
             from .arch.cost import spec_params

@@ -285,6 +285,11 @@ def _validate_label2image(cfg: CompressConfig) -> None:
     if cfg.views != 1 or cfg.view_colour or cfg.real_target:
         raise UserError("--views, --view-colour and --real-target are for --task translate; label2image trains on the "
                         "label maps as given")
+    if budget_unit(cfg.budget) == "ms":
+        raise UserError("latency budgets (ms) are not available for --task label2image yet (the latency table has no "
+                        "SPADE pieces); give a MACs budget (1/10, 9G) or a weights budget (1.5MB)")
+    if cfg.search.int8_search:
+        raise UserError("--search-int8 is not available for --task label2image (no int8 export for it yet)")
     if not isinstance(cfg.classes, int) or cfg.classes < 0:
         raise UserError(f"--classes must be the number of label classes (0: the teacher's), got {cfg.classes!r}")
     if cfg.palette and not Path(cfg.palette).is_file():

@@ -121,6 +121,34 @@ def test_slimming_gates_fold_exactly_into_the_extracted_student():
         assert (gated(x) - plain.eval()(x)).abs().max() < 1e-5
 
 
+def test_agd_supernet_masks_equal_the_sliced_student():
+    from gancompress.arch.build import load_sliced
+    from gancompress.methods.agd_spade import SpadeSupernet
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+
+    torch.manual_seed(0)
+    space = WidthSpace(frame_template(SpaceConfig(nf=2), "label2image", 1, label_nc=5), 0, 0)
+    net = SpadeSupernet(space)
+    x = _onehot(torch.randint(0, 5, (2, 64, 64)), 5)
+    idx = [len(c) // 2 for c in space.choices]
+    with torch.no_grad():
+        net.train()
+        net(x, "fixed", fixed_widths=idx)  # batch-norm statistics through the masks
+    net.eval()
+    spec = net.spec_from_indices([], idx)
+    student = build_student(spec).eval()
+    load_sliced(student, net.net.state_dict())
+    with torch.no_grad():
+        assert (net(x, "fixed", fixed_widths=idx) - student(x)).abs().max() < 1e-5
+    # the expected cost is the MACs when the choice is certain
+    with torch.no_grad():
+        for b, j in zip(net.betas, idx):
+            b.fill_(-1e4)
+            b[j] = 1e4
+    with torch.no_grad():
+        assert abs(net.expected_cost().item() - spec_macs(spec)) / spec_macs(spec) < 1e-5
+
+
 def test_spade_teacher_is_expressible_as_a_student(tmp_path):
     from gancompress.teachers import load_teacher
     from gancompress.teachers.as_student import teacher_as_student
@@ -163,6 +191,9 @@ def test_compress_eval_apply_export_end_to_end(tmp_path, capsys):
     assert cfg["classes"] == 8 and cfg["method"] == "ofa"  # the teacher's classes, recorded
     u = compress(method="uniform", out=str(tmp_path / "uni"), **common)
     assert u.spec.spade.blocks[0][0] == 16 * u.spec.nf and u["within_budget"]
+    a = compress(method="agd", warmup_steps=2, search_steps=4, search_batch=2, out=str(tmp_path / "agd"), **common)
+    assert a["within_budget"] and a.spec.meta["method"] == "agd"
+    assert json.loads((tmp_path / "agd" / "search" / "history.json").read_text())
     s = compress(method="slim", slim_steps=3, out=str(tmp_path / "slim"), **common)  # from the teacher's weights
     assert s["within_budget"] and s.spec.meta["method"] == "slim"
     assert json.loads((tmp_path / "slim" / "config.json").read_text())["slim"]["init"] == "teacher"
@@ -196,7 +227,9 @@ def test_refusals_are_one_line(tmp_path, capsys):
     _teacher_file(tmp_path / "t.safetensors")
     base = ["compress", "--task", "label2image", "--teacher", f"spade:{tmp_path / 't.safetensors'}", "--out",
             str(tmp_path / "r")]
-    for extra, match in ((["--method", "agd"], "does not handle --task label2image yet; use --method ofa or slim or uniform"),
+    for extra, match in ((["--method", "prune"], "does not handle --task label2image yet; use --method agd or ofa or "
+                                                 "slim or uniform"),
+                         (["--budget", "40ms"], "latency budgets (ms) are not available for --task label2image"),
                          (["--method", "slim", "--bits", "8"], "--bits 8 is not available for --task label2image"),
                          (["--size", "100"], "multiple of 32"),
                          (["--patch", "48", "--method", "uniform"], "--patch must be a multiple of 32"),

@@ -128,8 +128,18 @@ def spade_block_macs(fin, fout, mid, hidden, label_nc: int, ks: int, learned_sho
 def spade_macs(spec: ArchSpec, hw: tuple[int, int]) -> int:
     """Analytic MACs of the student built from a label2image spec at input size hw."""
     sp = spec.spade
+    return spade_macs_of(sp.label_nc, sp.fc, [b[0] for b in sp.blocks], [b[1] for b in sp.blocks],
+                         [b[2] for b in sp.blocks], sp.ks, hw)
+
+
+def spade_macs_of(label_nc: int, fc, outs, mids, hiddens, ks: int, hw: tuple[int, int]):
+    """The same count from the widths (ints, or expected widths as tensors: AGD differentiates
+    through it; the widths of different positions are independent choices, so the expectation of
+    each product is the product of the expectations)."""
     areas = block_areas(hw)
-    m = 9 * sp.label_nc * sp.fc * (hw[0] // 2 ** N_UP) * (hw[1] // 2 ** N_UP)
-    for fin, (out, mid, hid), area, learned in zip(sp.widths_in(), sp.blocks, areas, SPADE_LEARNED_SHORTCUT):
-        m += area * spade_block_macs(fin, out, mid, hid, sp.label_nc, sp.ks, learned)
-    return m + 9 * sp.blocks[-1][0] * 3 * hw[0] * hw[1]
+    m = 9 * label_nc * fc * (hw[0] // 2 ** N_UP) * (hw[1] // 2 ** N_UP)
+    fin = fc
+    for out, mid, hid, area, learned in zip(outs, mids, hiddens, areas, SPADE_LEARNED_SHORTCUT):
+        m = m + area * spade_block_macs(fin, out, mid, hid, label_nc, ks, learned)
+        fin = out
+    return m + 9 * outs[-1] * 3 * hw[0] * hw[1]

@@ -42,10 +42,15 @@ from .base import Method, RunContext, distill_student
 from .space import SpaceConfig, budget_meta, frame_template, smaller_space_hint
 
 
-def make_supernet(cfg: SpaceConfig, template: ArchSpec, budget=None) -> Supernet:
+def make_supernet(cfg: SpaceConfig, template: ArchSpec, budget=None):
     """The supernet of the space; `budget` (a budget.Budget) decides the unit of its cost."""
     from ..arch.ops import INT8_SUFFIX
 
+    if template.spade is not None:  # label2image: widths only (methods/agd_spade.py)
+        from .agd_spade import SpadeSupernet
+        from .space import WidthSpace
+
+        return SpadeSupernet(WidthSpace(template, 0, 0, ratios=cfg.width_ratios), budget)
     ops = list(cfg.ops)
     if cfg.int8_search:  # every operator also as its int8 twin: precision becomes part of the choice
         ops += [o + INT8_SUFFIX for o in cfg.ops if not o.endswith(INT8_SUFFIX)]
@@ -176,12 +181,13 @@ class AGD(Method):
     name, title = "agd", "AGD"
     summary = "AutoGAN-Distiller: differentiable search over operator x width"
     adapts_trunk = searches_int8 = True
+    tasks = ("sr", "translate", "label2image")
 
     def smallest_network(self, cfg, nf: int) -> ArchSpec:
         from dataclasses import replace
 
         small = replace(cfg.search, nf=nf)
-        net = make_supernet(small, frame_template(small, cfg.task, cfg.scale))
+        net = make_supernet(small, frame_template(small, cfg.task, cfg.scale, cfg.classes))
         return net.min_spec()
 
     def fit_to_budget(self, ctx: RunContext):
@@ -191,7 +197,7 @@ class AGD(Method):
 
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget
-        net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale))
+        net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale, cfg.classes))
         lo, hi = budget.cost(net.min_spec()), budget.cost(net.max_spec())  # int8 layers discounted
         if budget.limit < lo:
             raise UserError(f"budget {budget} is below the smallest network of the search space "
@@ -209,13 +215,15 @@ class AGD(Method):
         wa = ctx.sampler(s.patch, s.batch, cfg.seed, a, na)
         ab = ctx.sampler(s.patch, s.batch, cfg.seed + 1, b, nb)
         val = ctx.sampler(s.patch, 2 * s.batch, cfg.seed + 7, split=False).next_batch()
-        template = frame_template(s, cfg.task, cfg.scale)
+        template = frame_template(s, cfg.task, cfg.scale, cfg.classes)
         res = search(s, template, wa, ab, val, ctx.budget, ctx.run / "search", ctx.distill_loss(), cfg.device,
                      cfg.quiet)
-        net = make_supernet(s, template)  # only its layout is needed here: the MACs tables are cheap
-        net.load_state_dict(res.supernet_state)
         if is_main():
             atomic_write_text(ctx.run / "search" / "history.json", json.dumps(res.history, indent=1))
+        if template.spade is not None:  # the widest student's weights; the student takes their leading slices
+            return res.spec, {k[4:]: v for k, v in res.supernet_state.items() if k.startswith("net.")}
+        net = make_supernet(s, template)  # only its layout is needed here: the MACs tables are cheap
+        net.load_state_dict(res.supernet_state)
         return res.spec, student_state_from_supernet(net, res.op_idx)
 
     def retrain(self, ctx: RunContext, spec, student):

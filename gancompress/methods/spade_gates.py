@@ -30,7 +30,7 @@ from .channels import ChannelMap, GatedStudent
 from .space import WidthSpace
 
 
-def _gated_modules(space: WidthSpace) -> dict[str, str]:
+def gated_modules(space: WidthSpace) -> dict[str, str]:
     """module name -> position name of its output gate."""
     ups = [b for b, learned in zip(SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT) if learned]
     out_pos = {b: ("trunk" if b not in ups else f"{b}.out") for b in SPADE_BLOCKS}
@@ -61,7 +61,7 @@ class GatedSpade(GatedStudent):
         self.net = build_student(space.spec(space.max_config()))
         self.gates = nn.ParameterList(nn.Parameter(torch.ones(w)) for w in space.max_config())
         index = {n: i for i, n in enumerate(space.names)}
-        self.gated = {m: index[p] for m, p in _gated_modules(space).items()}
+        self.gated = {m: index[p] for m, p in gated_modules(space).items()}
         modules = dict(self.net.named_modules())
         for name, p in self.gated.items():
             modules[name].register_forward_hook(self._gate(p))
