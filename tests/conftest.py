@@ -8,6 +8,16 @@ import torch
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@pytest.fixture(autouse=True)
+def _default_log_level():
+    """Every test starts at the library's INFO level: a CLI call with -q earlier in the session sets
+    the "gancompress" logger to WARNING for the whole process, which hid later tests' messages."""
+    from gancompress.log import set_verbosity
+
+    set_verbosity()
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> str:
     """A small randomly initialised ESRGAN-layout x4 teacher, saved like a user's checkpoint."""
