@@ -254,3 +254,16 @@ def test_bundled_label_maps_are_deterministic_and_held_out():
     assert not train & {n.split("@")[0] for n, _ in a}
     ids = a[0][1]
     assert ids.shape == (64, 64) and ids.dtype == torch.int64 and 0 <= ids.min() and ids.max() < 8
+
+
+def test_train_teacher_label2image_writes_a_loadable_spade_file(tmp_path, capsys):
+    from gancompress.cli import main
+    from gancompress.teachers import load_teacher
+
+    out = tmp_path / "spade.safetensors"
+    assert main(["train-teacher", "--task", "label2image", "--steps", "2", "--ngf", "2", "--hidden", "4",
+                 "--size", "64", "--crop", "64", "--batch", "2", "--views", "1", "--out", str(out), "-q"]) == 0
+    t = load_teacher(f"spade:{out}")
+    assert t.in_channels == 8 and t.info["ngf"] == 2 and t.info["hidden"] == 4 and t.info["norm"] == "batch"
+    assert main(["train-teacher", "--task", "label2image", "--crop", "48", "--out", str(out)]) == 2
+    assert "multiples of 32" in capsys.readouterr().err

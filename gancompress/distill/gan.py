@@ -104,3 +104,24 @@ def g_loss(kind: str, pred_fake: torch.Tensor) -> torch.Tensor:
     if kind == "hinge":
         return -pred_fake.mean()
     return F.mse_loss(pred_fake, torch.ones_like(pred_fake))
+
+
+def conditional_gan_step(g, d, opt_g, opt_d, x, y, lambda_l1: float, schedulers=()) -> dict:
+    """One pix2pix-style step (the teacher trainers'): a conditional discriminator sees (input,
+    image) pairs, least-squares GAN loss, and the generator also pays lambda_l1 x L1 to `y`."""
+    def lsgan(pred, real):
+        return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+
+    fake = g(x)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = 0.5 * (lsgan(d(torch.cat([x, y], 1)), True) + lsgan(d(torch.cat([x, fake.detach()], 1)), False))
+    loss_d.backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    gan = lsgan(d(torch.cat([x, fake], 1)), True)
+    l1 = F.l1_loss(fake, y)
+    (gan + lambda_l1 * l1).backward()
+    opt_g.step()
+    for s in schedulers:
+        s.step()
+    return {"d": loss_d.item(), "g_gan": gan.item(), "l1": l1.item()}

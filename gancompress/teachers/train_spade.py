@@ -20,18 +20,13 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..data.patches import PatchSampler
-from ..distill.gan import PatchDiscriminator
+from ..distill.gan import PatchDiscriminator, conditional_gan_step
 from ..distill.loop import remove_checkpoint, run_loop
 from ..errors import UserError
 from ..fileio import save_safetensors_atomic
 from .zoo_spade import SPADEGenerator
-
-
-def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
-    return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
 
 
 def spade_training_pairs(labels: str | None, photos: str | None, classes: int, size: int, views: int,
@@ -79,20 +74,7 @@ def train_spade_teacher(out: str | os.PathLike, labels: str | None = None, photo
 
     def step(i):
         x, y = (t.to(device) for t in sampler.next_batch())
-        y = y * 2 - 1
-        fake = g(x)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d = 0.5 * (_lsgan(d(torch.cat([x, y], 1)), True) + _lsgan(d(torch.cat([x, fake.detach()], 1)), False))
-        loss_d.backward()
-        opt_d.step()
-        opt_g.zero_grad(set_to_none=True)
-        gan = _lsgan(d(torch.cat([x, fake], 1)), True)
-        l1 = F.l1_loss(fake, y)
-        (gan + lambda_l1 * l1).backward()
-        opt_g.step()
-        for s in sch:
-            s.step()
-        return {"d": loss_d.item(), "g_gan": gan.item(), "l1": l1.item()}
+        return conditional_gan_step(g, d, opt_g, opt_d, x, y * 2 - 1, lambda_l1, sch)
 
     tag = f"spade-c{classes}-ngf{ngf}-h{hidden}-s{steps}-c{crop}-b{batch}-v{views}"
     ckpt = out.with_name(f"{out.name}.{tag}.ckpt")

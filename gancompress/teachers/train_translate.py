@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.patches import PatchSampler
-from ..distill.gan import ImagePool, PatchDiscriminator
+from ..distill.gan import ImagePool, PatchDiscriminator, conditional_gan_step
 from ..distill.loop import remove_checkpoint, run_loop
 from ..errors import UserError
 from ..fileio import save_safetensors_atomic
@@ -126,19 +126,7 @@ def train_translate_teacher(out: str | os.PathLike, domain_a: str | None = None,
 
         def step(i):
             x, y = (to_pm(t.to(device)) for t in sampler.next_batch())
-            fake = g_ab(x)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d = 0.5 * (_lsgan(d(torch.cat([x, y], 1)), True) + _lsgan(d(torch.cat([x, fake.detach()], 1)), False))
-            loss_d.backward()
-            opt_d.step()
-            opt_g.zero_grad(set_to_none=True)
-            gan = _lsgan(d(torch.cat([x, fake], 1)), True)
-            l1 = F.l1_loss(fake, y)
-            (gan + lambda_l1 * l1).backward()
-            opt_g.step()
-            for s in sch:
-                s.step()
-            return {"d": loss_d.item(), "g_gan": gan.item(), "l1": l1.item()}
+            return conditional_gan_step(g_ab, d, opt_g, opt_d, x, y, lambda_l1, sch)
 
         stateful = {"g": g_ab, "d": d, "opt_g": opt_g, "opt_d": opt_d, "sch_g": sch[0], "sch_d": sch[1],
                     "sampler": sampler}
