@@ -166,7 +166,7 @@ DEMO_DEFAULTS = {
     # used 16 times, plain L1 (the Inception term doubles a step's time)
     "translate": dict(cells=6, layers=2, warmup_steps=40, search_steps=80, retrain_steps=1500,
                       latency_size=128, latency_repeats=3, label_reuse=16, loss="l1"),
-    "label2image": dict(retrain_steps=1500, latency_size=128, latency_repeats=3),
+    "label2image": dict(warmup_steps=40, search_steps=80, retrain_steps=1500, latency_size=128, latency_repeats=3),
 }
 
 
