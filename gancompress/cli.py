@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="compress the bundled x4 SR teacher (or, with --task translate, the "
                                      "bundled translation teacher; with --task label2image, the bundled SPADE teacher "
                                      "on the bundled photographs' label maps) on bundled photographs (about 3 min for "
-                                     "SR, 6 for translate, DEMO_L2I for label2image, on 2 CPU cores)")
+                                     "SR, 6 for translate, 8 for label2image, on 2 CPU cores)")
     add_compress_options(d, demo=True)
     c = sub.add_parser("compress", help="compress a teacher into a student that fits a budget (MACs, latency or size)")
     add_compress_options(c)

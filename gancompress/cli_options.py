@@ -69,7 +69,7 @@ def _add_inputs(p, demo: bool) -> None:
         g.add_argument("--method", default=None, choices=method_names(), metavar="METHOD",
                        help="; ".join(f"{m.name}{'|' + '|'.join(m.aliases) if m.aliases else ''}: {m.title} "
                                       f"({m.summary})" for m in METHODS.values())
-                       + " (default agd; ofa for label2image)")
+                       + " (default agd)")
 
 
 def _add_data_options(p, demo: bool) -> None:

@@ -21,8 +21,8 @@ from .rundir import omit_defaults
 UPSAMPLERS_BY_TASK = {"sr": ("pixelshuffle", "progressive"), "translate": ("deconv", "resize"),
                       "label2image": ("nearest",)}
 TASKS = ("sr", "translate", "label2image")
-# AGD's search space is cells of operators; the SPADE skeleton is searched by GAN Compression
-DEFAULT_METHOD = {"sr": "agd", "translate": "agd", "label2image": "ofa"}
+# every task's default is AGD, the core method (label2image: a width search over the SPADE positions)
+DEFAULT_METHOD = {"sr": "agd", "translate": "agd", "label2image": "agd"}
 SPADE_GRID = 32  # a label2image network's coarsest grid: sizes and crops are multiples of it
 
 
