@@ -161,9 +161,8 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
     t = load_task_teacher(spec.task, teacher or cfg.get("teacher", "demo"),
                           None if teacher else cfg.get("teacher_weights"),
                           None if teacher else cfg.get("teacher_range"),
-                          scale=spec.scale if spec.task == "sr" else None, trust_code=trust_teacher_code)
-    if spec.task == "label2image":  # the run's classes are the teacher's one-hot channels
-        t.in_channels, t.map_input = spec.spade.label_nc, False
+                          scale=spec.scale if spec.task == "sr" else None, trust_code=trust_teacher_code,
+                          classes=spec.spade.label_nc if spec.spade is not None else 0)
     summary, rows = _quality(student, t, eval_data, spec.task, spec.scale, int(cfg.get("size", 256)), real_target,
                              cfg.get("inception"), quiet, cfg.get("palette"))
     res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}

@@ -26,6 +26,7 @@ from ..arch.build import build_student
 from ..arch.cost import DEFAULT_HW, spec_macs
 from ..arch.spade import spade_macs_of
 from ..arch.spec import SPADE_BLOCKS, ArchSpec
+from .agd_supernet import select_widths
 from .spade_gates import gated_modules
 from .space import WidthSpace
 
@@ -64,22 +65,9 @@ class SpadeSupernet(nn.Module):
         return list(self.net.parameters())
 
     # ---- forward --------------------------------------------------------------------------------
-    def width_selection(self, mode: str, tau: float = 1.0, fixed: list[int] | None = None):
-        sels = []
-        for i, beta in enumerate(self.betas):
-            k = len(beta)
-            if mode in ("sample", "gumbel"):
-                sels.append(F.gumbel_softmax(beta if mode == "gumbel" else beta.detach(), tau=tau, hard=True))
-                continue
-            j = {"max": k - 1, "min": 0}.get(mode)
-            if j is None:
-                j = int(beta.argmax()) if mode == "argmax" else fixed[i]
-            sels.append(F.one_hot(torch.tensor(j), k).float().to(beta.device))
-        return sels
-
     def forward(self, x, width_mode: str = "max", op_mode: str = "mix", tau: float = 1.0,
                 fixed_widths: list[int] | None = None, fixed_ops: list[int] | None = None):
-        sels = self.width_selection(width_mode, tau, fixed_widths)
+        sels = select_widths(self.betas, width_mode, tau, fixed_widths)
         self._masks = [sel.to(x.dtype) @ getattr(self, f"masks_{i}") for i, sel in enumerate(sels)]
         try:
             return self.net(x)

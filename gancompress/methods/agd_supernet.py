@@ -82,6 +82,29 @@ class MixedLayer(nn.Module):
         return y
 
 
+def select_widths(betas, mode: str, tau: float = 1.0, fixed: list[int] | None = None) -> list[torch.Tensor]:
+    """One (K,) one-hot selection per width logit vector. Modes: max, min, argmax, sample (no grad
+    to the logits), gumbel (straight-through grads to the logits), fixed (given indices)."""
+    sels = []
+    for i, beta in enumerate(betas):
+        k = len(beta)
+        if mode in ("sample", "gumbel"):
+            sels.append(F.gumbel_softmax(beta if mode == "gumbel" else beta.detach(), tau=tau, hard=True))
+            continue
+        if mode == "max":
+            j = k - 1
+        elif mode == "min":
+            j = 0
+        elif mode == "argmax":
+            j = int(beta.argmax())
+        elif mode == "fixed":
+            j = fixed[i]
+        else:
+            raise ValueError(mode)
+        sels.append(F.one_hot(torch.tensor(j), k).float().to(beta.device))
+    return sels
+
+
 class Supernet(nn.Module):
     def __init__(self, template: ArchSpec, n_cells: int, n_layers: int, ops, width_ratios, int8_cost: float = 1.0,
                  frame_ratios=None, budget=None):
@@ -143,27 +166,8 @@ class Supernet(nn.Module):
 
     # ---- width / op selections ----------------------------------------------------------------
     def width_selection(self, mode: str, tau: float = 1.0, fixed: list[int] | None = None):
-        """One (K,) selection vector per layer. Modes: max, min, argmax, sample (no grad to beta),
-        gumbel (straight-through grads to beta), fixed (given indices)."""
-        sels = []
-        for i, (ws, beta) in enumerate(zip(self.all_widths, [*self.betas, *self.frame_betas])):
-            k = len(ws)
-            if mode == "max":
-                j = k - 1
-            elif mode == "min":
-                j = 0
-            elif mode == "argmax":
-                j = int(beta.argmax())
-            elif mode == "fixed":
-                j = fixed[i]
-            elif mode in ("sample", "gumbel"):
-                b = beta if mode == "gumbel" else beta.detach()
-                sels.append(F.gumbel_softmax(b, tau=tau, hard=True))
-                continue
-            else:
-                raise ValueError(mode)
-            sels.append(F.one_hot(torch.tensor(j), k).float().to(beta.device))
-        return sels
+        """One (K,) selection vector per layer (`select_widths`)."""
+        return select_widths([*self.betas, *self.frame_betas], mode, tau, fixed)
 
     def forward(self, x, width_mode: str = "max", op_mode: str = "mix", tau: float = 1.0,
                 fixed_widths: list[int] | None = None, fixed_ops: list[int] | None = None):
