@@ -45,6 +45,13 @@ SPADE_UP_BEFORE = (False, True, False, True, True, True, True)  # GauGAN's "norm
 # the up blocks change width in GauGAN, so their shortcut is a learned 1x1 conv; the first three keep
 # it (identity). Fixed by the layout, not the widths, so every width choice has the same modules
 SPADE_LEARNED_SHORTCUT = (False, False, False, True, True, True, True)
+# the blocks with their own output width; the others keep the trunk's (their input's)
+SPADE_UP_BLOCKS = tuple(b for b, learned in zip(SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT) if learned)
+
+
+def spade_block_outs(trunk, up_outs) -> list:
+    """Every block's output width: the trunk's for the identity-shortcut blocks, then the up blocks'."""
+    return [trunk] * (len(SPADE_BLOCKS) - len(SPADE_UP_BLOCKS)) + list(up_outs)
 SPADE_NORMS = ("batch", "instance")
 UP_KINDS = ("deconv", "resize")
 FRAME_KERNELS = (1, 3, 5, 7, 9)
@@ -369,7 +376,7 @@ def spade_spec_of(label_nc: int, trunk: int, up_outs: list[int], mids: list[int]
                   norm: str = "batch", ks: int = 3) -> ArchSpec:
     """A label2image spec from its free widths: the trunk (fc, head_0, G_middle_0/1), the four up
     blocks' outputs, and each block's mid (default min(in, out)) and SPADE hidden width."""
-    outs = [trunk] * 3 + list(up_outs)
+    outs = spade_block_outs(trunk, up_outs)
     ins = [trunk] + outs[:-1]
     mids = mids or [min(i, o) for i, o in zip(ins, outs)]
     blocks = [[o, m, h] for o, m, h in zip(outs, mids, hiddens)]

@@ -25,7 +25,7 @@ from torch import nn
 from ..arch.build import build_student
 from ..arch.cost import DEFAULT_HW, spec_macs
 from ..arch.spade import spade_macs_of
-from ..arch.spec import SPADE_BLOCKS, ArchSpec
+from ..arch.spec import SPADE_BLOCKS, SPADE_UP_BLOCKS, ArchSpec, spade_block_outs
 from .agd_supernet import select_widths
 from .spade_gates import gated_modules
 from .space import WidthSpace
@@ -80,7 +80,7 @@ class SpadeSupernet(nn.Module):
         band is decided in the budget's unit by `cost`)."""
         e = {n: (F.softmax(b, dim=-1) * torch.tensor(ws, dtype=b.dtype, device=b.device)).sum()
              for n, ws, b in zip(self.space.names, self.space.choices, self.betas)}
-        outs = [e["trunk"]] * 3 + [e[f"{b}.out"] for b in SPADE_BLOCKS[3:]]
+        outs = spade_block_outs(e["trunk"], [e[f"{b}.out"] for b in SPADE_UP_BLOCKS])
         sp = self.space.template.spade
         return spade_macs_of(sp.label_nc, e["trunk"], outs, [e[f"{b}.mid"] for b in SPADE_BLOCKS],
                              [e[f"{b}.hidden"] for b in SPADE_BLOCKS], sp.ks, self.cost_hw)

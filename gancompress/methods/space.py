@@ -26,7 +26,7 @@ from ..arch.build import build_student, load_sliced
 from ..arch.cost import INT8_MAC_COST, spec_macs
 from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
 from ..arch.ops import DEFAULT_OPS
-from ..arch.spec import (SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT, ArchSpec, LayerSpec, UpsamplerSpec,
+from ..arch.spec import (SPADE_BLOCKS, SPADE_UP_BLOCKS, ArchSpec, LayerSpec, UpsamplerSpec,
                          frame_for_width, spade_spec, spade_spec_of, uniform_sr_spec, uniform_translate_spec)
 from ..errors import UserError
 from ..rundir import omit_defaults
@@ -103,7 +103,7 @@ class WidthSpace:
         t = self.template
         names, widest = [], []
         if t.spade is not None:  # label2image: the trunk, each up block's output, each block's mid and hidden
-            ups = [b for b, learned in zip(SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT) if learned]
+            ups = SPADE_UP_BLOCKS
             names = (["trunk"] + [f"{b}.out" for b in ups] + [f"{b}.mid" for b in SPADE_BLOCKS]
                      + [f"{b}.hidden" for b in SPADE_BLOCKS])
             widest = ([t.spade.fc] + [b[0] for b in t.spade.blocks[-len(ups):]] + [b[1] for b in t.spade.blocks]
@@ -182,7 +182,7 @@ class WidthSpace:
         vals = dict(zip(self.names, config))
         if t.spade is not None:
             sp = t.spade
-            return replace(spade_spec_of(sp.label_nc, vals["trunk"], [vals[f"{b}.out"] for b in SPADE_BLOCKS[3:]],
+            return replace(spade_spec_of(sp.label_nc, vals["trunk"], [vals[f"{b}.out"] for b in SPADE_UP_BLOCKS],
                                          [vals[f"{b}.mid"] for b in SPADE_BLOCKS],
                                          [vals[f"{b}.hidden"] for b in SPADE_BLOCKS], sp.norm, sp.ks),
                            meta=dict(meta or {})).validate()

@@ -25,15 +25,14 @@ from torch import nn
 
 from ..arch.build import build_student
 from ..arch.spade import SPADE
-from ..arch.spec import SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT
+from ..arch.spec import SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT, SPADE_UP_BLOCKS
 from .channels import ChannelMap, GatedStudent
 from .space import WidthSpace
 
 
 def gated_modules(space: WidthSpace) -> dict[str, str]:
     """module name -> position name of its output gate."""
-    ups = [b for b, learned in zip(SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT) if learned]
-    out_pos = {b: ("trunk" if b not in ups else f"{b}.out") for b in SPADE_BLOCKS}
+    out_pos = {b: (f"{b}.out" if b in SPADE_UP_BLOCKS else "trunk") for b in SPADE_BLOCKS}
     gated = {"fc": "trunk"}
     prev = "trunk"
     for b, learned in zip(SPADE_BLOCKS, SPADE_LEARNED_SHORTCUT):
