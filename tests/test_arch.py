@@ -12,7 +12,7 @@ from gancompress.budget import resolve_budget
 from gancompress.arch.ops import OPS
 from gancompress.arch.spec import ArchSpec, FrameSpec, LayerSpec, UpsamplerSpec, uniform_sr_spec, uniform_translate_spec
 from gancompress.errors import UserError
-from gancompress.methods.agd_supernet import Supernet, repair_to_budget, student_state_from_supernet
+from gancompress.methods.agd_supernet import Supernet, fill_to_band, repair_to_budget, student_state_from_supernet
 
 ALL_OPS = sorted(o for o in OPS if OPS[o].bits == 32)  # int8 twins differ by design (fake quantization)
 
@@ -167,6 +167,27 @@ def test_repair_respects_budget_and_prefers_likely_choices():
         budget = int(lo + frac * (full - lo))
         o2, w2 = repair_to_budget(net, ops, ws, budget)
         assert spec_macs(net.spec_from_indices(o2, w2)) <= budget
+
+
+def test_fill_reaches_the_band_from_below_without_passing_the_budget():
+    from gancompress.methods.agd_spade import SpadeSupernet
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+
+    spade = SpadeSupernet(WidthSpace(frame_template(SpaceConfig(nf=12), "label2image", 1, label_nc=8), 0, 0))
+    for net in (tiny_supernet(), spade):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for b in net.arch_parameters():
+                b.normal_()
+        ops = [0] * len(net.argmax_indices()[0])
+        ws = [0] * len(net.argmax_indices()[1])  # the floor of the space
+        lo, hi = spec_macs(net.min_spec()), spec_macs(net.max_spec())
+        for a, b in ((0.4, 0.5), (0.7, 0.75), (0.9, 1.0)):
+            low, budget = lo + a * (hi - lo), lo + b * (hi - lo)
+            o2, w2 = fill_to_band(net, ops, ws, low, budget)
+            assert low <= spec_macs(net.spec_from_indices(o2, w2)) <= budget
+        # already in the band: nothing moves
+        assert fill_to_band(net, ops, ws, lo, hi) == (ops, ws)
 
 
 def test_min_and_max_spec_bound_the_space():

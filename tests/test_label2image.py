@@ -191,6 +191,19 @@ def test_compress_eval_apply_export_end_to_end(tmp_path, capsys):
     assert cfg["classes"] == 8 and cfg["method"] == "ofa"  # the teacher's classes, recorded
     u = compress(method="uniform", out=str(tmp_path / "uni"), **common)
     assert u.spec.spade.blocks[0][0] == 16 * u.spec.nf and u["within_budget"]
+    # the teacher-target cache keeps the maps as class ids (an eighth of float one-hot's bytes per class)
+    from gancompress.data.label_maps import load_label_folder, one_hot
+    from gancompress.fileio import load_run_tensors
+
+    cache = load_run_tensors(tmp_path / "uni" / "teacher_targets.safetensors")
+    assert "0.lr" not in cache and cache["0.ids"].dtype == torch.uint8
+    first = json.loads((tmp_path / "uni" / "teacher_targets.json").read_text())[0]
+    maps = dict(load_label_folder(tmp_path / "train", 8, 96))
+    assert torch.equal(one_hot(cache["0.ids"].long(), int(cache["0.classes"])), maps[first])
+    from gancompress.data.run_data import teacher_targets
+
+    names, pairs = teacher_targets(None, tmp_path / "uni", None, None)  # a resumed run reads the cache
+    assert names[0] == first and torch.equal(pairs[0][0], maps[first]) and pairs[0][0].dtype == torch.float32
     a = compress(method="agd", warmup_steps=2, search_steps=4, search_batch=2, out=str(tmp_path / "agd"), **common)
     assert a["within_budget"] and a.spec.meta["method"] == "agd"
     assert json.loads((tmp_path / "agd" / "search" / "history.json").read_text())

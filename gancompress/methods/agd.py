@@ -37,7 +37,7 @@ from ..distill.loop import run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .agd_supernet import Supernet, repair_to_budget, student_state_from_supernet
+from .agd_supernet import Supernet, fill_to_band, repair_to_budget, student_state_from_supernet
 from .base import Method, RunContext, distill_student
 from .space import SpaceConfig, budget_meta, frame_template, smaller_space_hint
 
@@ -123,8 +123,11 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     @torch.no_grad()
     def consider(step: int):
         ops, ws = net.argmax_indices()
-        if net.cost(net.spec_from_indices(ops, ws)) > hi:
+        cost = net.cost(net.spec_from_indices(ops, ws))
+        if cost > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
+        elif cost < lo:  # below the band: widen where the search's preferences lose least
+            ops, ws = fill_to_band(net, ops, ws, lo, hi)
         macs = net.cost(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()

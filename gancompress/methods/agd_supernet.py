@@ -380,6 +380,25 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: float, hw=None):
     Each move picks the change with the smallest loss of log-probability per MAC saved, so the
     result stays as close as possible to what the architecture parameters prefer.
     """
+    return _greedy_moves(net, op_idx, w_idx, hw, until=lambda c: c <= budget, sign=-1.0,
+                         allowed=lambda c: True)
+
+
+def fill_to_band(net: Supernet, op_idx, w_idx, low: float, budget: float, hw=None):
+    """Greedily move layers to costlier choices until the spec reaches `low`, never past `budget`.
+
+    The mirror of `repair_to_budget`, for a derived network below the band: when a search's
+    choices move in lockstep (the label2image space: 19 width positions whose distillation
+    gradients are a thousandth of the resource term's), the argmax jumps over the band from below
+    it to above it, and without this every candidate was the space's floor (BENCHMARKS.md,
+    "Label map -> image"). Each move picks the smallest loss of log-probability per MAC gained."""
+    return _greedy_moves(net, op_idx, w_idx, hw, until=lambda c: c >= low, sign=1.0,
+                         allowed=lambda c: c <= budget)
+
+
+def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed):
+    """Move one layer at a time (cost change in the direction of `sign`, new cost `allowed`) until
+    `until(cost)`, each time the move that loses the least log-probability per MAC moved."""
     op_idx, w_idx = list(op_idx), list(w_idx)
     choices = net.choices()  # cell layers (op, width), then frame layers (width only: op list [1.0])
     n_ops = len(op_idx)
@@ -387,8 +406,8 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: float, hw=None):
     def op_of(ops, i):
         return ops[i] if i < n_ops else 0
 
-    macs = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
-    while macs > budget:
+    cost = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
+    while not until(cost):
         best = None
         for i, (pops, pws) in enumerate(choices):
             base = math.log(pops[op_of(op_idx, i)] + 1e-12) + math.log(pws[w_idx[i]] + 1e-12)
@@ -401,16 +420,16 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: float, hw=None):
                         trial_o[i] = o
                     trial_w[i] = w
                     m = net.cost(net.spec_from_indices(trial_o, trial_w), hw)
-                    saved = macs - m
-                    if saved <= 0:
+                    moved = sign * (m - cost)
+                    if moved <= 0 or not allowed(m):
                         continue
                     loss = base - (math.log(pops[o] + 1e-12) + math.log(pws[w] + 1e-12))
-                    key = max(loss, 0.0) / saved
+                    key = max(loss, 0.0) / moved
                     if best is None or key < best[0]:
                         best = (key, i, o, w, m)
         if best is None:
             break
-        _, i, o, w, macs = best
+        _, i, o, w, cost = best
         if i < n_ops:
             op_idx[i] = o
         w_idx[i] = w
