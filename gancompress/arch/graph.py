@@ -165,10 +165,13 @@ class GraphNet(nn.Module):
     def forward(self, x):
         return self.values(x)[self._out]
 
-    def values(self, x) -> dict:
+    def values(self, x, edit=None) -> dict:
         """Every value of the forward pass, by value id (0 the input): the intermediate features
-        a student cut from this graph is matched to (distill/hints.py)."""
+        a student cut from this graph is matched to (distill/hints.py). `edit(value_id, tensor)`,
+        if given, replaces each value as it is computed (bench/feature_rank.py projects them)."""
         env = {0: x}
         for layer, (ins, out) in zip(self.layers, self._wiring):
             env[out] = layer(*[env[i] for i in ins])
+            if edit is not None:
+                env[out] = edit(out, env[out])
         return env
