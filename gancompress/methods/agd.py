@@ -123,11 +123,10 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     @torch.no_grad()
     def consider(step: int):
         ops, ws = net.argmax_indices()
-        cost = net.cost(net.spec_from_indices(ops, ws))
-        if cost > hi:
+        if net.cost(net.spec_from_indices(ops, ws)) > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
-        elif cost < lo:  # below the band: widen where the search's preferences lose least
-            ops, ws = fill_to_band(net, ops, ws, lo, hi)
+        if net.cost(net.spec_from_indices(ops, ws)) < lo:  # below the band (or repaired below it):
+            ops, ws = fill_to_band(net, ops, ws, lo, hi)  # widen where the preferences lose least
         macs = net.cost(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
