@@ -18,7 +18,8 @@ resource penalty switched off (so the search ignored the budget); and its final 
 the last epoch's argmax, whether or not it met the budget. Here the resource term is always on,
 its weight adapts until the derived network sits inside the budget band [band * budget, budget],
 the result is the best in-band network seen, and a derived network that is still over budget is
-repaired greedily (cheapest loss of log-probability per MAC saved) so the budget always holds.
+repaired greedily (cheapest loss of log-probability per MAC saved) so the budget always holds; one
+below the band (or repaired below it) is widened greedily into it the same way (`fill_to_band`).
 """
 
 from __future__ import annotations
