@@ -289,7 +289,8 @@ def _validate_label2image(cfg: CompressConfig) -> None:
         raise UserError("latency budgets (ms) are not available for --task label2image yet (the latency table has no "
                         "SPADE pieces); give a MACs budget (1/10, 9G) or a weights budget (1.5MB)")
     if cfg.search.int8_search:
-        raise UserError("--search-int8 is not available for --task label2image (no int8 export for it yet)")
+        raise UserError("--search-int8 is not available for --task label2image (the SPADE search space has no int8 "
+                        "operators); compress in float, then `gancompress export RUN --int8`")
     if not isinstance(cfg.classes, int) or cfg.classes < 0:
         raise UserError(f"--classes must be the number of label classes (0: the teacher's), got {cfg.classes!r}")
     if cfg.palette and not Path(cfg.palette).is_file():

@@ -228,6 +228,12 @@ def test_compress_eval_apply_export_end_to_end(tmp_path, capsys):
     with torch.no_grad():
         ref = r.student.eval()(x).numpy()
     assert np.abs(sess.run(None, {"labels": x.numpy()})[0] - ref).max() < 1e-4
+    # int8: calibrated on the run's label maps (one-hot), measured against fp32; the report gains its sheets
+    from gancompress.api import export_run
+
+    q = export_run(str(tmp_path / "ofa"), int8=True)["int8"]
+    assert q["int8_vs_fp32"] > 25 and q["latency_input"] == "1x8x256x256" and q["float_nodes"] == ["/conv_img/Conv"]
+    assert "fp32 vs int8 (ONNX Runtime)" in (tmp_path / "ofa" / "report.html").read_text()
     crop = next((tmp_path / "ofa" / "crops").glob("worst1_*.png"))
     assert Image.open(crop).mode == "RGB"
     ids = np.asarray(Image.open(tmp_path / "ofa" / "crops" / "inputs" / crop.name))

@@ -34,11 +34,15 @@ def _op_types(path) -> Counter:
 # student to 24.8 dB PSNR against its own fp32 output (per channel or per tensor alike), against
 # 35.2 dB with all the other convs int8; quantizing InstanceNormalization, Relu, Pad as well made
 # it no faster.
+# label2image (SPADE students, "conv"): every conv int8 (the SPADE layers' mlp convs included) but
+# the RGB output conv `conv_img`, as translation keeps its output conv float.
 RECIPES = {
-    "qlinear": ("QOperator", ("Conv", "LeakyRelu", "Add"), {"sr": ("/skip/",), "translate": ("/out/",)}),
-    "conv": ("QDQ", ("Conv",), {"sr": ("/skip/", "/upsampler/"), "translate": ("/out/",)}),
+    "qlinear": ("QOperator", ("Conv", "LeakyRelu", "Add"),
+                {"sr": ("/skip/",), "translate": ("/out/",), "label2image": ("/conv_img/",)}),
+    "conv": ("QDQ", ("Conv",), {"sr": ("/skip/", "/upsampler/"), "translate": ("/out/",),
+                                "label2image": ("/conv_img/",)}),
 }
-DEFAULT_RECIPE = {"sr": "qlinear", "translate": "conv"}
+DEFAULT_RECIPE = {"sr": "qlinear", "translate": "conv", "label2image": "conv"}
 
 
 def compact_names(path: Path, out: Path | None = None) -> None:
@@ -88,7 +92,7 @@ def onnx_prefix(module_name: str) -> str:
 def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: list[torch.Tensor],
                        task: str = "sr", recipe: str | None = None, per_channel: bool = True,
                        only_layers: list[str] | None = None) -> dict:
-    """Write an int8 model of `fp32_path` calibrated on `calib` ((1, 3, h, w) inputs in [0, 1]) with
+    """Write an int8 model of `fp32_path` calibrated on `calib` ((1, C, h, w) inputs as the model takes) with
     `recipe` (default: the task's, see RECIPES); with `only_layers` (module names), every node
     outside those layers stays float. Returns {path, bytes, float_ops: {op: count}, float_nodes:
     [...], recipe} (float_ops: op types left in float)."""
@@ -101,13 +105,15 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
         raise UserError("int8 calibration needs at least one image; point --calib-data at a folder of "
                         "images like the ones the model will see")
 
+    input_name = onnx.load(str(fp32_path)).graph.input[0].name  # `lr`, or `labels` (label2image)
+
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.it = iter(calib)
 
         def get_next(self):
             x = next(self.it, None)
-            return None if x is None else {"lr": x.detach().cpu().numpy()}
+            return None if x is None else {input_name: x.detach().cpu().numpy()}
 
     recipe = recipe or DEFAULT_RECIPE[task]
     if recipe not in RECIPES:

@@ -21,12 +21,14 @@ def _run_images(cfg_d: dict, spec, calib_data: str | None):
     patch = lambda k, d: SimpleNamespace(patch=int((cfg_d.get(k) or {}).get("patch", d)))  # noqa: E731
     cfg = SimpleNamespace(task=spec.task, scale=spec.scale, train_data=calib_data or cfg_d.get("train_data"),
                           eval_data=cfg_d.get("eval_data"), size=int(cfg_d.get("size", 256)), views=1, seed=0,
-                          view_colour=False, search=patch("search", 24), retrain=patch("retrain", 32))
+                          view_colour=False, search=patch("search", 24), retrain=patch("retrain", 32),
+                          classes=cfg_d.get("classes"), palette=cfg_d.get("palette"))
     return training_images(cfg), eval_set(cfg)
 
 
 def _calibration_inputs(train, spec, count: int) -> list:
-    """Random crops of the first `count` training images (LR inputs for SR, squares for translation)."""
+    """Random crops of the first `count` training images (LR inputs for SR, squares for translation,
+    one-hot maps with sides a multiple of 32 for label2image)."""
     from ..data.degrade import bicubic_downscale
 
     g = torch.Generator().manual_seed(0)
@@ -34,6 +36,8 @@ def _calibration_inputs(train, spec, count: int) -> list:
     for name, im in train[:count]:
         x = bicubic_downscale(im, spec.scale, name=name)[1] if spec.task == "sr" else im
         c = min(64 if spec.task == "sr" else 256, *x.shape[-2:])
+        if spec.spade is not None:
+            c = c // 32 * 32
         top = int(torch.randint(0, x.shape[-2] - c + 1, (1,), generator=g))
         left = int(torch.randint(0, x.shape[-1] - c + 1, (1,), generator=g))
         calib.append(x[None, :, top:top + c, left:left + c])
@@ -48,7 +52,7 @@ def evaluate_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int
     from ..quant.fake import int8_layer_names
     from ..teachers.checks import load_task_teacher
     from .int8 import quantize_onnx_int8
-    from .student import onnx_runner
+    from .student import example_input, onnx_runner
 
     cfg_d = read_run_config(run)
     train, evalset = _run_images(cfg_d, spec, calib_data)
@@ -64,14 +68,14 @@ def evaluate_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("int8_vs_fp32", "fp32_to_teacher", "int8_to_teacher")}
     mean.update(_int8_fid(outs))
     size = 128 if spec.task == "sr" else 256  # a few ms per call at 64 px: too short to time steadily
-    xl = torch.rand(1, 3, size, size)
+    xl = example_input(SimpleNamespace(label_nc=spec.spade.label_nc if spec.spade else None), (size, size))
     ms32, ms8 = latency_ms(fp32, xl, repeats=15), latency_ms(i8, xl, repeats=15)
     out = {"int8_onnx": q["path"], "int8_bytes": q["bytes"], "fp32_bytes": fp32_path.stat().st_size,
            "size_ratio": q["bytes"] / fp32_path.stat().st_size, "float_ops": q["float_ops"],
            "float_nodes": q["float_nodes"], "recipe": q["recipe"],
            "calibration_images": len(calib), "eval_images": len(rows), **mean,
            "delta_psnr_to_teacher": mean["int8_to_teacher"] - mean["fp32_to_teacher"],
-           "latency_input": f"1x3x{size}x{size}", "fp32_ms_onnx": ms32, "int8_ms_onnx": ms8,
+           "latency_input": "x".join(str(d) for d in xl.shape), "fp32_ms_onnx": ms32, "int8_ms_onnx": ms8,
            "latency_ratio_int8_fp32": ms8 / ms32, "per_image": rows}
     atomic_write_text(run / "int8.json", json.dumps(out, indent=1))
     return out

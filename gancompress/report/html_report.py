@@ -234,9 +234,18 @@ def int8_sheets(run: Path) -> list[tuple[str, bytes]]:
     opts.intra_op_num_threads = 1
     sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
     sheets = []
+    name, shape = sessions[0].get_inputs()[0].name, sessions[0].get_inputs()[0].shape
     for p in inputs:
-        x = load_image(p)[None].numpy().astype(np.float32)
-        a, b = (torch.from_numpy(s.run(None, {s.get_inputs()[0].name: x})[0][0]).clamp(0, 1) for s in sessions)
+        if name == "labels":  # label2image: crops/inputs holds class ids; the model takes them one-hot
+            from PIL import Image
+
+            from ..data.label_maps import one_hot
+
+            ids = torch.from_numpy(np.asarray(Image.open(p)).astype(np.int64))
+            x = one_hot(ids, int(shape[1]))[None].numpy()
+        else:
+            x = load_image(p)[None].numpy().astype(np.float32)
+        a, b = (torch.from_numpy(s.run(None, {name: x})[0][0]).clamp(0, 1) for s in sessions)
         buf = io.BytesIO()
         side_by_side([("fp32 ONNX", a), ("int8 ONNX", b), ("|int8 - fp32|", error_heatmap(b, a))], buf)
         sheets.append((p.stem, buf.getvalue()))
