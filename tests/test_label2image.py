@@ -149,6 +149,41 @@ def test_agd_supernet_masks_equal_the_sliced_student():
         assert abs(net.expected_cost().item() - spec_macs(spec)) / spec_macs(spec) < 1e-5
 
 
+def test_agd_keeps_the_best_candidate_not_the_last(tmp_path):
+    """The SPADE space has widths but no operators; the search must still keep the candidate with
+    the lowest validation loss (it kept the last one while the operator list was its marker)."""
+    from dataclasses import replace
+
+    from gancompress.budget import Budget
+    from gancompress.methods.agd import search
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = replace(SpaceConfig(nf=4), warmup_steps=1, search_steps=4, eval_every=1, select_after=0.0, band=0.0)
+    template = frame_template(cfg, "label2image", 1, label_nc=3)
+    x = _onehot(torch.randint(0, 3, (2, 32, 32)), 3)
+    batch = (x, torch.rand(2, 3, 32, 32))
+
+    class Sampler:  # a checkpointed sampler's interface, always the same batch
+        def next_batch(self):
+            return batch
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, d):
+            pass
+
+    scripted = iter([0.5, 0.1, 0.9, 0.8])  # the validation losses of the 4 candidates, in order
+
+    def loss(out, tgt):
+        real = (out - tgt).abs().mean()
+        return real if torch.is_grad_enabled() else real * 0 + next(scripted)
+
+    res = search(cfg, template, Sampler(), Sampler(), batch, Budget.macs(1e12), tmp_path, loss, quiet=True)
+    assert [round(e["val_loss"], 3) for e in res.history] == [0.5, 0.1, 0.9, 0.8]
+    assert res.spec.meta["val_loss"] == pytest.approx(0.1)
+
+
 def test_spade_teacher_is_expressible_as_a_student(tmp_path):
     from gancompress.teachers import load_teacher
     from gancompress.teachers.as_student import teacher_as_student

@@ -140,7 +140,9 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         # prefer in-band networks; among them the lowest validation loss
         key = (0 if in_band else 1, vloss)
         best_key = (0 if lo <= state["best_macs"] <= hi else 1, state["best_loss"])
-        if not state["best_ops"] or key < best_key:
+        # "none yet" is best_ws empty: a label2image space has widths but no operators (best_ops
+        # stays []), and testing best_ops made every candidate replace the last
+        if not state["best_ws"] or key < best_key:
             state.update(best_loss=vloss, best_ops=ops, best_ws=ws, best_macs=int(macs))
 
     def step(i: int) -> dict:
@@ -161,7 +163,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
                                          "weight_sampler": weight_sampler, "arch_sampler": arch_sampler},
              Path(work_dir) / "search.ckpt", ckpt_every=25, quiet=quiet, extra_state=state)
 
-    if not state["best_ops"]:  # a search too short to reach the selection phase
+    if not state["best_ws"]:  # a search too short to reach the selection phase
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
     meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), "val_loss": state["best_loss"]}
