@@ -237,12 +237,9 @@ def int8_sheets(run: Path) -> list[tuple[str, bytes]]:
     name, shape = sessions[0].get_inputs()[0].name, sessions[0].get_inputs()[0].shape
     for p in inputs:
         if name == "labels":  # label2image: crops/inputs holds class ids; the model takes them one-hot
-            from PIL import Image
+            from ..data.label_maps import load_label_map, one_hot
 
-            from ..data.label_maps import one_hot
-
-            ids = torch.from_numpy(np.asarray(Image.open(p)).astype(np.int64))
-            x = one_hot(ids, int(shape[1]))[None].numpy()
+            x = one_hot(load_label_map(p, int(shape[1])), int(shape[1]))[None].numpy()
         else:
             x = load_image(p)[None].numpy().astype(np.float32)
         a, b = (torch.from_numpy(s.run(None, {name: x})[0][0]).clamp(0, 1) for s in sessions)
