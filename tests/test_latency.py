@@ -110,6 +110,43 @@ def test_real_ort_table_on_tiny_pieces(tmp_path):
     assert t.path.is_file()
 
 
+def _node(op, ts, dur):
+    return {"cat": "Node", "name": f"{op}_{ts}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+
+def test_boundary_reorders_are_taken_off_and_inner_ones_kept():
+    """Only a ReorderInput that runs first and a ReorderOutput that runs last are the piece's
+    boundary; a reorder inside (before a pixel shuffle) is paid in the whole network too."""
+    from gancompress.latency.runtimes import boundary_reorder_share
+
+    run = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
+           _node("ReorderInput", 1, 10), _node("Conv", 12, 60), _node("ReorderOutput", 80, 15)]
+    assert boundary_reorder_share(run) == pytest.approx(0.25)
+    inner = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
+             _node("ReorderInput", 1, 10), _node("Conv", 12, 50), _node("ReorderOutput", 70, 15),
+             _node("DepthToSpace", 90, 5)]
+    assert boundary_reorder_share(inner) == pytest.approx(0.10)
+    assert boundary_reorder_share([{"cat": "Session", "name": "model_run", "ts": 0, "dur": 50},
+                                   _node("Conv", 1, 40)]) == 0.0
+    assert boundary_reorder_share([]) == 0.0
+    # the median of the runs: one slow reorder does not decide
+    runs = []
+    for k, d in enumerate((10, 10, 60)):
+        t0 = 1000 * k
+        runs += [{"cat": "Session", "name": "model_run", "ts": t0, "dur": 100},
+                 _node("ReorderInput", t0 + 1, d), _node("Conv", t0 + 70, 20)]
+    assert boundary_reorder_share(runs) == pytest.approx(0.10)
+
+
+def test_a_real_ort_piece_is_priced_below_its_isolated_time_by_its_reorders():
+    from gancompress.latency.runtimes import onnx_bytes, ort_boundary_share
+
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+    x = torch.rand(1, 16, 32, 32)
+    share = ort_boundary_share(onnx_bytes(conv, x), x, threads=1)
+    assert 0.0 <= share < 1.0
+
+
 # ---- parsing -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text,unit,value,fraction", [
     ("40ms", "ms", 40.0, None), ("0.04s", "ms", 40.0, None), ("2.5G", "MACs", 2.5e9, None),
