@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .arch.cost import DEFAULT_HW, INT8_MAC_COST, has_int8_layers, spec_cost
+from .arch.cost import DEFAULT_HW, INT8_MAC_COST, spec_cost
 from .arch.pieces import Piece, spec_pieces
 from .arch.spec import ArchSpec
 from .errors import UserError
@@ -135,9 +135,6 @@ class Budget:
         MB of fp32 weights)."""
         if self.unit == "MACs":
             return spec_cost(spec, self.int8_cost, self.hw)
-        if self.unit == "ms" and has_int8_layers(spec):
-            raise UserError("a latency budget prices fp32 layers only (the table times fp32 ONNX Runtime); "
-                            "int8 layers (--search-int8) need a MACs budget")
         if spec.graph is not None or spec.spade is not None:  # no pieces: timed whole, or its parameters counted
             if self.unit == "ms":
                 return self.table.predict(spec, self.hw)
@@ -155,8 +152,10 @@ class Budget:
         """One piece's cost (ms or MB; the MACs unit has its analytic formulas in arch.cost)."""
         if self.unit == "ms":
             return self.table.ms(piece)
-        if self.unit == "MB":
-            return _piece_params(piece) * BYTES_PER_PARAM / 1e6
+        if self.unit == "MB":  # an int8 layer's weights are 1 byte each; its conversions have none
+            if piece.part:
+                return 0.0
+            return _piece_params(piece) * (1 if piece.int8 else BYTES_PER_PARAM) / 1e6
         raise ValueError("piece_cost is for ms and MB budgets")
 
     def fits(self, spec: ArchSpec) -> bool:
@@ -281,9 +280,9 @@ def budget_for_run(cfg, teacher, t_macs: int | None, log=info) -> Budget:
                         "of 4; round it (e.g. 720x1280)")
     table = None
     if req.unit == "ms":
-        if cfg.search.int8_search:
-            raise UserError("a latency budget prices fp32 layers (the table times fp32 runtimes); --search-int8 "
-                            "needs a MACs budget (e.g. 1/10 or 9.2G)")
+        if cfg.search.int8_search and cfg.latency_runtime != "ort":
+            raise UserError("int8 layers are timed in ONNX Runtime, the int8 export's runtime: use --search-int8 "
+                            "with --latency-runtime ort (the default)")
         from .fileio import cache_root
         from .latency.table import LatencyTable
 

@@ -18,10 +18,13 @@ from gancompress.latency.table import LatencyTable
 from conftest import tiny_config
 
 
-def fake_ms(module, x):
-    """A deterministic stand-in for a runtime: 0.05 ms per call + 1 ms per million weight-pixels."""
+def fake_ms(module, x, int8=False):
+    """A deterministic stand-in for a runtime: 0.05 ms per call + 1 ms per million weight-pixels;
+    an int8 piece: (time, share of its input conversion, share of its output conversion), half the
+    float time plus a fixed 0.15 ms, so that narrow int8 layers are slower than float ones."""
     n = sum(p.numel() for p in module.parameters())
-    return 0.05 + n * x.shape[-1] * x.shape[-2] / 1e6
+    ms = 0.05 + n * x.shape[-1] * x.shape[-2] / 1e6
+    return (0.5 * ms + 0.15, 0.25, 0.125) if int8 else ms
 
 
 class Counting:
@@ -239,6 +242,98 @@ def test_agd_expected_latency_is_exact_for_a_certain_architecture(task):
     assert b.cost(net.spec_from_indices(ops, ws)) <= limit
 
 
+def test_int8_layers_pay_conversions_only_where_they_meet_float_ones():
+    t = fake_table()
+    cell = [LayerSpec("conv3x3@int8", 8), LayerSpec("resblock@int8", 5), LayerSpec("conv3x3", 8)]
+    spec = ArchSpec("sr", 4, 8, [cell, [LayerSpec("conv3x3", 8), LayerSpec("conv3x3@int8", 8)]], UpsamplerSpec(),
+                    skip="bicubic").validate()
+    pieces = spec_pieces(spec, (16, 16))
+    parts = [(p.option("op"), p.part) for p in pieces if p.part]
+    # cell 0: quantize before layer 0, dequantize after layer 1 (layer 2 is float); cell 1: both
+    # around its last layer (a cell's residual add is float)
+    assert parts == [("conv3x3@int8", "in"), ("resblock@int8", "out"), ("conv3x3@int8", "in"),
+                     ("conv3x3@int8", "out")]
+    whole = [p for p in pieces if not p.part]
+    assert t.predict(spec, (16, 16)) == pytest.approx(sum(t.ms(p) for p in pieces) - (len(whole) - 1) * t.overhead)
+    i8 = next(p for p in whole if p.int8)
+    assert t.ms(i8.conversion("in")) > 0 and t.ms(i8.conversion("out")) > 0
+    # a size budget counts an int8 layer's weights as one byte each, its conversions as nothing
+    mb = Budget("MB", 1.0, (16, 16), "1MB")
+    fp = layer_piece_of(i8, "conv3x3")
+    assert mb.piece_cost(i8) == pytest.approx(mb.piece_cost(fp) / 4) and mb.piece_cost(i8.conversion("in")) == 0
+
+
+def layer_piece_of(piece, op):
+    from dataclasses import replace
+
+    return replace(piece, extra=tuple((k, op if k == "op" else v) for k, v in piece.extra))
+
+
+def test_agd_expected_latency_prices_int8_conversions_exactly():
+    """With --search-int8 under a latency budget the expected cost of a certain architecture is the
+    table's prediction of it, conversions at every float/int8 meeting included."""
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = SpaceConfig(nf=8, n_cells=2, n_layers=3, ops=("conv3x3", "resblock"), int8_search=True)
+    template = frame_template(cfg, "sr", 4)
+    b = ms_budget(1e9, (16, 16))
+    net = make_supernet(cfg, template, b)
+    assert any(o.endswith("@int8") for o in net.op_names)
+    rng = random.Random(1)
+    seen_conversions = 0
+    with torch.no_grad():
+        for _ in range(6):
+            ops = [rng.randrange(len(net.op_names)) for _ in net.layer_widths]
+            ws = [rng.randrange(len(w)) for w in net.all_widths]
+            net.alpha.copy_(torch.full_like(net.alpha, -1e4).scatter(1, torch.tensor(ops)[:, None], 1e4))
+            for beta, w in zip([*net.betas, *net.frame_betas], ws):
+                beta.copy_(torch.full_like(beta, -1e4).index_fill(0, torch.tensor([w]), 1e4))
+            spec = net.spec_from_indices(ops, ws)
+            seen_conversions += sum(1 for p in spec_pieces(spec, (16, 16)) if p.part)
+            assert float(net.expected_cost()) == pytest.approx(b.cost(spec), rel=1e-5)
+    assert seen_conversions > 0
+
+
+def test_a_candidate_keeps_only_the_int8_layers_that_lower_its_latency():
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.agd_supernet import drop_useless_int8
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = SpaceConfig(nf=8, n_cells=2, n_layers=3, ops=("conv3x3", "resblock"), int8_search=True)
+    b = ms_budget(1e9, (16, 16))
+    net = make_supernet(cfg, frame_template(cfg, "sr", 4), b)
+    int8 = [o for o, name in enumerate(net.op_names) if name.endswith("@int8")]
+    rng = random.Random(3)
+    dropped = left = 0
+    for _ in range(4):
+        ops = [rng.choice(int8) for _ in net.layer_widths]
+        ws = [rng.randrange(len(w)) for w in net.all_widths]
+        before = b.cost(net.spec_from_indices(ops, ws))
+        kept = drop_useless_int8(net, ops, ws)
+        after = b.cost(net.spec_from_indices(kept, ws))
+        assert after <= before
+        for i, o in enumerate(kept):  # every int8 layer left pays: making it float costs more
+            if o in int8:
+                trial = kept.copy()
+                trial[i] = net.op_names.index(net.op_names[o].replace("@int8", ""))
+                assert b.cost(net.spec_from_indices(trial, ws)) > after
+        dropped += sum(o not in int8 for o in kept)
+        left += sum(o in int8 for o in kept)
+    assert dropped and left  # this fake runtime makes narrow int8 layers slower, wide ones faster
+
+
+def test_a_real_int8_piece_is_timed_quantized_with_its_conversions_apart():
+    from gancompress.arch.pieces import layer_piece
+
+    t = LatencyTable("ort", 1, rounds=1)
+    p = layer_piece("sr", "conv3x3@int8", 16, 16, False, (32, 32))
+    assert t.ms(p) > 0
+    assert t.ms(p.conversion("in")) >= 0 and t.ms(p.conversion("out")) >= 0
+    with pytest.raises(UserError, match="ONNX Runtime"):
+        LatencyTable("torch", 1, rounds=1).ms(p)
+
+
 def test_agd_search_steers_into_a_latency_budget(tmp_path):
     """A short search with the latency term (fake table): the derived network fits the budget."""
     from gancompress.data.patches import PatchSampler
@@ -307,9 +402,37 @@ def test_compress_under_a_relative_latency_budget(tiny_teacher, tiny_data, tmp_p
     assert "budget" in (tmp_path / "run" / "report.md").read_text()
 
 
+def test_mixed_precision_search_under_a_latency_budget(tiny_teacher, tiny_data, tmp_path, monkeypatch):
+    """`--search-int8 --budget 1/3:ms`: int8 pieces are timed quantized in ONNX Runtime, the derived
+    student's int8 layers each lower its predicted latency, and the int8 export is measured too."""
+    from dataclasses import replace
+
+    from gancompress.api import compress
+    from gancompress.arch.spec import ArchSpec
+
+    monkeypatch.setenv("GANCOMPRESS_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", budget="1/3:ms", budget_size="32x32")
+    cfg.search = replace(cfg.search, int8_search=True)
+    m = compress(cfg)
+    b = m["budget"]
+    assert m["within_budget"] and b["student_measured"] > 0
+    table = json.loads(next((tmp_path / "cache" / "latency").glob("ort-1t-*.json")).read_text())["entries"]
+    assert any("@int8" in k and k.endswith("#in") for k in table)
+    spec = ArchSpec.load(tmp_path / "run" / "student" / "spec.json")
+    if any(layer.op.endswith("@int8") for _, _, _, layer in spec.layers()):
+        assert m["int8"]["int8_bytes"] > 0 and b["student_measured_int8"] > 0
+
+
 def test_latency_options_are_checked_before_anything_runs(tiny_teacher, tiny_data, tmp_path):
+    from dataclasses import replace
+
     from gancompress.api import compress
 
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", budget="40ms", latency_runtime="torch")
+    cfg.search = replace(cfg.search, int8_search=True)
+    with pytest.raises(UserError, match="--latency-runtime ort"):
+        compress(cfg)
+    assert not (tmp_path / "run").exists()
     for kw, match in ((dict(budget="40fps"), "budget"), (dict(budget_size="1x1"), "--budget-size"),
                       (dict(latency_runtime="tvm"), "--latency-runtime"), (dict(latency_threads=0), "--latency-threads")):
         with pytest.raises(UserError, match=match):

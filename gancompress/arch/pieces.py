@@ -13,13 +13,13 @@ frame's widths), so AGD's expected latency and a width search can ask for exactl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from .build import BicubicUpsample, UpLayer, Upsampler, conv_norm_relu
-from .ops import OPS, SR_STYLE, TRANSLATE_STYLE
+from .ops import INT8_SUFFIX, OPS, SR_STYLE, TRANSLATE_STYLE
 from .spec import ArchSpec
 
 
@@ -35,11 +35,27 @@ class Piece:
     h: int
     w: int
     extra: tuple = ()
+    part: str = ""  # "": the piece; "in" / "out": an int8 piece's conversions at a float neighbour
 
     @property
     def key(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.extra)
-        return f"{self.task}/{self.kind}/{self.cin}>{self.cout}/{self.h}x{self.w}" + (f"/{opts}" if opts else "")
+        base = f"{self.task}/{self.kind}/{self.cin}>{self.cout}/{self.h}x{self.w}" + (f"/{opts}" if opts else "")
+        return base + (f"#{self.part}" if self.part else "")
+
+    @property
+    def int8(self) -> bool:
+        """An int8 layer (`conv3x3@int8`): timed as `export --int8` quantizes it."""
+        return str(self.option("op", "")).endswith(INT8_SUFFIX)
+
+    def whole(self) -> "Piece":
+        """The piece itself, for a conversion part."""
+        return replace(self, part="")
+
+    def conversion(self, side: str) -> "Piece":
+        """This int8 piece's conversion at a float neighbour: `in` (quantize its float input, and
+        the layout change of the int8 kernels) or `out` (back to float)."""
+        return replace(self, part=side)
 
     def option(self, name, default=None):
         return dict(self.extra).get(name, default)
@@ -81,7 +97,7 @@ def _style(p: Piece):
 
 
 _BUILDERS = {
-    "layer": lambda p: OPS[p.option("op")].build(p.cin, p.cout, _style(p), last=p.option("last") == 1),
+    "layer": lambda p: OPS[OPS[p.option("op")].base].build(p.cin, p.cout, _style(p), last=p.option("last") == 1),
     "add": lambda p: _WithAdd(None, (1, p.cin, p.h, p.w)),
     "head": lambda p: nn.Conv2d(p.cin, p.cout, 3, padding=1),
     "trunk": lambda p: _WithAdd(nn.Conv2d(p.cin, p.cout, 3, padding=1), (1, p.cout, p.h, p.w)),
@@ -144,12 +160,20 @@ def frame_pieces(template: ArchSpec, hw: tuple[int, int], stem=None, down=None, 
 
 
 def spec_pieces(spec: ArchSpec, hw: tuple[int, int]) -> list[Piece]:
-    """Every piece of the student built from `spec` for an input of size hw."""
+    """Every piece of the student built from `spec` for an input of size hw, with the conversions
+    of its int8 layers where they meet float ones (a cell's input and its residual add are float:
+    `export --int8` quantizes only the layers searched as int8)."""
     pieces = frame_pieces(spec, hw)
     for cell in spec.cells:
         cin = spec.nf
+        layers = [layer_piece(spec.task, layer.op, 0, 0, False, hw) for layer in cell]  # precision only
         for i, layer in enumerate(cell):
-            pieces.append(layer_piece(spec.task, layer.op, cin, layer.width, i == len(cell) - 1, hw))
+            p = layer_piece(spec.task, layer.op, cin, layer.width, i == len(cell) - 1, hw)
+            pieces.append(p)
+            if p.int8 and (i == 0 or not layers[i - 1].int8):
+                pieces.append(p.conversion("in"))
+            if p.int8 and (i == len(cell) - 1 or not layers[i + 1].int8):
+                pieces.append(p.conversion("out"))
             cin = layer.width
         pieces.append(add_piece(spec.task, spec.nf, hw))
     return pieces

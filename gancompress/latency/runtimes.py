@@ -67,38 +67,52 @@ def ort_runner(model_bytes: bytes, x: torch.Tensor, threads: int):
     return lambda: _min_ms(lambda: sess.run(None, feed))
 
 
-def boundary_reorder_share(profile_events: list[dict]) -> float:
-    """The share of a model run that ONNX Runtime spends converting the graph's input into and its
-    output out of its channel-blocked conv layout (NCHWc), from a profile (`enable_profiling`).
+# what a piece timed alone runs at its ends and a chain of its kind runs only at the chain's ends:
+# ONNX Runtime's conversions into and out of its blocked conv layout (NCHWc), and for an int8
+# piece also the quantization of its float input, the dequantization of its output and the
+# layout transposes of its int8 kernels
+LEAD_OPS = ("ReorderInput", "QuantizeLinear", "Transpose")
+TRAIL_OPS = ("ReorderOutput", "DequantizeLinear", "Transpose")
 
-    An isolated piece pays both conversions; inside a student, a chain of blocked layers pays them
-    once at the network's ends. Only a ReorderInput that runs first and a ReorderOutput that runs
-    last count: a reorder inside the piece (before a pixel shuffle, say) is paid in the network too.
-    The median over the profiled runs; 0 without NCHWc (a CPU without AVX2, or no conv)."""
+
+def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("ReorderOutput",)) -> tuple:
+    """(lead, trail): the shares of a model run spent in the nodes of type `lead` that run first
+    and of type `trail` that run last, from an ONNX Runtime profile (`enable_profiling`).
+
+    An isolated piece pays them at both of its ends; inside a student, a chain of pieces of the
+    same layout and precision pays them once. A node of those types inside the piece (a reorder
+    before a pixel shuffle, say) is paid in the network too and is not counted. Each share is the
+    median over the profiled runs; 0 where there is none (a CPU without NCHWc kernels)."""
     runs = [e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     nodes = [e for e in profile_events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
-    shares = []
+    leads, trails = [], []
     for run in runs:
         t0, t1 = run["ts"], run["ts"] + run["dur"]
         inside = sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
         if not inside or run["dur"] <= 0:
             continue
-        ops = lambda e: e.get("args", {}).get("op_name")  # noqa: E731
-        boundary = 0
-        if ops(inside[0]) == "ReorderInput":
-            boundary += inside[0]["dur"]
-        if len(inside) > 1 and ops(inside[-1]) == "ReorderOutput":
-            boundary += inside[-1]["dur"]
-        shares.append(min(boundary / run["dur"], 1.0))
-    if not shares:
-        return 0.0
-    shares.sort()
-    return shares[len(shares) // 2]
+        op = [e.get("args", {}).get("op_name") for e in inside]
+        i = 0
+        while i < len(inside) - 1 and op[i] in lead:
+            i += 1
+        j = len(inside)
+        while j - 1 > i and op[j - 1] in trail:
+            j -= 1
+        leads.append(min(sum(e["dur"] for e in inside[:i]) / run["dur"], 1.0))
+        trails.append(min(sum(e["dur"] for e in inside[j:]) / run["dur"], 1.0))
+    if not leads:
+        return 0.0, 0.0
+    return tuple(sorted(v)[len(v) // 2] for v in (leads, trails))
 
 
-def ort_boundary_share(model_bytes: bytes, x: torch.Tensor, threads: int, runs: int = 7) -> float:
-    """`boundary_reorder_share` of this model, profiled in its own session (the first 2 runs, warm-up,
-    are left out)."""
+def boundary_reorder_share(profile_events: list[dict]) -> float:
+    """The share of a run spent converting a float piece's input into and its output out of
+    ONNX Runtime's blocked conv layout (NCHWc), which a chain of layers pays once at its ends."""
+    return sum(boundary_shares(profile_events))
+
+
+def ort_profile(model_bytes: bytes, x: torch.Tensor, threads: int, runs: int = 7) -> list[dict]:
+    """The events of an ONNX Runtime profile of `runs` calls, the first 2 (warm-up) left out."""
     import json
     import os
     import tempfile
@@ -117,11 +131,35 @@ def ort_boundary_share(model_bytes: bytes, x: torch.Tensor, threads: int, runs: 
             sess.run(None, feed)
         with open(sess.end_profiling()) as f:
             events = json.load(f)
-    runs_ = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                   key=lambda e: e["ts"])
-    if len(runs_) > 2:  # drop the warm-up runs' events
-        events = [e for e in events if e.get("ts", 0) >= runs_[2]["ts"]]
-    return boundary_reorder_share(events)
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(starts) > 2:
+        events = [e for e in events if e.get("ts", 0) >= starts[2]]
+    return events
+
+
+def ort_boundary_share(model_bytes: bytes, x: torch.Tensor, threads: int, runs: int = 7) -> float:
+    """`boundary_reorder_share` of this model, profiled in its own session."""
+    return boundary_reorder_share(ort_profile(model_bytes, x, threads, runs))
+
+
+def int8_onnx_bytes(module: nn.Module, x: torch.Tensor, task: str) -> bytes:
+    """The module quantized as `gancompress export --int8` quantizes a student's layers (the
+    task's default recipe; calibrated on two random inputs: run time does not depend on the
+    scales)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from ..export.int8 import quantize_onnx_int8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "piece.onnx"
+        fp32.write_bytes(onnx_bytes(module, x))
+        out = Path(tmp) / "piece_int8.onnx"
+        with warnings.catch_warnings(), open(os.devnull, "w"):
+            warnings.simplefilter("ignore")
+            quantize_onnx_int8(fp32, out, [torch.rand_like(x), torch.rand_like(x)], task=task)
+        return out.read_bytes()
 
 
 def torch_runner(module: nn.Module, x: torch.Tensor, threads: int, device: str = "cpu"):

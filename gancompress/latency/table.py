@@ -40,11 +40,12 @@ from ..arch.spec import ArchSpec
 from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .runtimes import RUNTIMES, onnx_bytes, ort_boundary_share, runner
+from .runtimes import (LEAD_OPS, RUNTIMES, TRAIL_OPS, boundary_shares, int8_onnx_bytes, onnx_bytes, ort_profile,
+                       runner)
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
-# layout conversions (ort)
+# layout conversions (ort), and int8 pieces
 TABLE_VERSION = 6
 OVERHEAD_KEY = "call-overhead"
 CANARY_KEY = "canary"
@@ -95,7 +96,7 @@ class LatencyTable:
         self.path = None if cache_dir is None else Path(cache_dir) / f"{runtime}-{threads}t-{digest}.json"
         self._timer = timer
         self._canary = None  # () -> ms of the canary, prepared once
-        self._shares: dict[str, float] = {}  # piece key -> boundary reorder share (ort), profiled once
+        self._shares: dict[str, tuple] = {}  # piece key -> (lead, trail) shares of its ends (ort), profiled once
         self.entries: dict[str, float] = {}
         self.measured = 0  # pieces timed by this object (the rest came from the cache)
         self._load()
@@ -160,27 +161,46 @@ class LatencyTable:
             best = min(best, t * self.entries[CANARY_KEY] / c)
         return best
 
-    def _measure(self, piece: Piece, rounds: int | None = None) -> float:
-        """A piece's time as a part of a network: timed alone, less the share ONNX Runtime spent
-        converting its input and output to and from the blocked conv layout, which a chain of
-        layers pays once at its ends, not at every layer (measured: two reorders of a 256 px
-        tensor are 20-40 % of a conv 3x3 of 28 -> 28 channels timed alone)."""
+    def _measure(self, piece: Piece, rounds: int | None = None) -> dict[str, float]:
+        """{key: ms} for a piece as a part of a network: timed alone, less the share ONNX Runtime
+        spent at its ends converting its input and output to and from the blocked conv layout,
+        which a chain of layers pays once at its ends, not at every layer (measured: two reorders
+        of a 256 px tensor are 20-40 % of a conv 3x3 of 28 -> 28 channels timed alone). An int8
+        piece is quantized as `export --int8` does it, and its ends (quantize, dequantize, the int8
+        kernels' layout) become two more entries, `#in` and `#out`, charged only where it meets a
+        float layer (`arch.pieces.spec_pieces`)."""
+        piece = piece.whole()
         with torch.random.fork_rng():  # a run's random stream does not depend on what was cached
             torch.manual_seed(0)
             model, x = piece.build(), piece.input()
-            if self.runtime != "ort" or self._timer is not None:
-                return self.time_whole(model, x, rounds)
-            model = onnx_bytes(model, x)
-            if piece.key not in self._shares:
-                self._shares[piece.key] = ort_boundary_share(model, x, self.threads)
-            return self.time_whole(model, x, rounds) * (1.0 - self._shares[piece.key])
+            if self._timer is not None and piece.int8:  # tests: (ms, lead share, trail share)
+                t, lead, trail = self._timer(model, x, int8=True)
+            else:
+                if piece.int8 and self.runtime != "ort":
+                    raise UserError("int8 layers are timed in ONNX Runtime (the int8 export's runtime); use "
+                                    "--latency-runtime ort with --search-int8")
+                if self.runtime == "ort" and self._timer is None:
+                    model = int8_onnx_bytes(model, x, piece.task) if piece.int8 else onnx_bytes(model, x)
+                    if piece.key not in self._shares:
+                        events = ort_profile(model, x, self.threads)
+                        self._shares[piece.key] = (boundary_shares(events, LEAD_OPS, TRAIL_OPS) if piece.int8
+                                                   else boundary_shares(events))
+                lead, trail = self._shares.get(piece.key, (0.0, 0.0))
+                t = self.time_whole(model, x, rounds)
+        out = {piece.key: t * (1.0 - lead - trail)}
+        if piece.int8:
+            out[piece.conversion("in").key] = t * lead
+            out[piece.conversion("out").key] = t * trail
+        return out
 
     @property
     def overhead(self) -> float:
         """The fixed cost of one call (the runtime's dispatch, input and output handling)."""
         if OVERHEAD_KEY not in self.entries:
             def measure():
-                self.entries[OVERHEAD_KEY] = self._measure(Piece("sr", "add", 1, 1, 1, 1))
+                with torch.random.fork_rng():
+                    p = Piece("sr", "add", 1, 1, 1, 1)
+                    self.entries[OVERHEAD_KEY] = self.time_whole(p.build(), p.input())
                 self.save()
 
             self._collect(measure)
@@ -192,7 +212,7 @@ class LatencyTable:
         how many were measured."""
         from tqdm import tqdm
 
-        todo = list({p.key: p for p in pieces if p.key not in self.entries}.values())
+        todo = list({p.whole().key: p.whole() for p in pieces if p.key not in self.entries}.values())
         if not todo:
             return 0
         self.overhead  # noqa: B018 - measured first, with the others
@@ -206,7 +226,8 @@ class LatencyTable:
             best: dict[str, float] = {}
             for n in range(self.rounds):
                 for p in todo:
-                    best[p.key] = min(best.get(p.key, float("inf")), self._measure(p, rounds=1))
+                    for key, ms in self._measure(p, rounds=1).items():
+                        best[key] = min(best.get(key, float("inf")), ms)
                     bar.update(1)
                 if n == 0 or n == self.rounds - 1:  # usable (and saved) after the first pass
                     self.entries.update(best)
@@ -257,9 +278,11 @@ class LatencyTable:
         return self.cached(f"graph:{digest}:{hw[0]}x{hw[1]}", measure)
 
     def sum(self, pieces) -> float:
-        """Latency of these pieces run as one network: their sum, with the call overhead once."""
+        """Latency of these pieces run as one network: their sum, with the call overhead once (an
+        int8 piece's conversion parts were timed within its own call)."""
         pieces = list(pieces)
-        return sum(self.ms(p) for p in pieces) - (len(pieces) - 1) * self.overhead
+        calls = sum(1 for p in pieces if not p.part)
+        return sum(self.ms(p) for p in pieces) - (calls - 1) * self.overhead
 
     def describe(self) -> str:
         return f"{self.runtime}, {self.threads} thread{'s' * (self.threads > 1)}, {self.key['cpu']}"

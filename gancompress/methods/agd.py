@@ -20,6 +20,10 @@ its weight adapts until the derived network sits inside the budget band [band * 
 the result is the best in-band network seen, and a derived network that is still over budget is
 repaired greedily (cheapest loss of log-probability per MAC saved) so the budget always holds; one
 below the band (or repaired below it) is widened greedily into it the same way (`fill_to_band`).
+
+With `--search-int8` under a latency budget the table prices each int8 layer by its measured int8
+kernels, plus the conversions where float and int8 layers meet (`latency.table`), and a candidate
+keeps only the int8 layers that lower its predicted latency (`drop_useless_int8`).
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from ..arch.cost import fmt_macs, spec_macs
+from ..arch.ops import OPS
 from ..arch.spec import ArchSpec
 from ..distill.loop import run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .agd_supernet import Supernet, fill_to_band, repair_to_budget, student_state_from_supernet
+from .agd_supernet import Supernet, drop_useless_int8, fill_to_band, repair_to_budget, student_state_from_supernet
 from .base import Method, RunContext, distill_student
 from .space import SpaceConfig, budget_meta, frame_template, smaller_space_hint
 
@@ -86,6 +91,9 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch, betas=(0.5, 0.999), weight_decay=1e-3)
     lo, hi = cfg.band * budget.limit, budget.limit
     total = cfg.warmup_steps + cfg.search_steps
+    # int8 layers priced by measured latency: one may cost more than its float twin, so a candidate
+    # keeps only those that pay (drop_useless_int8)
+    timed_int8 = budget.unit == "ms" and any(OPS[o].bits == 8 for o in net.op_names)
     state = {"penalty": cfg.penalty_init, "best_loss": math.inf, "best_ops": [], "best_ws": [],
              "best_macs": 0, "history": []}
 
@@ -124,10 +132,14 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     @torch.no_grad()
     def consider(step: int):
         ops, ws = net.argmax_indices()
+        op_ok = None
+        if timed_int8:  # keep only the int8 layers that make the student faster, and do not add others
+            ops = drop_useless_int8(net, ops, ws)
+            op_ok = lambda o: OPS[net.op_names[o]].bits != 8  # noqa: E731
         if net.cost(net.spec_from_indices(ops, ws)) > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
         if net.cost(net.spec_from_indices(ops, ws)) < lo:  # below the band (or repaired below it):
-            ops, ws = fill_to_band(net, ops, ws, lo, hi)  # widen where the preferences lose least
+            ops, ws = fill_to_band(net, ops, ws, lo, hi, op_ok=op_ok)  # widen where the preferences lose least
         macs = net.cost(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
@@ -167,7 +179,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
     meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), "val_loss": state["best_loss"]}
-    if cfg.int8_search:
+    if cfg.int8_search and budget.unit == "MACs":  # a latency budget prices int8 layers by the table
         meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))
     spec = net.spec_from_indices(ops, ws, meta=meta)
     if is_main() and not quiet:

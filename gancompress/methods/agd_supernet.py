@@ -212,11 +212,17 @@ class Supernet(nn.Module):
                 for p in (row if isinstance(row, list) else [row])]
             b.table.ensure(pieces + frame + [add_piece(self.template.task, self.nf, b.hw)],
                            "latency table (AGD space)")
-        tables = []
+        tables, conversions = [], []
         for i, (prev, ws) in enumerate(self._layer_inputs()):
             tables.append(torch.tensor([[[float(self.op_cost(o, a, w, i)) for w in ws] for a in prev]
                                         for o in range(len(self.op_names))]))
+            conversions.append([torch.tensor([[[float(self.op_cost(o, a, w, i, side)) for w in ws] for a in prev]
+                                              for o in range(len(self.op_names))]) for side in ("in", "out")])
         self._tables = tables
+        # an int8 layer's conversions (latency: quantize its input where the layer before is float,
+        # dequantize its output where the next is; 0 for float operators and for other units)
+        self._int8_ops = torch.tensor([OPS[o].bits == 8 for o in self.op_names])
+        self._conversions = conversions if b is not None and b.unit == "ms" and bool(self._int8_ops.any()) else None
         if b is not None:
             self._build_frame_costs()
 
@@ -276,10 +282,20 @@ class Supernet(nn.Module):
     def _expected_layers(self, probs) -> torch.Tensor:
         total = torch.tensor(0.0, device=self.alpha.device)
         q_prev = torch.ones(1, device=self.alpha.device)
+        conv = self._conversions
+        if conv is not None:  # P(layer i is int8); a cell's input and its residual add are float
+            p8 = (probs * self._int8_ops.to(probs.device, probs.dtype)).sum(-1)
         for i, (t, beta) in enumerate(zip(self._tables, self.betas)):
             q = F.softmax(beta, dim=-1)
             e = torch.einsum("oab,a,b->o", t.to(q.device), q_prev, q)
             total = total + (probs[i] * e).sum()
+            if conv is not None:  # independent choices: E[int8 here, float there] is a product
+                first, last = i % self.n_layers == 0, i % self.n_layers == self.n_layers - 1
+                float_before = 1.0 if first else 1.0 - p8[i - 1]
+                float_after = 1.0 if last else 1.0 - p8[i + 1]
+                e_in = torch.einsum("oab,a,b->o", conv[i][0].to(q.device), q_prev, q)
+                e_out = torch.einsum("oab,a,b->o", conv[i][1].to(q.device), q_prev, q)
+                total = total + float_before * (probs[i] * e_in).sum() + float_after * (probs[i] * e_out).sum()
             q_prev = q if len(self.layer_widths[i]) > 1 else torch.ones(1, device=q.device)
         return total
 
@@ -337,14 +353,17 @@ class Supernet(nn.Module):
             ws += [c.index(w) for c, w in zip(self.frame_widths, (f.stem, f.down[0], *f.up))]
         return ops, ws
 
-    def op_cost(self, o: int, cin: int, cout: int, i: int = 0) -> float:
+    def op_cost(self, o: int, cin: int, cout: int, i: int = 0, part: str = "") -> float:
         """Cost of op o (cin -> cout) as cell layer i: MACs per pixel (int8 discounted), or the
-        budget's piece cost."""
+        budget's piece cost; `part` "in" / "out": an int8 layer's conversion at a float neighbour
+        (latency only; 0 otherwise)."""
+        d = OPS[self.op_names[o]]
+        if part and (d.bits != 8 or self.budget is None or self.budget.unit != "ms"):
+            return 0.0
         if self.budget is not None:
             last = i % self.n_layers == self.n_layers - 1
-            return self.budget.piece_cost(layer_piece(self.template.task, self.op_names[o], cin, cout, last,
-                                                      self.budget.hw))
-        d = OPS[self.op_names[o]]
+            piece = layer_piece(self.template.task, self.op_names[o], cin, cout, last, self.budget.hw)
+            return self.budget.piece_cost(piece.conversion(part) if part else piece)
         return d.macs(cin, cout) * (self.int8_cost if d.bits == 8 else 1.0)
 
     def cost(self, spec: ArchSpec, hw=None) -> float:
@@ -384,19 +403,44 @@ def repair_to_budget(net: Supernet, op_idx, w_idx, budget: float, hw=None):
                          allowed=lambda c: True)
 
 
-def fill_to_band(net: Supernet, op_idx, w_idx, low: float, budget: float, hw=None):
+def drop_useless_int8(net: Supernet, op_idx, w_idx, hw=None) -> list[int]:
+    """Set back to float every int8 layer that does not lower the predicted cost where it stands,
+    the largest saving first, until none is left (latency budgets: a narrow int8 conv can be
+    slower than its float twin, and every float/int8 meeting converts the tensor). Only the
+    precision changes: an int8 layer kept is one that makes the student faster."""
+    op_idx = list(op_idx)
+    twin = {o: net.op_names.index(OPS[name].base) for o, name in enumerate(net.op_names)
+            if OPS[name].bits == 8 and OPS[name].base in net.op_names}
+    cost = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
+    while True:
+        best = None
+        for i, o in enumerate(op_idx):
+            if o in twin:
+                trial = op_idx.copy()
+                trial[i] = twin[o]
+                c = net.cost(net.spec_from_indices(trial, w_idx), hw)
+                if c <= cost and (best is None or c < best[0]):
+                    best = (c, trial)
+        if best is None:
+            return op_idx
+        cost, op_idx = best
+
+
+def fill_to_band(net: Supernet, op_idx, w_idx, low: float, budget: float, hw=None, op_ok=None):
     """Greedily move layers to costlier choices until the spec reaches `low`, never past `budget`.
 
     The mirror of `repair_to_budget`, for a derived network below the band: when a search's
     choices move in lockstep (the label2image space: 19 width positions whose distillation
     gradients are a thousandth of the resource term's), the argmax jumps over the band from below
     it to above it, and without this every candidate was the space's floor (BENCHMARKS.md,
-    "Label map -> image"). Each move picks the smallest loss of log-probability per MAC gained."""
+    "Label map -> image"). Each move picks the smallest loss of log-probability per MAC gained;
+    `op_ok(o)` False keeps a layer from moving to operator o (e.g. an int8 twin that would only
+    spend latency)."""
     return _greedy_moves(net, op_idx, w_idx, hw, until=lambda c: c >= low, sign=1.0,
-                         allowed=lambda c: c <= budget)
+                         allowed=lambda c: c <= budget, op_ok=op_ok)
 
 
-def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed):
+def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=None):
     """Move one layer at a time (cost change in the direction of `sign`, new cost `allowed`) until
     `until(cost)`, each time the move that loses the least log-probability per MAC moved."""
     op_idx, w_idx = list(op_idx), list(w_idx)
@@ -414,6 +458,8 @@ def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed):
             for o in range(len(pops)):
                 for w in range(len(pws)):
                     if (o, w) == (op_of(op_idx, i), w_idx[i]):
+                        continue
+                    if op_ok is not None and i < n_ops and o != op_idx[i] and not op_ok(o):
                         continue
                     trial_o, trial_w = op_idx.copy(), w_idx.copy()
                     if i < n_ops:
