@@ -62,8 +62,12 @@ def agd_translate(rng, nf=64, cells=9, layers=2):
     return spec.validate()
 
 
-def students(n: int, seed: int):
+def students(n: int, seed: int, n_int8: int = 0):
     rng = random.Random(seed)
+    mixed = []
+    for _ in range(n_int8):  # each with its float twin, to check that the int8 layers pay
+        spec = mixed_sr(rng)
+        mixed += [("mixed int8 sr", spec), ("its float twin", float_twin(spec))]
     out = []
     for w in (12, 20, 28, 36):
         out.append(("uniform sr", uniform_sr_spec(4, w, 5, 5)))
@@ -75,12 +79,46 @@ def students(n: int, seed: int):
         name, make = makers[i % len(makers)]
         out.append((name, make(rng)))
         i += 1
-    return out
+    return out + mixed
+
+
+def mixed_sr(rng, nf=32, cells=5, layers=5):
+    """An AGD SR student with about half of its cell layers int8 (--search-int8)."""
+    spec = agd_sr(rng, nf, cells, layers)
+    for cell in spec.cells:
+        for layer in cell:
+            if rng.random() < 0.5:
+                layer.op += "@int8"
+    return spec.validate()
+
+
+def float_twin(spec):
+    twin = ArchSpec.from_dict(spec.to_dict())
+    for cell in twin.cells:
+        for layer in cell:
+            layer.op = layer.op.replace("@int8", "")
+    return twin.validate()
 
 
 def measure_whole(table, spec, hw):
+    """The student measured whole; with int8 layers, as `export --int8` writes it (only those
+    layers quantized, the task's recipe)."""
+    import tempfile
+
+    from gancompress.export.int8 import quantize_onnx_int8
+    from gancompress.export.student import export_onnx
+    from gancompress.quant.fake import int8_layer_names
+
     torch.manual_seed(0)
-    return table.time_whole(build_student(spec).eval(), torch.rand(1, 3, *hw))
+    model, x = build_student(spec).eval(), torch.rand(1, 3, *hw)
+    if not int8_layer_names(spec):
+        return table.time_whole(model, x)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, q = Path(tmp) / "s.onnx", Path(tmp) / "s_int8.onnx"
+        export_onnx(model, fp32)
+        quantize_onnx_int8(fp32, q, [torch.rand(1, 3, 32, 32) for _ in range(2)], task=spec.task,
+                           only_layers=int8_layer_names(spec))
+        return table.time_whole(q.read_bytes(), x)
 
 
 def main():
@@ -89,6 +127,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--students", type=int, default=24)
+    p.add_argument("--int8", type=int, default=0, help="also N mixed-precision SR students and their float twins")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="table cache folder (default: the user cache)")
@@ -98,7 +137,7 @@ def main():
     hw = (a.size, a.size)
     table = LatencyTable(a.runtime, a.threads, cache_dir=Path(a.cache) if a.cache else cache_root() / "latency",
                          quiet=False)
-    todo = students(a.students, a.seed)
+    todo = students(a.students, a.seed, a.int8)
     t0 = time.perf_counter()
     from gancompress.arch.pieces import spec_pieces
 
@@ -117,12 +156,15 @@ def main():
         pred = table.predict(s, hw)
         rows.append({"student": name, "gmacs": spec_macs(s, hw) / 1e9, "nf": s.nf, "predicted_ms": pred,
                      "measured_ms": m, "error": pred / m - 1, "rounds_ms": samples[len(rows)]})
+    pairs = [(a_, b_) for a_, b_ in zip(rows, rows[1:]) if a_["student"] == "mixed int8 sr"]
+    int8_check = [{"predicted_ratio": a_["predicted_ms"] / b_["predicted_ms"],
+                   "measured_ratio": a_["measured_ms"] / b_["measured_ms"]} for a_, b_ in pairs]
     errs = [abs(r["error"]) for r in rows]
     summary = {"runtime": a.runtime, "threads": a.threads, "size": a.size, "students": len(rows),
                "median_abs_error": statistics.median(errs), "max_abs_error": max(errs),
                "within_15pct": sum(e <= 0.15 for e in errs) / len(errs), "table_pieces": len(table.entries),
                "median_round_spread": statistics.median(spread), "max_round_spread": max(spread),
-               "table_seconds_this_run": t_table, "machine": table.key}
+               "table_seconds_this_run": t_table, "machine": table.key, "int8_vs_float_twin": int8_check}
     out = Path(__file__).resolve().parent / "out" / "latency"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.runtime}-{a.threads}t-{a.size}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
@@ -131,6 +173,8 @@ def main():
           f"{100 * summary['within_15pct']:.0f} % of {len(rows)} students within 15 %; the same student measured "
           f"whole in {a.rounds} rounds differs by {100 * summary['median_round_spread']:.1f} % (median max/min, "
           f"worst {100 * summary['max_round_spread']:.1f} %)\n")
+    for c in int8_check:
+        print(f"mixed int8 / float twin: predicted {c['predicted_ratio']:.2f}, measured {c['measured_ratio']:.2f}")
     print("| student | GMACs | predicted ms | measured ms | error |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['student']} (nf {r['nf']}) | {r['gmacs']:.2f} | {r['predicted_ms']:.1f} | "
