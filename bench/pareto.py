@@ -3,7 +3,8 @@ several budgets and seeds, exports int8, and writes a table and a latency-vs-qua
 
 Each run is `gancompress compress` in its own process (so its peak RSS is its own), followed by
 `gancompress export RUN --int8`. Runs resume: a finished run is read back, not recomputed.
-Methods: agd (MACs budget), agd-ms (the same budget in milliseconds of ONNX Runtime, `B:ms`), ofa
+Methods: agd (MACs budget), agd-ms (the same budget in milliseconds of ONNX Runtime, `B:ms`),
+agd-ms-int8 (agd-ms with `--search-int8`: int8 layers priced by their measured latency), ofa
 (GAN Compression), slim (GAN Slimming), uniform (the baseline), prune (one-shot magnitude pruning).
 
     python bench/pareto.py srgan:../shared/teachers/srgan_x4.pth --budgets 1/5,1/10,1/20 --seeds 0,1,2 \\
@@ -27,8 +28,8 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-METHODS = {"agd": ("agd", ""), "agd-ms": ("agd", ":ms"), "ofa": ("ofa", ""), "slim": ("slim", ""),
-           "uniform": ("uniform", ""), "prune": ("prune", "")}
+METHODS = {"agd": ("agd", "", []), "agd-ms": ("agd", ":ms", []), "agd-ms-int8": ("agd", ":ms", ["--search-int8"]),
+           "ofa": ("ofa", "", []), "slim": ("slim", "", []), "uniform": ("uniform", "", []), "prune": ("prune", "", [])}
 # --quick: the suite's plumbing end to end in minutes (numbers not comparable to full runs)
 QUICK = ["--warmup-steps", "10", "--search-steps", "20", "--retrain-steps", "60", "--ofa-steps", "40",
          "--population", "8", "--generations", "2", "--slim-steps", "30", "--prune-steps", "30", "--latency-repeats", "2",
@@ -47,7 +48,7 @@ def run_child(argv: list[str], threads: int) -> tuple[int, float, float]:
 
 
 def one_run(a, method: str, budget: str, seed: int, extra: list[str]) -> dict | None:
-    m, suffix = METHODS[method]
+    m, suffix, method_args = METHODS[method]
     name = f"{method}_{budget.replace('/', 'over')}_s{seed}"
     run = Path(a.out) / name
     rows = Path(a.out) / "rows.jsonl"
@@ -58,7 +59,7 @@ def one_run(a, method: str, budget: str, seed: int, extra: list[str]) -> dict | 
                 return r
     argv = ["compress", "--teacher", a.teacher, "--task", a.task, "--method", m, "--budget", budget + suffix,
             "--seed", str(seed), "--out", str(run), "--quiet", *(["--eval-data", a.eval] if a.eval else []),
-            *(QUICK if a.quick else []), *extra]
+            *(QUICK if a.quick else []), *method_args, *extra]
     rc, wall, rss = run_child(argv, a.threads)
     if rc != 0:
         print(f"pareto: {name} failed (exit {rc}); skipped", file=sys.stderr)
