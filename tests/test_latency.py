@@ -120,7 +120,7 @@ def _node(op, ts, dur):
 def test_boundary_reorders_are_taken_off_and_inner_ones_kept():
     """Only a ReorderInput that runs first and a ReorderOutput that runs last are the piece's
     boundary; a reorder inside (before a pixel shuffle) is paid in the whole network too."""
-    from gancompress.latency.runtimes import boundary_reorder_share
+    from gancompress.latency.runtimes import boundary_reorder_share, boundary_shares
 
     run = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
            _node("ReorderInput", 1, 10), _node("Conv", 12, 60), _node("ReorderOutput", 80, 15)]
@@ -128,7 +128,10 @@ def test_boundary_reorders_are_taken_off_and_inner_ones_kept():
     inner = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
              _node("ReorderInput", 1, 10), _node("Conv", 12, 50), _node("ReorderOutput", 70, 15),
              _node("DepthToSpace", 90, 5)]
-    assert boundary_reorder_share(inner) == pytest.approx(0.10)
+    # a piece that leaves the blocked layout inside hands a plain tensor on: its neighbour pays a
+    # reorder in the network too, so nothing is taken off
+    assert boundary_reorder_share(inner) == 0.0
+    assert boundary_shares(inner) == (pytest.approx(0.10), 0.0)
     assert boundary_reorder_share([{"cat": "Session", "name": "model_run", "ts": 0, "dur": 50},
                                    _node("Conv", 1, 40)]) == 0.0
     assert boundary_reorder_share([]) == 0.0
@@ -137,8 +140,15 @@ def test_boundary_reorders_are_taken_off_and_inner_ones_kept():
     for k, d in enumerate((10, 10, 60)):
         t0 = 1000 * k
         runs += [{"cat": "Session", "name": "model_run", "ts": t0, "dur": 100},
-                 _node("ReorderInput", t0 + 1, d), _node("Conv", t0 + 70, 20)]
-    assert boundary_reorder_share(runs) == pytest.approx(0.10)
+                 _node("ReorderInput", t0 + 1, d), _node("Conv", t0 + 70, 20), _node("ReorderOutput", t0 + 95, 5)]
+    assert boundary_reorder_share(runs) == pytest.approx(0.15)
+    # int8: quantize + transpose lead, dequantize trails, each its own share
+    q = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100}, _node("QuantizeLinear", 1, 6),
+         _node("Transpose", 8, 4), _node("QLinearConv", 13, 60), _node("Transpose", 80, 4),
+         _node("QLinearLeakyRelu", 85, 5), _node("DequantizeLinear", 91, 3)]
+    from gancompress.latency.runtimes import LEAD_OPS, TRAIL_OPS
+
+    assert boundary_shares(q, LEAD_OPS, TRAIL_OPS) == (pytest.approx(0.10), pytest.approx(0.03))
 
 
 def test_a_real_ort_piece_is_priced_below_its_isolated_time_by_its_reorders():

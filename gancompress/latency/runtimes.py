@@ -107,8 +107,12 @@ def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("
 
 def boundary_reorder_share(profile_events: list[dict]) -> float:
     """The share of a run spent converting a float piece's input into and its output out of
-    ONNX Runtime's blocked conv layout (NCHWc), which a chain of layers pays once at its ends."""
-    return sum(boundary_shares(profile_events))
+    ONNX Runtime's blocked conv layout (NCHWc), which a chain of such pieces pays once at its
+    ends. Only for a piece blocked from end to end (a reorder first *and* last): one that leaves
+    the layout inside (a conv, instance norm and ReLU of translation; a pixel shuffle) hands a
+    plain tensor to its neighbour, which then pays its own reorder in the network too."""
+    lead, trail = boundary_shares(profile_events)
+    return lead + trail if lead > 0 and trail > 0 else 0.0
 
 
 def ort_profile(model_bytes: bytes, x: torch.Tensor, threads: int, runs: int = 7) -> list[dict]:

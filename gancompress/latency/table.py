@@ -6,7 +6,9 @@ predicted latency is the sum of its pieces' times, less the per-call overhead ev
 timing paid once and the whole network pays once (`overhead`, measured on a 1-pixel graph). On
 ONNX Runtime a piece timed alone also pays the conversion of its input into, and its output out of,
 the runtime's channel-blocked conv layout (NCHWc), which a chain of layers pays only at its ends: a
-profile of each piece gives that share and it is taken off (`runtimes.boundary_reorder_share`).
+profile of each piece gives that share and, for a piece blocked from end to end (SR's conv and
+residual layers; not translation's conv + instance norm, which leaves the layout inside), it is
+taken off (`runtimes.boundary_reorder_share`).
 
 Under torchrun only rank 0 times anything; every rank starts from rank 0's entries and asks for
 the same pieces in the same order, so each measurement is one broadcast that all ranks join, and
@@ -40,8 +42,8 @@ from ..arch.spec import ArchSpec
 from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .runtimes import (LEAD_OPS, RUNTIMES, TRAIL_OPS, boundary_shares, int8_onnx_bytes, onnx_bytes, ort_profile,
-                       runner)
+from .runtimes import (LEAD_OPS, RUNTIMES, TRAIL_OPS, boundary_reorder_share, boundary_shares, int8_onnx_bytes,
+                       onnx_bytes, ort_profile, runner)
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
@@ -184,7 +186,7 @@ class LatencyTable:
                     if piece.key not in self._shares:
                         events = ort_profile(model, x, self.threads)
                         self._shares[piece.key] = (boundary_shares(events, LEAD_OPS, TRAIL_OPS) if piece.int8
-                                                   else boundary_shares(events))
+                                                   else (boundary_reorder_share(events), 0.0))
                 lead, trail = self._shares.get(piece.key, (0.0, 0.0))
                 t = self.time_whole(model, x, rounds)
         out = {piece.key: t * (1.0 - lead - trail)}
