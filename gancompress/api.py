@@ -139,7 +139,8 @@ def profile(ref, size: int = 256, repeats: int = 5, scale: int | None = None,
 
 
 def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
-                 quiet: bool = False, real_target: str | None = None, trust_teacher_code: bool = False) -> dict:
+                 quiet: bool = False, real_target: str | None = None, trust_teacher_code: bool = False,
+                 eval_instances: str | None = None) -> dict:
     """Evaluate a finished run's student (and its teacher) on another eval folder (or images in
     memory: data/in_memory.py). `run`: a run directory or a CompressResult; `teacher`: overrides the
     run's (KIND:PATH or an nn.Module; a run made from a module teacher needs it again in a new
@@ -163,8 +164,14 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
                           None if teacher else cfg.get("teacher_range"),
                           scale=spec.scale if spec.task == "sr" else None, trust_code=trust_teacher_code,
                           classes=spec.spade.label_nc if spec.spade is not None else 0)
+    instances = eval_instances or (cfg.get("eval_instances") if str(eval_data) == str(cfg.get("eval_data")) else None)
+    if cfg.get("train_instances") and not instances:
+        raise UserError(f"run {run_p} reads GauGAN's instance-edge channel: give the instance maps of {eval_data} "
+                        "(--eval-instances DIR)")
+    if instances and not cfg.get("train_instances"):
+        raise UserError(f"run {run_p} was trained without instance maps; leave out --eval-instances")
     summary, rows = _quality(student, t, eval_data, spec.task, spec.scale, int(cfg.get("size", 256)), real_target,
-                             cfg.get("inception"), quiet, cfg.get("palette"))
+                             cfg.get("inception"), quiet, cfg.get("palette"), instances)
     res = {"run": str(run_p), "eval_data": str(eval_data), **summary, "per_image": rows}
     out = run_p / f"eval_{Path(eval_data).name or 'data'}.json"
     from .arch.spec import atomic_write_text
@@ -174,15 +181,17 @@ def evaluate_run(run, eval_data, teacher=None, scale: int | None = None,
     return res
 
 
-def _quality(student, teacher, eval_data, task, scale, size, real_target, inception, quiet, palette=None):
-    """(summary, per-image rows) of a student against a loaded teacher on an eval folder."""
+def _quality(student, teacher, eval_data, task, scale, size, real_target, inception, quiet, palette=None,
+             instances=None):
+    """(summary, per-image rows) of a student against a loaded teacher on an eval folder
+    (label2image: `instances`, the folder of instance maps for the edge channel, if it reads one)."""
     from .evaluate import quality, translate_quality
 
     if task == "label2image":
         from .data.label_maps import load_label_folder
 
-        data = load_label_folder(eval_data, teacher.in_channels, size, palette,
-                                 hint="point --eval-data at a folder of held-out label maps")
+        data = load_label_folder(eval_data, teacher.in_channels - (1 if instances else 0), size, palette,
+                                 hint="point --eval-data at a folder of held-out label maps", instances=instances)
         summary, rows, _ = translate_quality(student, teacher, data, None, inception, size, quiet)
     elif task == "translate":
         from .data.translate import load_square_folder
@@ -201,7 +210,8 @@ def _quality(student, teacher, eval_data, task, scale, size, real_target, incept
 
 def evaluate_student(student, teacher, eval_data, task: str = "sr", scale: int | None = None, teacher_range=None,
                      size: int = 256, real_target: str | None = None, quiet: bool = True,
-                     trust_teacher_code: bool = False, palette: str | None = None) -> dict:
+                     trust_teacher_code: bool = False, palette: str | None = None,
+                     instances: str | None = None) -> dict:
     """Any student against any teacher, outside a run: `student` an nn.Module (or a run / its
     CompressResult), `teacher` an nn.Module or "KIND:PATH", `eval_data` a folder or images in
     memory. Both take and return [0, 1] RGB (a module teacher in `teacher_range` if given). SR:
@@ -219,7 +229,8 @@ def evaluate_student(student, teacher, eval_data, task: str = "sr", scale: int |
     t = load_task_teacher(task, teacher_ref(teacher), None, teacher_range, scale=scale if task == "sr" else None,
                           trust_code=trust_teacher_code, classes=int(getattr(student, "label_nc", 0) or 0))
     eval_data = data_ref(eval_data, "eval_data")
-    summary, rows = _quality(student.eval(), t, eval_data, task, t.scale, size, real_target, None, quiet, palette)
+    summary, rows = _quality(student.eval(), t, eval_data, task, t.scale, size, real_target, None, quiet, palette,
+                             instances)
     return {"eval_data": str(eval_data), **summary, "per_image": rows}
 
 
@@ -271,14 +282,15 @@ def report(runs, out=None) -> dict:
 
 
 def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixels: float | None = None,
-            tile: int = 256, overlap: int = 16, palette: str | None = None) -> list[str]:
+            tile: int = 256, overlap: int = 16, palette: str | None = None, instances: str | None = None) -> list[str]:
     """Run a compressed student on image files (super-resolve, or translate); writes PNGs into `out`.
     SR runs tile by tile and streams the output into the PNG (memory bounded by the input, kept as
     8 bits); inputs above `max_pixels` (default streaming.SR_MAX_PIXELS) are refused. Translation
     students run on the whole image (instance norm): inputs above `max_pixels` (default
     streaming.TRANSLATE_MAX_PIXELS) are refused; any size is edge-padded to a multiple of 4 and
     cropped back. label2image students read label maps (PNGs of class ids, or colours with
-    `palette`), edge-padded to a multiple of 32, and write `NAME_image.png`."""
+    `palette`), edge-padded to a multiple of 32, and write `NAME_image.png`; one trained with
+    instance maps also reads the instance map of each label map's name from `instances`."""
     import math
 
     from tqdm.auto import tqdm
@@ -304,7 +316,8 @@ def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixe
     note = (" (a translation student runs on the whole image)" if spec.task == "translate" else "")
     written = []
     if spec.task == "label2image":
-        return _apply_label2image(model, spec, images, out_dir, max_pixels, palette, quiet)
+        return _apply_label2image(model, spec, images, out_dir, max_pixels, palette, quiet,
+                                  _apply_instances(run, instances))
     for img in tqdm(images, desc="upscale", disable=quiet):
         p = Path(img)
         x = load_image_u8(p, max_pixels, note)
@@ -321,16 +334,36 @@ def upscale(run: str, images: list[str], out: str, quiet: bool = False, max_pixe
     return written
 
 
+def _apply_instances(run, instances):
+    """The instance-map folder a label2image student needs (None when it reads no edge channel)."""
+    from .rundir import read_run_config
+
+    try:
+        cfg = read_run_config(run)
+    except (OSError, ValueError):
+        cfg = {}
+    trained_with = bool(cfg.get("train_instances")) if cfg else bool(instances)  # a bare student/ folder: trust the caller
+    if trained_with and not instances:
+        raise UserError(f"the student of {run} reads GauGAN's instance-edge channel: give the folder of instance "
+                        "maps named as the label maps (--instances DIR)")
+    if instances and not trained_with:
+        raise UserError(f"the student of {run} was trained without instance maps; leave out --instances")
+    if instances and not Path(instances).is_dir():
+        raise UserError(f"--instances {instances} is not a folder; give the folder of instance-map PNGs")
+    return instances
+
+
 @torch.no_grad()
-def _apply_label2image(model, spec, images, out_dir: Path, max_pixels: float, palette, quiet) -> list[str]:
+def _apply_label2image(model, spec, images, out_dir: Path, max_pixels: float, palette, quiet,
+                       instances=None) -> list[str]:
     """Label maps -> images; every map is read and checked before anything is written."""
     from tqdm.auto import tqdm
 
-    from .data.label_maps import load_label_map, load_palette, one_hot
+    from .data.label_maps import instance_file, load_instance_map, load_label_map, load_palette, one_hot
     from .fileio import atomic_writer
     from .streaming import image_to_png
 
-    classes = spec.spade.label_nc
+    classes = spec.spade.label_nc - (1 if instances else 0)
     pal = load_palette(palette) if palette else None
     maps = []
     for img in images:
@@ -338,11 +371,18 @@ def _apply_label2image(model, spec, images, out_dir: Path, max_pixels: float, pa
         if ids.numel() > max_pixels:
             raise UserError(f"label map {img} has {ids.numel()} pixels, over --max-pixels {max_pixels:.0f}; a "
                             "label2image student runs on the whole map: downscale it or raise --max-pixels")
-        maps.append((Path(img), ids))
+        inst = None
+        if instances:
+            q = instance_file(instances, img)
+            inst = load_instance_map(q)
+            if inst.shape != ids.shape:
+                raise UserError(f"instance map {q} is {tuple(inst.shape)} but label map {img} is "
+                                f"{tuple(ids.shape)}; give the instance map of the same size")
+        maps.append((Path(img), ids, inst))
     written = []
-    for p, ids in tqdm(maps, desc="apply", disable=quiet):
+    for p, ids, inst in tqdm(maps, desc="apply", disable=quiet):
         h, w = ids.shape
-        x = one_hot(ids, classes)[None]
+        x = one_hot(ids, classes, inst)[None]
         ph, pw = -h % 32, -w % 32
         if ph or pw:
             x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")

@@ -91,7 +91,7 @@ def cmd_eval(args):
     from .api import evaluate_run
 
     res = evaluate_run(args.run, args.eval_data, teacher=args.teacher, quiet=args.quiet, real_target=args.real_target,
-                       trust_teacher_code=args.trust_teacher_code)
+                       trust_teacher_code=args.trust_teacher_code, eval_instances=args.eval_instances)
     keys = ("images", "student_psnr_y", "student_ssim_y", "teacher_psnr_y", "bicubic_psnr_y", "psnr_to_teacher")
     if "ssim_to_teacher" in res:
         keys = ("images", "psnr_to_teacher", "ssim_to_teacher", "fid_to_teacher", "kid_to_teacher",
@@ -130,7 +130,7 @@ def cmd_upscale(args):
 
     written = []
     for p in upscale(args.run, args.images, args.out, quiet=args.quiet, max_pixels=args.max_pixels,
-                     palette=args.palette):
+                     palette=args.palette, instances=args.instances):
         print(p)
         written.append(str(p))
     return {"written": written}
@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "label2image: held-out label maps (the run's --palette applies)")
     e.add_argument("--teacher", default=None, help="override the run's teacher")
     e.add_argument("--real-target", default=None, help="translate: real target-domain images for FID/KID")
+    e.add_argument("--eval-instances", default=None,
+                   help="label2image, a run trained with instance maps: the instance maps of --eval-data (same "
+                        "names; default: the run's own when --eval-data is the run's)")
     add_trust_option(e)
     e.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     x = sub.add_parser("export", help="export a run's student to ONNX (checked against PyTorch)")
@@ -262,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         u.add_argument("--palette", default=None,
                        help="label2image: JSON or text file mapping colours to class ids, for colour-coded maps "
                             "(default: the images are PNGs of class ids)")
+        u.add_argument("--instances", default=None,
+                       help="label2image, a student trained with instance maps: the folder of instance maps named "
+                            "as the label maps")
         u.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     rp = sub.add_parser("report", help="redraw a run's report.html, or compare several runs in one page")
     rp.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories (compress --out)")

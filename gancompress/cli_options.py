@@ -62,6 +62,11 @@ def _add_inputs(p, demo: bool) -> None:
         g.add_argument("--palette", default=None,
                        help="label2image: JSON or text file mapping colours to class ids, for colour-coded label "
                             "maps (default: maps are PNGs of class ids)")
+        g.add_argument("--train-instances", default=None,
+                       help="label2image: folder of instance maps (PNGs of instance ids) named as the --train-data "
+                            "label maps, for GauGAN's instance-edge input channel")
+        g.add_argument("--eval-instances", default=None,
+                       help="label2image: the same for the --eval-data label maps")
         g.add_argument("--real-target", default=None,
                        help="translate: folder of real target-domain images for FID/KID to real (>= 50)")
         g.add_argument("--inception", default=None,
@@ -274,7 +279,8 @@ def config_from_args(args, demo: bool = False) -> CompressConfig:
                   teacher_weights=args.teacher_weights, teacher_range=_parse_range(args.teacher_range),
                   train_data=args.train_data, eval_data=args.eval_data, method=method.name,
                   real_target=args.real_target, inception=args.inception, classes=args.classes,
-                  palette=args.palette, method_options=method.options_from_args(args))
+                  palette=args.palette, train_instances=args.train_instances, eval_instances=args.eval_instances,
+                  method_options=method.options_from_args(args))
     return CompressConfig(task=args.task, scale=args.scale, size=args.size, views=args.views,
                           view_colour=args.view_colour, pair_aug=not args.no_pair_aug, crop_align=args.crop_align,
                           labels=args.labels, label_reuse=args.label_reuse, budget=args.budget,

@@ -80,6 +80,10 @@ class CompressConfig:
     # colour-coded maps (None: maps are PNGs of class ids)
     classes: int = 0
     palette: str | None = None
+    # label2image: folders of instance maps named as the --train-data / --eval-data label maps, for
+    # GauGAN's instance-edge channel (one more input channel after the classes)
+    train_instances: str | None = None
+    eval_instances: str | None = None
     # load a teacher that is code (TorchScript, module:, a .pt2 with pickled members): the user's
     # decision for this invocation, never stored in the run directory (teachers/trust.py)
     trust_teacher_code: bool = False
@@ -108,7 +112,8 @@ class CompressConfig:
 
         d = asdict(self)
         del d["auto_nf"], d["trust_teacher_code"], d["method_options"]
-        omit_defaults(d, {"pair_aug": True, "crop_align": 1, "budget_size": "256x256"})
+        omit_defaults(d, {"pair_aug": True, "crop_align": 1, "budget_size": "256x256", "train_instances": None,
+                          "eval_instances": None})
         if budget_unit(self.budget) != "ms":  # the latency options only matter to a latency budget
             del d["latency_runtime"], d["latency_threads"]
         d["search"] = self.search.to_dict()
@@ -121,12 +126,12 @@ class CompressConfig:
                 del d[k]
         if self.task != "label2image":
             for k in LABEL2IMAGE_ONLY:
-                del d[k]
+                d.pop(k, None)  # (the instance folders are already left out when unset)
         return d
 
 
 TRANSLATE_ONLY = ("size", "views", "view_colour", "real_target", "inception", "labels", "label_reuse")
-LABEL2IMAGE_ONLY = ("classes", "palette")
+LABEL2IMAGE_ONLY = ("classes", "palette", "train_instances", "eval_instances")
 LABELS = ("crop", "whole")
 
 TASK_DEFAULTS = {
@@ -293,5 +298,15 @@ def _validate_label2image(cfg: CompressConfig) -> None:
                         "operators); compress in float, then `gancompress export RUN --int8`")
     if not isinstance(cfg.classes, int) or cfg.classes < 0:
         raise UserError(f"--classes must be the number of label classes (0: the teacher's), got {cfg.classes!r}")
+    if bool(cfg.train_instances) != bool(cfg.eval_instances):
+        raise UserError("instance maps are one more input channel: give them for training and evaluation alike "
+                        "(--train-instances and --eval-instances), or neither")
+    for flag, folder, data in (("--train-instances", cfg.train_instances, cfg.train_data),
+                               ("--eval-instances", cfg.eval_instances, cfg.eval_data)):
+        if folder and not Path(folder).is_dir():
+            raise UserError(f"{flag} {folder} is not a folder; give the folder of instance-map PNGs")
+        if folder and not data:
+            raise UserError(f"{flag} pairs instance maps with your label maps, but the bundled maps have none: "
+                            f"give {flag.replace('instances', 'data')} too")
     if cfg.palette and not Path(cfg.palette).is_file():
         raise UserError(f"--palette {cfg.palette} not found; give the JSON or text file that maps colours to class ids")

@@ -123,8 +123,9 @@ def prepare(cfg: CompressConfig, method) -> RunContext:
     from .teachers.checks import check_teacher_accepts_any_size, check_teacher_task, load_task_teacher
 
     # scale=None: zoo teachers read it from the checkpoint, black boxes from a probe run
+    edges = 1 if cfg.train_instances else 0  # GauGAN's instance-edge channel, after the classes
     teacher = load_task_teacher(cfg.task, cfg.teacher, cfg.teacher_weights, cfg.teacher_range, cfg.device,
-                                trust_code=cfg.trust_teacher_code, classes=cfg.classes)
+                                trust_code=cfg.trust_teacher_code, classes=cfg.classes, edges=edges)
     check_teacher_task(cfg, teacher)
     if teacher.scale != cfg.scale:
         raise UserError(f"teacher {cfg.teacher} is x{teacher.scale} but --scale is {cfg.scale}; "
@@ -132,7 +133,10 @@ def prepare(cfg: CompressConfig, method) -> RunContext:
     if cfg.task == "label2image" and not cfg.classes:  # the run's config records the classes it read
         from dataclasses import replace
 
-        cfg = replace(cfg, classes=teacher.in_channels)
+        if teacher.in_channels - edges < 2:
+            raise UserError(f"teacher {cfg.teacher} reads {teacher.in_channels} channels, too few for classes and an "
+                            "instance-edge channel; leave out --train-instances / --eval-instances")
+        cfg = replace(cfg, classes=teacher.in_channels - edges)
     check_teacher_accepts_any_size(teacher, (cfg.size, cfg.size) if cfg.task != "sr" else (17, 23))
     from .budget import budget_for_run
 
@@ -350,7 +354,10 @@ def _save_crops(run, kept, scale):
         if labels is not None:
             from .data.label_maps import save_label_map
 
-            save_label_map(labels, run / "crops" / "inputs" / f"{stem}.png")
+            edges = labels.shape[0] > 2 and bool((labels[:-1].sum(0) == 1).all())  # + GauGAN's edge channel
+            save_label_map(labels[:-1] if edges else labels, run / "crops" / "inputs" / f"{stem}.png")
+            if edges:
+                save_image(labels[-1:].expand(3, -1, -1), run / "crops" / "inputs" / f"{stem}.edges.png")
         else:
             save_image(lr_in, run / "crops" / "inputs" / f"{stem}.png")
 

@@ -321,3 +321,55 @@ def test_train_teacher_label2image_writes_a_loadable_spade_file(tmp_path, capsys
     assert t.in_channels == 8 and t.info["ngf"] == 2 and t.info["hidden"] == 4 and t.info["norm"] == "batch"
     assert main(["train-teacher", "--task", "label2image", "--crop", "48", "--out", str(out)]) == 2
     assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_instance_maps_are_the_edge_channel_end_to_end(tmp_path):
+    """GauGAN's instance-edge channel: a teacher of 8 classes + 1 edge channel, instance maps named as
+    the label maps; compress, the teacher-target cache, eval, apply and int8 export all carry it."""
+    from gancompress.api import compress, evaluate_run, export_run, upscale
+    from gancompress.data.label_maps import load_label_folder
+    from gancompress.data.run_data import teacher_targets
+    from gancompress.errors import UserError
+
+    _teacher_file(tmp_path / "t.safetensors", label_nc=9)
+    _write_maps(tmp_path / "train", 4, 8, 96)
+    _write_maps(tmp_path / "eval", 3, 8, 64, seed=1)
+    for split, size in (("train", 96), ("eval", 64)):  # instances: 32 px blocks, ids up to 40000 (16 bit)
+        folder = tmp_path / f"{split}_inst"
+        folder.mkdir()
+        g = np.random.default_rng(7)
+        for i in range(4 if split == "train" else 3):
+            coarse = g.integers(0, 40000, (size // 32, size // 32)).astype(np.uint16)
+            Image.fromarray(np.kron(coarse, np.ones((32, 32), dtype=np.uint16))).save(folder / f"m{i}.png")
+    common = dict(task="label2image", teacher=f"spade:{tmp_path / 't.safetensors'}", train_data=str(tmp_path / "train"),
+                  eval_data=str(tmp_path / "eval"), budget="1/4", size=96, patch=64, search_patch=64, batch=2,
+                  retrain_steps=4, latency_size=64, latency_repeats=1, quiet=True, nf=4,
+                  train_instances=str(tmp_path / "train_inst"), eval_instances=str(tmp_path / "eval_inst"))
+    r = compress(method="uniform", out=str(tmp_path / "uni"), **common)
+    assert r["within_budget"] and r.spec.spade.label_nc == 9 and r["latency_input"] == "1x9x64x64"
+    cfg = json.loads((tmp_path / "uni" / "config.json").read_text())
+    assert cfg["classes"] == 8 and cfg["train_instances"] == str(tmp_path / "train_inst")
+    maps = dict(load_label_folder(tmp_path / "train", 8, 96, instances=tmp_path / "train_inst"))
+    assert all(m.shape[0] == 9 and m[8].sum() > 0 for m in maps.values())  # the edges are there
+    names, pairs = teacher_targets(None, tmp_path / "uni", None, None)  # the cache keeps ids + edges
+    assert torch.equal(pairs[0][0], maps[names[0]])
+    ev = evaluate_run(r, str(tmp_path / "eval"))  # the run's own eval maps: its instance maps too
+    assert ev["images"] == 3 and abs(ev["psnr_to_teacher"] - r["psnr_to_teacher"]) < 1e-4
+    (tmp_path / "other").mkdir()
+    Image.open(tmp_path / "eval" / "m0.png").save(tmp_path / "other" / "m0.png")
+    with pytest.raises(UserError, match="--eval-instances"):
+        evaluate_run(r, str(tmp_path / "other"))
+    out = upscale(str(tmp_path / "uni"), [str(tmp_path / "eval" / "m0.png")], str(tmp_path / "applied"), quiet=True,
+                  instances=str(tmp_path / "eval_inst"))
+    assert Image.open(out[0]).size == (64, 64)
+    with pytest.raises(UserError, match="--instances"):
+        upscale(str(tmp_path / "uni"), [str(tmp_path / "eval" / "m0.png")], str(tmp_path / "a2"), quiet=True)
+    assert export_run(str(tmp_path / "uni"), int8=True)["int8"]["latency_input"] == "1x9x256x256"
+    assert list((tmp_path / "uni" / "crops" / "inputs").glob("*.edges.png"))  # the int8 sheets read them back
+    assert "fp32 vs int8 (ONNX Runtime)" in (tmp_path / "uni" / "report.html").read_text()
+    # both folders or neither; a missing instance map is named
+    with pytest.raises(UserError, match="--train-instances and --eval-instances"):
+        compress(method="uniform", out=str(tmp_path / "x"), **{**common, "eval_instances": None})
+    (tmp_path / "train_inst" / "m3.png").unlink()
+    with pytest.raises(UserError, match="no instance map for label map m3.png"):
+        compress(method="uniform", out=str(tmp_path / "y"), **common)

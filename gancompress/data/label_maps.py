@@ -93,6 +93,42 @@ def load_label_map(path, classes: int, palette: dict | None = None) -> torch.Ten
     return ids
 
 
+def label_channels(cfg) -> int:
+    """The one-hot input channels of a run's label2image network: the classes, plus GauGAN's
+    instance-edge channel when the run has instance maps."""
+    return (getattr(cfg, "classes", 0) or 0) + (1 if getattr(cfg, "train_instances", None) else 0)
+
+
+def load_instance_map(path) -> torch.Tensor:
+    """(H, W) int64 instance ids from a PNG (greyscale 8/16 bit, indexed, or colours: only where
+    ids differ matters, so an RGB colour is one id)."""
+    p = Path(path)
+    try:
+        im = Image.open(p)
+        im.load()
+    except (OSError, ValueError) as e:
+        raise UserError(f"instance map {p} cannot be read as an image ({e}); give PNGs of instance ids") from None
+    if im.mode in ("RGB", "RGBA", "LA"):
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+        ids = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    else:
+        ids = np.asarray(im).astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(ids))
+
+
+def instance_file(folder, label_path) -> Path:
+    """The instance map that pairs with a label map: the file of the same stem in `folder`."""
+    from .images import list_images
+
+    stem = Path(label_path).stem
+    hits = [Path(f) for f in list_images(folder, hint="point --train-instances / --eval-instances at a folder "
+                                                      "of instance-map PNGs") if Path(f).stem == stem]
+    if not hits:
+        raise UserError(f"no instance map for label map {Path(label_path).name} in {folder}: each label map needs "
+                        f"the instance map of the same name ({stem}.png)")
+    return hits[0]
+
+
 def instance_edges(inst: torch.Tensor) -> torch.Tensor:
     """(H, W) float: 1 where a pixel's instance id differs from a 4-neighbour's (GauGAN's edge map)."""
     e = torch.zeros(inst.shape, dtype=torch.bool)
@@ -133,9 +169,10 @@ def square_labels(ids: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load_label_folder(folder, classes: int, size: int, palette=None, paths=None,
-                      hint: str = "point --train-data / --eval-data at a folder of label-map PNGs"):
-    """[(file name, one-hot (classes, size, size))] for every image of `folder` (or `paths`);
-    `palette`: a palette file for colour-coded maps."""
+                      hint: str = "point --train-data / --eval-data at a folder of label-map PNGs", instances=None):
+    """[(file name, one-hot (classes [+1], size, size))] for every image of `folder` (or `paths`);
+    `palette`: a palette file for colour-coded maps; `instances`: a folder of instance maps named
+    as the label maps, for GauGAN's instance-edge channel (edges found after the crop)."""
     from .images import list_images
 
     pal = load_palette(palette) if palette else None
@@ -143,7 +180,19 @@ def load_label_folder(folder, classes: int, size: int, palette=None, paths=None,
         raise UserError(f"palette {palette} names class {max(pal.values())} but the maps have {classes} classes "
                         f"(--classes); fix the palette or give --classes {max(pal.values()) + 1}")
     files = list(paths) if paths is not None else list_images(folder, hint=hint)
-    return [(Path(p).name, one_hot(square_labels(load_label_map(p, classes, pal), size), classes)) for p in files]
+    out = []
+    for p in files:
+        ids = load_label_map(p, classes, pal)
+        inst = None
+        if instances:
+            q = instance_file(instances, p)
+            inst = load_instance_map(q)
+            if inst.shape != ids.shape:
+                raise UserError(f"instance map {q} is {tuple(inst.shape)} but label map {p} is {tuple(ids.shape)}; "
+                                "give the instance map of the same size")
+            inst = square_labels(inst, size)
+        out.append((Path(p).name, one_hot(square_labels(ids, size), classes, inst)))
+    return out
 
 
 def colourize(x: torch.Tensor, classes: int | None = None) -> torch.Tensor:

@@ -24,12 +24,14 @@ def _square_images(folder, bundled_split: str, size: int, hint: str, views: int 
 
 
 def _label_maps(cfg, folder, split: str, hint: str):
-    """label2image inputs: (name, one-hot (classes, size, size)) from the user's folder of label
-    maps, else the bundled photographs' k-means maps (data/bundled_labels.py)."""
+    """label2image inputs: (name, one-hot (classes [+1 instance edges], size, size)) from the user's
+    folder of label maps (and instance maps), else the bundled photographs' k-means maps
+    (data/bundled_labels.py)."""
     from .label_maps import load_label_folder, one_hot
 
     if folder:
-        return load_label_folder(folder, cfg.classes, cfg.size, cfg.palette, hint=hint)
+        instances = getattr(cfg, "train_instances" if split == "train" else "eval_instances", None)
+        return load_label_folder(folder, cfg.classes, cfg.size, cfg.palette, hint=hint, instances=instances)
     from .bundled_labels import DEFAULT_CLASSES, bundled_label_maps
 
     if cfg.classes != DEFAULT_CLASSES:
@@ -116,20 +118,29 @@ def teacher_targets(cfg, run, teacher, images, log=info):
 
 
 def _input_to_store(i: int, x) -> dict:
-    """A one-hot label map is stored as its class ids (uint8 or int16) with its class count: 52
-    bundled maps of 8 classes are 3.4 MB instead of 109 MB of floats. Anything else as is."""
+    """A one-hot label map is stored as its class ids (uint8 or int16) with its class count (and
+    its instance-edge channel as uint8): 52 bundled maps of 8 classes are 3.4 MB instead of 109 MB
+    of floats. Anything else as is."""
     import torch
 
-    if x.dim() == 3 and x.shape[0] > 1 and bool(((x == 0) | (x == 1)).all()) and bool((x.sum(0) == 1).all()):
-        ids = x.argmax(0).to(torch.uint8 if x.shape[0] <= 256 else torch.int16)
-        return {f"{i}.ids": ids, f"{i}.classes": torch.tensor(x.shape[0])}
+    if x.dim() == 3 and x.shape[0] > 1 and bool(((x == 0) | (x == 1)).all()):
+        for classes in (x.shape[0], x.shape[0] - 1):  # plain one-hot, or one-hot + an edge channel
+            if classes > 1 and bool((x[:classes].sum(0) == 1).all()):
+                ids = x[:classes].argmax(0).to(torch.uint8 if classes <= 256 else torch.int16)
+                out = {f"{i}.ids": ids, f"{i}.classes": torch.tensor(classes)}
+                if classes < x.shape[0]:
+                    out[f"{i}.edges"] = x[classes].to(torch.uint8)
+                return out
     return {f"{i}.lr": x}
 
 
 def _stored_input(d: dict, i: int):
     if f"{i}.ids" in d:
+        import torch
+
         from .label_maps import one_hot
 
-        return one_hot(d[f"{i}.ids"].long(), int(d[f"{i}.classes"]))
+        x = one_hot(d[f"{i}.ids"].long(), int(d[f"{i}.classes"]))
+        return torch.cat([x, d[f"{i}.edges"].float()[None]]) if f"{i}.edges" in d else x
     return d[f"{i}.lr"]
 

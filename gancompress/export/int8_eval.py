@@ -19,10 +19,14 @@ def _run_images(cfg_d: dict, spec, calib_data: str | None):
     from ..data.run_data import eval_set, training_images
 
     patch = lambda k, d: SimpleNamespace(patch=int((cfg_d.get(k) or {}).get("patch", d)))  # noqa: E731
+    if calib_data and cfg_d.get("train_instances"):
+        raise UserError("this run's student reads GauGAN's instance-edge channel, which --calib-data maps do not "
+                        "have: calibrate on the run's own training maps (leave out --calib-data)")
     cfg = SimpleNamespace(task=spec.task, scale=spec.scale, train_data=calib_data or cfg_d.get("train_data"),
                           eval_data=cfg_d.get("eval_data"), size=int(cfg_d.get("size", 256)), views=1, seed=0,
                           view_colour=False, search=patch("search", 24), retrain=patch("retrain", 32),
-                          classes=cfg_d.get("classes"), palette=cfg_d.get("palette"))
+                          classes=cfg_d.get("classes"), palette=cfg_d.get("palette"),
+                          train_instances=cfg_d.get("train_instances"), eval_instances=cfg_d.get("eval_instances"))
     return training_images(cfg), eval_set(cfg)
 
 

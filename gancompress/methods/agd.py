@@ -41,6 +41,7 @@ from ..arch.ops import OPS
 from ..arch.spec import ArchSpec
 from ..distill.loop import run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
+from ..data.label_maps import label_channels
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .agd_supernet import Supernet, drop_useless_int8, fill_to_band, repair_to_budget, student_state_from_supernet
@@ -204,7 +205,7 @@ class AGD(Method):
         from dataclasses import replace
 
         small = replace(cfg.search, nf=nf)
-        net = make_supernet(small, frame_template(small, cfg.task, cfg.scale, cfg.classes))
+        net = make_supernet(small, frame_template(small, cfg.task, cfg.scale, label_channels(cfg)))
         return net.min_spec()
 
     def fit_to_budget(self, ctx: RunContext):
@@ -214,7 +215,7 @@ class AGD(Method):
 
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget
-        net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale, cfg.classes))
+        net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale, label_channels(cfg)))
         lo, hi = budget.cost(net.min_spec()), budget.cost(net.max_spec())  # int8 layers discounted
         if budget.limit < lo:
             raise UserError(f"budget {budget} is below the smallest network of the search space "
@@ -232,7 +233,7 @@ class AGD(Method):
         wa = ctx.sampler(s.patch, s.batch, cfg.seed, a, na)
         ab = ctx.sampler(s.patch, s.batch, cfg.seed + 1, b, nb)
         val = ctx.sampler(s.patch, 2 * s.batch, cfg.seed + 7, split=False).next_batch()
-        template = frame_template(s, cfg.task, cfg.scale, cfg.classes)
+        template = frame_template(s, cfg.task, cfg.scale, label_channels(cfg))
         res = search(s, template, wa, ab, val, ctx.budget, ctx.run / "search", ctx.distill_loss(), cfg.device,
                      cfg.quiet)
         if is_main():

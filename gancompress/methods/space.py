@@ -28,6 +28,7 @@ from ..arch.dynamic import make_dynamic, out_widths, set_active_widths
 from ..arch.ops import DEFAULT_OPS
 from ..arch.spec import (SPADE_BLOCKS, SPADE_UP_BLOCKS, ArchSpec, LayerSpec, UpsamplerSpec,
                          frame_for_width, spade_spec, spade_spec_of, uniform_sr_spec, uniform_translate_spec)
+from ..data.label_maps import label_channels
 from ..errors import UserError
 from ..rundir import omit_defaults
 from ..log import info
@@ -270,7 +271,7 @@ class WidthSupernet(nn.Module):
 def width_space(cfg, op: str) -> WidthSpace:
     """The width space of a run's options (its frame, cells and ratios) with `op` in every cell layer."""
     s = cfg.search
-    return WidthSpace(frame_template(s, cfg.task, cfg.scale, getattr(cfg, "classes", 0)), s.n_cells, s.n_layers, op, s.width_ratios)
+    return WidthSpace(frame_template(s, cfg.task, cfg.scale, label_channels(cfg)), s.n_cells, s.n_layers, op, s.width_ratios)
 
 
 # ---- fitting the space to a budget ----------------------------------------------------------
@@ -281,7 +282,7 @@ def uniform_spec_for_budget(cfg, budget) -> ArchSpec:
 
     def at_width(w):
         if cfg.task == "label2image":  # GauGAN's proportions scaled together (SPADE hidden 2 ngf)
-            return spade_spec(cfg.classes, w)
+            return spade_spec(label_channels(cfg), w)
         if cfg.task == "translate":  # CycleGAN's proportions scaled together (ngf = w / 4)
             return uniform_translate_spec(w, s.n_cells, s.n_layers, frame=frame_for_width(w, s.upsampler))
         return uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",

@@ -220,7 +220,7 @@ def int8_sheets(run: Path) -> list[tuple[str, bytes]]:
     import io
 
     fp32, int8 = run / "student" / "student.onnx", run / "student" / "student_int8.onnx"
-    inputs = sorted((run / "crops" / "inputs").glob("*.png"))
+    inputs = sorted(p for p in (run / "crops" / "inputs").glob("*.png") if not p.name.endswith(".edges.png"))
     if not (fp32.is_file() and int8.is_file() and inputs):
         return []
     import numpy as np
@@ -239,7 +239,12 @@ def int8_sheets(run: Path) -> list[tuple[str, bytes]]:
         if name == "labels":  # label2image: crops/inputs holds class ids; the model takes them one-hot
             from ..data.label_maps import load_label_map, one_hot
 
-            x = one_hot(load_label_map(p, int(shape[1])), int(shape[1]))[None].numpy()
+            e = p.with_name(f"{p.stem}.edges.png")  # GauGAN's instance-edge channel, after the classes
+            c = int(shape[1]) - e.is_file()
+            x = one_hot(load_label_map(p, c), c)
+            if e.is_file():
+                x = torch.cat([x, load_image(e)[:1].round()])
+            x = x[None].numpy()
         else:
             x = load_image(p)[None].numpy().astype(np.float32)
         a, b = (torch.from_numpy(s.run(None, {name: x})[0][0]).clamp(0, 1) for s in sessions)

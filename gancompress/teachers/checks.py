@@ -17,7 +17,8 @@ def _is_black_box(ref: str) -> bool:
 
 
 def load_task_teacher(task: str, ref: str, weights: str | None = None, value_range=None,
-                      device: str = "cpu", scale: int | None = None, trust_code: bool = False, classes: int = 0):
+                      device: str = "cpu", scale: int | None = None, trust_code: bool = False, classes: int = 0,
+                      edges: int = 0):
     """The teacher of a run: 'demo' means the bundled teacher of the task, and a black-box
     translation teacher keeps the image size (scale 1, no probe). One place for compress, eval
     and int8 export, so they always load the same model the same way."""
@@ -28,11 +29,17 @@ def load_task_teacher(task: str, ref: str, weights: str | None = None, value_ran
         scale = 1
     teacher = load_teacher(ref, weights=weights, device=device, scale=scale,
                            value_range=tuple(value_range) if value_range else None, trust_code=trust_code)
+    if task == "label2image" and teacher.kind_name in ZOO_KINDS_WITH_LABELS and edges and not classes:
+        classes = teacher.in_channels - edges
     if task == "label2image" and classes:
-        if teacher.kind_name in ZOO_KINDS_WITH_LABELS and teacher.in_channels != classes:
-            raise UserError(f"teacher {ref} reads {teacher.in_channels} label channels but --classes is {classes}; "
-                            f"leave --classes out (the teacher's) or give the teacher trained on {classes} classes")
-        teacher.in_channels, teacher.map_input = classes, False  # a black box: the maps are its input as they are
+        if teacher.kind_name in ZOO_KINDS_WITH_LABELS and teacher.in_channels != classes + edges:
+            extra = " + 1 instance-edge channel (--train-instances)" if edges else ""
+            hint = (" (one more than the classes: GauGAN's instance-edge channel; give --train-instances and "
+                    "--eval-instances)" if teacher.in_channels == classes + 1 and not edges else "")
+            raise UserError(f"teacher {ref} reads {teacher.in_channels} label channels but --classes is "
+                            f"{classes}{extra}{hint}; leave --classes out (the teacher's) or give the teacher "
+                            f"trained on {classes} classes")
+        teacher.in_channels, teacher.map_input = classes + edges, False  # the maps are its input as they are
     return teacher
 
 
