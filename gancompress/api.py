@@ -359,7 +359,7 @@ def _apply_label2image(model, spec, images, out_dir: Path, max_pixels: float, pa
     """Label maps -> images; every map is read and checked before anything is written."""
     from tqdm.auto import tqdm
 
-    from .data.label_maps import instance_file, load_instance_map, load_label_map, load_palette, one_hot
+    from .data.label_maps import load_label_map, load_palette, one_hot, paired_instance_map
     from .fileio import atomic_writer
     from .streaming import image_to_png
 
@@ -371,14 +371,7 @@ def _apply_label2image(model, spec, images, out_dir: Path, max_pixels: float, pa
         if ids.numel() > max_pixels:
             raise UserError(f"label map {img} has {ids.numel()} pixels, over --max-pixels {max_pixels:.0f}; a "
                             "label2image student runs on the whole map: downscale it or raise --max-pixels")
-        inst = None
-        if instances:
-            q = instance_file(instances, img)
-            inst = load_instance_map(q)
-            if inst.shape != ids.shape:
-                raise UserError(f"instance map {q} is {tuple(inst.shape)} but label map {img} is "
-                                f"{tuple(ids.shape)}; give the instance map of the same size")
-        maps.append((Path(img), ids, inst))
+        maps.append((Path(img), ids, paired_instance_map(instances, img, ids) if instances else None))
     written = []
     for p, ids, inst in tqdm(maps, desc="apply", disable=quiet):
         h, w = ids.shape

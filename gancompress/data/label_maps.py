@@ -53,14 +53,20 @@ def load_palette(path) -> dict[tuple[int, int, int], int]:
     return palette
 
 
-def load_label_map(path, classes: int, palette: dict | None = None) -> torch.Tensor:
-    """(H, W) int64 class ids in [0, classes) from a PNG of ids, or of colours with `palette`."""
-    p = Path(path)
+def _open_map(p: Path, what: str):
+    """The PIL image of a label or instance map, or a one-line error naming the file."""
     try:
         im = Image.open(p)
         im.load()
     except (OSError, ValueError) as e:
-        raise UserError(f"label map {p} cannot be read as an image ({e}); give PNGs of class ids") from None
+        raise UserError(f"{what} map {p} cannot be read as an image ({e}); give PNGs of {what} ids") from None
+    return im
+
+
+def load_label_map(path, classes: int, palette: dict | None = None) -> torch.Tensor:
+    """(H, W) int64 class ids in [0, classes) from a PNG of ids, or of colours with `palette`."""
+    p = Path(path)
+    im = _open_map(p, "label")
     if palette is not None:
         rgb = np.asarray(im.convert("RGB")).astype(np.int64)
         code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
@@ -102,18 +108,24 @@ def label_channels(cfg) -> int:
 def load_instance_map(path) -> torch.Tensor:
     """(H, W) int64 instance ids from a PNG (greyscale 8/16 bit, indexed, or colours: only where
     ids differ matters, so an RGB colour is one id)."""
-    p = Path(path)
-    try:
-        im = Image.open(p)
-        im.load()
-    except (OSError, ValueError) as e:
-        raise UserError(f"instance map {p} cannot be read as an image ({e}); give PNGs of instance ids") from None
+    im = _open_map(Path(path), "instance")
     if im.mode in ("RGB", "RGBA", "LA"):
         rgb = np.asarray(im.convert("RGB")).astype(np.int64)
         ids = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     else:
         ids = np.asarray(im).astype(np.int64)
     return torch.from_numpy(np.ascontiguousarray(ids))
+
+
+def paired_instance_map(folder, label_path, ids: torch.Tensor) -> torch.Tensor:
+    """The instance ids of the map named as `label_path` in `folder`, checked to be the size of its
+    label map `ids`."""
+    q = instance_file(folder, label_path)
+    inst = load_instance_map(q)
+    if inst.shape != ids.shape:
+        raise UserError(f"instance map {q} is {tuple(inst.shape)} but label map {label_path} is "
+                        f"{tuple(ids.shape)}; give the instance map of the same size")
+    return inst
 
 
 def instance_file(folder, label_path) -> Path:
@@ -183,14 +195,7 @@ def load_label_folder(folder, classes: int, size: int, palette=None, paths=None,
     out = []
     for p in files:
         ids = load_label_map(p, classes, pal)
-        inst = None
-        if instances:
-            q = instance_file(instances, p)
-            inst = load_instance_map(q)
-            if inst.shape != ids.shape:
-                raise UserError(f"instance map {q} is {tuple(inst.shape)} but label map {p} is {tuple(ids.shape)}; "
-                                "give the instance map of the same size")
-            inst = square_labels(inst, size)
+        inst = square_labels(paired_instance_map(instances, p, ids), size) if instances else None
         out.append((Path(p).name, one_hot(square_labels(ids, size), classes, inst)))
     return out
 
