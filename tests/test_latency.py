@@ -331,6 +331,13 @@ def test_a_candidate_keeps_only_the_int8_layers_that_lower_its_latency():
         dropped += sum(o not in int8 for o in kept)
         left += sum(o in int8 for o in kept)
     assert dropped and left  # this fake runtime makes narrow int8 layers slower, wide ones faster
+    # the space's smallest network is no dearer than its all-float version (conversions counted)
+    small = net.min_spec()
+    floats = ArchSpec.from_dict(small.to_dict())
+    for cell in floats.cells:
+        for layer in cell:
+            layer.op = layer.op.replace("@int8", "")
+    assert b.cost(small) <= b.cost(floats)
 
 
 def test_a_real_int8_piece_is_timed_quantized_with_its_conversions_apart():

@@ -376,12 +376,16 @@ class Supernet(nn.Module):
         return spec_cost(spec, self.int8_cost, hw or self.cost_hw)
 
     def min_spec(self) -> ArchSpec:
-        """The cheapest network of the space: every layer at its smallest width and cheapest op."""
+        """The cheapest network of the space: every layer at its smallest width and cheapest op
+        (under a latency budget, int8 layers whose conversions cost more than they save set back
+        to float: an int8 op's own piece leaves its conversions out)."""
         ws = [0] * len(self.all_widths)
         spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
         ops = []
         for i, (_, _, cin, layer) in enumerate(spec.layers()):
             ops.append(min(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width, i)))
+        if self._conversions is not None:
+            ops = drop_useless_int8(self, ops, ws)
         return self.spec_from_indices(ops, ws)
 
     def max_spec(self) -> ArchSpec:
