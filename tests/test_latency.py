@@ -340,6 +340,23 @@ def test_a_candidate_keeps_only_the_int8_layers_that_lower_its_latency():
     assert b.cost(small) <= b.cost(floats)
 
 
+def test_the_trunk_narrowing_prices_the_float_floor_under_a_latency_budget():
+    """With --search-int8, the smallest network priced in MACs is int8 everywhere (discounted), but
+    in milliseconds its narrow layers are faster in float: the narrowing rule must use that floor,
+    or it narrows the trunk too far (a 1/20:ms demo run went to nf 12 instead of 16)."""
+    from dataclasses import replace
+
+    from gancompress.config import task_config
+    from gancompress.methods.agd import AGD
+
+    cfg = task_config("sr")
+    cfg = replace(cfg, search=replace(cfg.search, n_cells=2, n_layers=2, int8_search=True))
+    macs_floor = AGD().smallest_network(cfg, 8)
+    ms_floor = AGD().smallest_network(cfg, 8, "ms")
+    assert all(layer.op.endswith("@int8") for _, _, _, layer in macs_floor.layers())
+    assert not any(layer.op.endswith("@int8") for _, _, _, layer in ms_floor.layers())
+
+
 def test_a_real_int8_piece_is_timed_quantized_with_its_conversions_apart():
     from gancompress.arch.pieces import layer_piece
 

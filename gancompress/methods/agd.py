@@ -195,32 +195,49 @@ def l1_loss(out, target):
     return F.l1_loss(out, target)
 
 
+def _floor_spec(spec: ArchSpec, unit: str) -> ArchSpec:
+    """The space's smallest network in the budget's unit. `min_spec` of a supernet priced in MACs
+    takes the int8 twin everywhere (discounted MACs); in milliseconds the narrow layers of the
+    smallest network are faster in float (no conversions, and narrow int8 convs are slower), so
+    its float twin is the floor there."""
+    if unit != "ms" or not any(OPS[layer.op].bits == 8 for _, _, _, layer in spec.layers()):
+        return spec
+    floor = ArchSpec.from_dict(spec.to_dict())
+    for cell in floor.cells:
+        for layer in cell:
+            layer.op = OPS[layer.op].base
+    return floor.validate()
+
+
 class AGD(Method):
     name, title = "agd", "AGD"
     summary = "AutoGAN-Distiller: differentiable search over operator x width"
     adapts_trunk = searches_int8 = True
     tasks = ("sr", "translate", "label2image")
 
-    def smallest_network(self, cfg, nf: int) -> ArchSpec:
+    def smallest_network(self, cfg, nf: int, unit: str = "MACs") -> ArchSpec:
         from dataclasses import replace
 
         small = replace(cfg.search, nf=nf)
         net = make_supernet(small, frame_template(small, cfg.task, cfg.scale, label_channels(cfg)))
-        return net.min_spec()
+        return _floor_spec(net.min_spec(), unit)
 
     def fit_to_budget(self, ctx: RunContext):
         from .space import adapt_trunk_width
 
-        return adapt_trunk_width(ctx.cfg, ctx.budget, self.smallest_network, frame_floor=True, log=ctx.log)
+        unit = ctx.budget.unit
+        return adapt_trunk_width(ctx.cfg, ctx.budget, lambda cfg, nf: self.smallest_network(cfg, nf, unit),
+                                 frame_floor=True, log=ctx.log)
 
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget
         net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale, label_channels(cfg)))
-        lo, hi = budget.cost(net.min_spec()), budget.cost(net.max_spec())  # int8 layers discounted
+        lo, hi = budget.cost(_floor_spec(net.min_spec(), budget.unit)), budget.cost(net.max_spec())
         if budget.limit < lo:
+            hint = smaller_space_hint(cfg, budget, lambda c, nf: self.smallest_network(c, nf, budget.unit))
             raise UserError(f"budget {budget} is below the smallest network of the search space "
                             f"({budget.fmt(lo)} {budget.where()}); raise --budget to at least that, or "
-                            f"shrink the space ({smaller_space_hint(cfg, budget, self.smallest_network)})")
+                            f"shrink the space ({hint})")
         if budget.limit > hi:
             ctx.log(f"note: budget {budget} exceeds the largest network of the space "
                     f"({budget.fmt(hi)}); the search cannot use all of it (raise --nf to widen the space)")

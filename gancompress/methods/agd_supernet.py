@@ -381,11 +381,16 @@ class Supernet(nn.Module):
         to float: an int8 op's own piece leaves its conversions out)."""
         ws = [0] * len(self.all_widths)
         spec = self.spec_from_indices([0] * len(self.layer_widths), ws)
-        ops = []
-        for i, (_, _, cin, layer) in enumerate(spec.layers()):
-            ops.append(min(range(len(self.op_names)), key=lambda o: self.op_cost(o, cin, layer.width, i)))
-        if self._conversions is not None:
-            ops = drop_useless_int8(self, ops, ws)
+
+        def cheapest(allowed):
+            return [min(allowed, key=lambda o: self.op_cost(o, cin, layer.width, i))
+                    for i, (_, _, cin, layer) in enumerate(spec.layers())]
+
+        ops = cheapest(range(len(self.op_names)))
+        if self._conversions is not None:  # the cheaper of: int8 where it pays, and all float
+            floats = cheapest([o for o in range(len(self.op_names)) if not bool(self._int8_ops[o])])
+            ops = min(drop_useless_int8(self, ops, ws), floats,
+                      key=lambda x: self.cost(self.spec_from_indices(x, ws)))
         return self.spec_from_indices(ops, ws)
 
     def max_spec(self) -> ArchSpec:
