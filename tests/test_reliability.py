@@ -227,6 +227,77 @@ def test_three_rollbacks_then_a_clear_stop_and_a_resumable_state(tmp_path, capsy
     assert seen[0][0] == 10 and len(seen) == 30 and torch.isfinite(m2.w).all()
 
 
+def test_a_step_that_says_diverged_rolls_back_like_a_nan(tmp_path, capsys):
+    """Values can stay finite while a run explodes; a step raising Diverged gets the same rollback."""
+    from gancompress.distill.loop import Diverged, run_loop
+
+    m, opt, sched = _loop_objects()
+    seen, hits = [], []
+    train = _trainer(m, opt, sched, lambda i: False, seen)
+
+    def step(i):
+        logs = train(i)
+        if i == 17 and not hits:
+            hits.append(i)
+            raise Diverged("held-out PSNR fell to 3.0 dB from 30.0")
+        return logs
+    run_loop("t", 40, step, {"m": m, "opt": opt, "sched": sched}, tmp_path / "a.ckpt", ckpt_every=5, quiet=True)
+    err = capsys.readouterr().err
+    assert "held-out PSNR fell" in err and "rolled back to step 15" in err
+    assert [i for i, _ in seen] == list(range(18)) + list(range(15, 40))
+    assert opt.used[-1] == pytest.approx(0.5 * seen[-1][1])
+
+
+class _FixedPairs:
+    """A sampler of one fixed batch (input, target = input / 2), with the state a checkpoint keeps."""
+
+    def __init__(self, on_draw=None):
+        torch.manual_seed(0)
+        self.x = torch.rand(2, 3, 16, 16)
+        self.n, self.on_draw = 0, on_draw
+
+    def next_batch(self):
+        self.n += 1
+        if self.on_draw:
+            self.on_draw(self.n)
+        return self.x, self.x / 2
+
+    def state_dict(self):
+        return {"n": self.n}
+
+    def load_state_dict(self, d):
+        self.n = d["n"]
+
+
+def test_an_ofa_fine_tune_that_explodes_rolls_back_instead_of_training_on(tmp_path, capsys):
+    """A fine-tune whose held-out PSNR collapses (an SRGAN run fell from 30.4 to 2.9 dB and trained
+    4000 more steps from there) rolls back to its last checkpoint at half the learning rate."""
+    import torch.nn as nn
+
+    from gancompress.methods.once_for_all import EXPLODED_DB, Objective, OFAConfig, finetune
+
+    torch.manual_seed(0)
+    student = nn.Conv2d(3, 3, 3, padding=1)
+    done = []
+
+    def sabotage(n):  # once, after the first validation: blow the weights up (finite)
+        if n == 60 and not done:
+            done.append(n)
+            with torch.no_grad():
+                student.weight.mul_(50.0)
+    sampler = _FixedPairs(sabotage)
+    cfg = OFAConfig(lambda_gan=0.0)
+    obj = Objective(cfg, nn.functional.l1_loss, None, {}, student, "sr", 1, None, 16, "cpu")
+    val = (sampler.x, sampler.x / 2)
+    finetune(cfg, student, obj, sampler, False, 150, 2e-3, tmp_path / "ft.ckpt", "cpu", quiet=True,
+             val_batch=val, log=lambda m: None)
+    err = capsys.readouterr().err
+    assert "rolled back to step 50" in err and "held-out PSNR" in err
+    psnrs = [p for _, p in student.finetune_val]
+    assert [s for s, _ in student.finetune_val] == [50, 100, 150]
+    assert min(psnrs) > max(psnrs) - EXPLODED_DB
+
+
 def test_onnx_export_check_fails_on_nan(tmp_path):
     from gancompress.arch.build import build_student
     from gancompress.arch.spec import uniform_sr_spec

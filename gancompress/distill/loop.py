@@ -114,8 +114,15 @@ def remove_checkpoint(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-# ---- non-finite values ------------------------------------------------------------------------
+# ---- non-finite values and divergence ---------------------------------------------------------
 MAX_ROLLBACKS = 3
+
+
+class Diverged(Exception):
+    """Raised by a step function that sees its run go wrong while every value is still finite
+    (e.g. held-out PSNR collapsing by tens of dB): `run_loop` treats it as a non-finite value,
+    rolling back to the last good state with the learning rate halved. The step that raises must
+    not have been checkpointed, so the state it judges is never saved."""
 
 
 def _first_nonfinite(logs, modules) -> str | None:
@@ -179,7 +186,7 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
     state; split into functions they would pass that state back and forth on every step.)
 
     Non-finite values: after every step the logged float values and every parameter of the modules
-    in `stateful` are checked. A NaN/inf rolls everything back to the last good state (an in-memory
+    in `stateful` are checked. A NaN/inf (or a `Diverged` raised by the step) rolls everything back to the last good state (an in-memory
     copy taken at each checkpoint) and halves the learning rate of every optimizer in `stateful`
     (a multiplier applied during optimizer.step(), kept in the checkpoint, so it survives a resume);
     after MAX_ROLLBACKS rollbacks the next one saves the last good state and stops with a UserError
@@ -263,8 +270,11 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
 
     try:
         while i < total:
-            logs = step_fn(i)
-            bad = _first_nonfinite(logs, modules)
+            try:
+                logs = step_fn(i)
+                bad = _first_nonfinite(logs, modules)
+            except Diverged as e:
+                logs, bad = {}, str(e)
             if n_ranks > 1:  # every rank rolls back together
                 flag = torch.tensor([1.0 if bad else 0.0])
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)

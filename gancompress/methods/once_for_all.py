@@ -29,7 +29,7 @@ from ..arch.dynamic import recalibrate_batchnorm
 from ..distill.features import (FeatureMapper, FeatureTaps, match_points, probe_features, same_name_layers,
                                 student_points, usable_teacher_layers)
 from ..distill.gan import discriminator_step, distill_discriminator, g_loss
-from ..distill.loop import run_loop
+from ..distill.loop import Diverged, run_loop
 from ..distributed import average_gradients, broadcast_parameters, is_main
 from ..distill.train import CosineLR
 from ..errors import UserError
@@ -339,7 +339,9 @@ def finetune(cfg: OFAConfig, student, obj: Objective, sampler, has_gt: bool, ste
     With `val_batch` (held-out training crops), PSNR to the teacher is measured at every checkpoint
     and the best weights are kept: if the run ends clearly worse than its best (a diverged run:
     one SRGAN fine-tune at lr 2e-3 without the GAN term blew up to outputs of 1e5), the best
-    weights are restored and the run says so. The history is returned (`val`)."""
+    weights are restored and the run says so. A collapse of more than EXPLODED_DB during the run
+    rolls back to the last checkpoint with the learning rate halved (run_loop's guard) instead of
+    training on from exploded weights. The history is returned (`val`)."""
     student.to(device).train()
     params, opt, sched, opt_d, stateful = _optimizers(cfg, obj, "model", student, sampler, lr, steps, 1e-6)
     taps = obj.attach(student)
@@ -367,6 +369,9 @@ def finetune(cfg: OFAConfig, student, obj: Objective, sampler, has_gt: bool, ste
         logs = step(i)
         if val_batch is not None and ((i + 1) % every == 0 or i + 1 == steps):
             p = _val_psnr(student, val_batch, device)
+            if extra["best_psnr"] is not None and p < extra["best_psnr"] - EXPLODED_DB:
+                # roll back to the last checkpoint (validated, good) at half the learning rate
+                raise Diverged(f"held-out PSNR to the teacher fell to {p:.2f} dB from {extra['best_psnr']:.2f}")
             extra["val"].append([i + 1, p])
             if extra["best_psnr"] is None or p > extra["best_psnr"]:
                 extra["best_psnr"] = p
@@ -389,6 +394,9 @@ def finetune(cfg: OFAConfig, student, obj: Objective, sampler, has_gt: bool, ste
 
 
 DIVERGED_DB = 1.0  # a final held-out PSNR this far below the best means the run went wrong
+# a held-out PSNR this far below the best during the run is an explosion (an SRGAN fine-tune at lr
+# 2e-3 fell from 30.4 to 2.9 dB between two validations and never came back): roll back at once
+EXPLODED_DB = 6.0
 
 
 @torch.no_grad()
