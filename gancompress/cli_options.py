@@ -148,6 +148,8 @@ def _add_agd_options(p, demo: bool) -> None:
     a.add_argument("--search-patch", type=int, default=None, help=f"(LR) patch size during search {_per_task('search_patch', demo)}")
     a.add_argument("--search-batch", type=int, default=None, help=_per_task("search_batch", demo))
     a.add_argument("--lr-arch", type=float, default=s.lr_arch, help="architecture-parameter learning rate")
+    a.add_argument("--arch-weight-decay", type=float, default=s.arch_weight_decay,
+                   help="L2 weight decay on the architecture parameters (Adam)")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
     a.add_argument("--search-int8", action="store_true",
                    help="AGD also chooses int8 or fp32 per cell layer (int8 layers train with fake quantization, "
@@ -249,11 +251,16 @@ def _space_config(args) -> SpaceConfig:
     bad = [o for o in ops if o not in OPS]
     if bad or not ops:
         raise UserError(f"unknown operator(s) {bad} in --ops; choose from {','.join(OPS)}")
+    for flag, v, low in (("--lr-arch", args.lr_arch, 0), ("--lr-weights", args.lr_weights, 0),
+                         ("--arch-weight-decay", args.arch_weight_decay, None)):
+        if not (v > low if low is not None else v >= 0):
+            raise UserError(f"{flag} must be {'positive' if low is not None else 'zero or positive'}, got {v:g}")
     frame = _parse_ratios(args.frame_widths, "--frame-widths") if args.frame_widths else None
     return SpaceConfig(nf=args.nf, n_cells=args.cells, n_layers=args.layers, ops=ops,
                        width_ratios=_parse_ratios(args.widths), frame_ratios=frame, upsampler=args.upsampler,
                        up_width=args.up_width, patch=args.search_patch, batch=args.search_batch,
                        warmup_steps=args.warmup_steps, search_steps=args.search_steps, lr_arch=args.lr_arch,
+                       arch_weight_decay=args.arch_weight_decay,
                        lr_weights=args.lr_weights, seed=args.seed, int8_search=args.search_int8,
                        int8_cost=args.int8_cost)
 

@@ -167,6 +167,8 @@ def test_spec_file_errors(tmp_path, capsys):
     (["--device", "gpu"], ["--device"]),
     (["--batch", "0"], ["--batch must be >= 1"]),
     (["--widths", "1/3,2"], ["--widths"]),
+    (["--lr-arch", "0"], ["--lr-arch must be positive"]),
+    (["--arch-weight-decay", "-0.1"], ["--arch-weight-decay must be zero or positive"]),
     (["--perceptual-weights", "/nonexistent/vgg19.pth"], ["not found"]),
 ])
 def test_bad_options(args, capsys, tmp_path, extra, words):

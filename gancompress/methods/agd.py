@@ -89,7 +89,8 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     broadcast_parameters(net.parameters())
     w_params = net.weight_parameters()
     opt_w = torch.optim.Adam(w_params, lr=cfg.lr_weights)
-    opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch, betas=(0.5, 0.999), weight_decay=1e-3)
+    opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch, betas=(0.5, 0.999),
+                             weight_decay=cfg.arch_weight_decay)
     lo, hi = cfg.band * budget.limit, budget.limit
     total = cfg.warmup_steps + cfg.search_steps
     # int8 layers priced by measured latency: one may cost more than its float twin, so a candidate

@@ -53,6 +53,7 @@ class SpaceConfig:
     search_steps: int = 300
     lr_weights: float = 5e-4
     lr_arch: float = 5e-3
+    arch_weight_decay: float = 1e-3  # DARTS' and AGD's L2 on the architecture parameters
     tau_start: float = 2.0
     tau_end: float = 0.5
     band: float = 0.85
