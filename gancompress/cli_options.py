@@ -150,6 +150,9 @@ def _add_agd_options(p, demo: bool) -> None:
     a.add_argument("--lr-arch", type=float, default=s.lr_arch, help="architecture-parameter learning rate")
     a.add_argument("--arch-weight-decay", type=float, default=s.arch_weight_decay,
                    help="L2 weight decay on the architecture parameters (Adam)")
+    a.add_argument("--band", type=float, default=s.band,
+                   help="AGD keeps derived networks costing between BAND x budget and the budget "
+                        f"(default {s.band})")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
     a.add_argument("--search-int8", action="store_true",
                    help="AGD also chooses int8 or fp32 per cell layer (int8 layers train with fake quantization, "
@@ -255,12 +258,14 @@ def _space_config(args) -> SpaceConfig:
                          ("--arch-weight-decay", args.arch_weight_decay, None)):
         if not (v > low if low is not None else v >= 0):
             raise UserError(f"{flag} must be {'positive' if low is not None else 'zero or positive'}, got {v:g}")
+    if not 0 < args.band < 1:
+        raise UserError(f"--band must be between 0 and 1 (a share of the budget), got {args.band:g}")
     frame = _parse_ratios(args.frame_widths, "--frame-widths") if args.frame_widths else None
     return SpaceConfig(nf=args.nf, n_cells=args.cells, n_layers=args.layers, ops=ops,
                        width_ratios=_parse_ratios(args.widths), frame_ratios=frame, upsampler=args.upsampler,
                        up_width=args.up_width, patch=args.search_patch, batch=args.search_batch,
                        warmup_steps=args.warmup_steps, search_steps=args.search_steps, lr_arch=args.lr_arch,
-                       arch_weight_decay=args.arch_weight_decay,
+                       arch_weight_decay=args.arch_weight_decay, band=args.band,
                        lr_weights=args.lr_weights, seed=args.seed, int8_search=args.search_int8,
                        int8_cost=args.int8_cost)
 

@@ -169,6 +169,7 @@ def test_spec_file_errors(tmp_path, capsys):
     (["--widths", "1/3,2"], ["--widths"]),
     (["--lr-arch", "0"], ["--lr-arch must be positive"]),
     (["--arch-weight-decay", "-0.1"], ["--arch-weight-decay must be zero or positive"]),
+    (["--band", "1.5"], ["--band must be between 0 and 1"]),
     (["--perceptual-weights", "/nonexistent/vgg19.pth"], ["not found"]),
 ])
 def test_bad_options(args, capsys, tmp_path, extra, words):
