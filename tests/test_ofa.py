@@ -294,3 +294,16 @@ def test_feature_taps_ignore_what_other_calls_left():
     assert [f.shape[0] for f in feats] == [2, 2]
     torch.testing.assert_close(feats[0], net[0](x))
     taps.close()
+
+
+def test_the_fine_tune_feature_term_defaults_per_task_and_old_configs_still_match():
+    """SR fine-tunes on the output L1 alone (the feature term cost 0.9 dB to the teacher on SRGAN at
+    equal training); translation keeps --lambda-distill; an unset value is not written to
+    config.json, so runs made before the option resume."""
+    from gancompress.methods.once_for_all import OFAConfig, resolved
+
+    assert resolved(OFAConfig(), "sr").finetune_distill == 0.0
+    assert resolved(OFAConfig(lambda_distill=0.3), "translate").finetune_distill == 0.3
+    assert resolved(OFAConfig(finetune_distill=0.2), "sr").finetune_distill == 0.2
+    assert "finetune_distill" not in OFAConfig().to_dict()
+    assert OFAConfig(finetune_distill=0.0).to_dict()["finetune_distill"] == 0.0
