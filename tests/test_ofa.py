@@ -307,3 +307,11 @@ def test_the_fine_tune_feature_term_defaults_per_task_and_old_configs_still_matc
     assert resolved(OFAConfig(finetune_distill=0.2), "sr").finetune_distill == 0.2
     assert "finetune_distill" not in OFAConfig().to_dict()
     assert OFAConfig(finetune_distill=0.0).to_dict()["finetune_distill"] == 0.0
+
+
+def test_the_search_config_leaves_the_arch_weight_decay_out_at_its_default():
+    """config.json of a run made before --arch-weight-decay has no such key: resuming it must match."""
+    from gancompress.methods.space import SpaceConfig
+
+    assert "arch_weight_decay" not in SpaceConfig().to_dict()
+    assert SpaceConfig(arch_weight_decay=0.0).to_dict()["arch_weight_decay"] == 0.0

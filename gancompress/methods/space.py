@@ -72,7 +72,9 @@ class SpaceConfig:
     frame_nf: int = 0
 
     def to_dict(self):
-        d = omit_defaults(asdict(self), {"frame_ratios": None, "frame_nf": 0, "int8_search": False})
+        # options added later are left out at their defaults, so runs made before them still resume
+        d = omit_defaults(asdict(self), {"frame_ratios": None, "frame_nf": 0, "int8_search": False,
+                                         "arch_weight_decay": 1e-3})
         if "int8_search" not in d:
             del d["int8_cost"]  # only meaningful with the precision search
         for k in ("ops", "width_ratios", "frame_ratios"):
