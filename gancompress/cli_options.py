@@ -254,10 +254,11 @@ def _space_config(args) -> SpaceConfig:
     bad = [o for o in ops if o not in OPS]
     if bad or not ops:
         raise UserError(f"unknown operator(s) {bad} in --ops; choose from {','.join(OPS)}")
-    for flag, v, low in (("--lr-arch", args.lr_arch, 0), ("--lr-weights", args.lr_weights, 0),
-                         ("--arch-weight-decay", args.arch_weight_decay, None)):
-        if not (v > low if low is not None else v >= 0):
-            raise UserError(f"{flag} must be {'positive' if low is not None else 'zero or positive'}, got {v:g}")
+    for flag, v in (("--lr-arch", args.lr_arch), ("--lr-weights", args.lr_weights)):
+        if not v > 0:
+            raise UserError(f"{flag} must be positive, got {v:g}")
+    if not args.arch_weight_decay >= 0:
+        raise UserError(f"--arch-weight-decay must be zero or positive, got {args.arch_weight_decay:g}")
     if not 0 < args.band < 1:
         raise UserError(f"--band must be between 0 and 1 (a share of the budget), got {args.band:g}")
     frame = _parse_ratios(args.frame_widths, "--frame-widths") if args.frame_widths else None

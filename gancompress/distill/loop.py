@@ -186,9 +186,10 @@ def run_loop(name: str, total: int, step_fn, stateful: dict, ckpt_path: Path, ck
     state; split into functions they would pass that state back and forth on every step.)
 
     Non-finite values: after every step the logged float values and every parameter of the modules
-    in `stateful` are checked. A NaN/inf (or a `Diverged` raised by the step) rolls everything back to the last good state (an in-memory
-    copy taken at each checkpoint) and halves the learning rate of every optimizer in `stateful`
-    (a multiplier applied during optimizer.step(), kept in the checkpoint, so it survives a resume);
+    in `stateful` are checked. A NaN/inf (or a `Diverged` raised by the step) rolls everything back
+    to the last good state (an in-memory copy taken at each checkpoint) and halves the learning
+    rate of every optimizer in `stateful` (a multiplier applied during optimizer.step(), kept in
+    the checkpoint, so it survives a resume);
     after MAX_ROLLBACKS rollbacks the next one saves the last good state and stops with a UserError
     (re-running the command continues from there, at half the rate again).
     """

@@ -34,6 +34,9 @@ from ..rundir import omit_defaults
 from ..log import info
 
 
+ARCH_WEIGHT_DECAY = 1e-3  # DARTS' and AGD's L2 on the architecture parameters
+
+
 @dataclass
 class SpaceConfig:
     """The space every method searches or prunes in (the trunk width, cells, layers, operators,
@@ -53,7 +56,7 @@ class SpaceConfig:
     search_steps: int = 300
     lr_weights: float = 5e-4
     lr_arch: float = 5e-3
-    arch_weight_decay: float = 1e-3  # DARTS' and AGD's L2 on the architecture parameters
+    arch_weight_decay: float = ARCH_WEIGHT_DECAY
     tau_start: float = 2.0
     tau_end: float = 0.5
     band: float = 0.85
@@ -74,7 +77,7 @@ class SpaceConfig:
     def to_dict(self):
         # options added later are left out at their defaults, so runs made before them still resume
         d = omit_defaults(asdict(self), {"frame_ratios": None, "frame_nf": 0, "int8_search": False,
-                                         "arch_weight_decay": 1e-3})
+                                         "arch_weight_decay": ARCH_WEIGHT_DECAY})
         if "int8_search" not in d:
             del d["int8_cost"]  # only meaningful with the precision search
         for k in ("ops", "width_ratios", "frame_ratios"):
