@@ -47,7 +47,8 @@ GAN_DEFAULT = {"sr": 0.0, "translate": 0.1, "label2image": 0.0}  # label2image: 
 # the feature term while fine-tuning the chosen sub-network; None: --lambda-distill. SR: off, measured
 # on SRGAN 1/10 at equal training (BENCHMARKS.md, "GAN Compression against the uniform baseline at
 # equal training"): with it the student was 0.47 dB further from the teacher than the uniform
-# baseline, without it 0.45 dB closer; the L1 to the teacher's output is a dense pixel target there
+# baseline, without it (the supernet keeping it) 0.26 dB closer; the L1 to the teacher's output is
+# a dense pixel target there
 FINETUNE_DISTILL_DEFAULT = {"sr": 0.0, "translate": None, "label2image": None}
 
 
