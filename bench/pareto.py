@@ -204,13 +204,15 @@ def main() -> None:
                 r["to_teacher"] = json.loads((Path(a.out) / r["run"] / "metrics.json").read_text()).get("psnr_to_teacher")
         rows = sorted((r for r in rows if r["budget"] in budgets and r["method"] in methods),
                       key=lambda r: (budgets.index(r["budget"]), methods.index(r["method"]), r["seed"]))
-    for budget in ([] if a.from_rows else a.budgets.split(",")):
-        for method in a.methods.split(","):
-            for seed in (int(s) for s in a.seeds.split(",")):
-                r = one_run(a, method, budget, seed, extra)
-                if r:
-                    rows.append(r)
-                    print(json.dumps({k: r[k] for k in ("run", "gmacs", "ratio_ort", "quality", "minutes")}), flush=True)
+    else:
+        for budget in a.budgets.split(","):
+            for method in a.methods.split(","):
+                for seed in (int(s) for s in a.seeds.split(",")):
+                    r = one_run(a, method, budget, seed, extra)
+                    if r:
+                        rows.append(r)
+                        print(json.dumps({k: r[k] for k in ("run", "gmacs", "ratio_ort", "quality", "minutes")}),
+                              flush=True)
     if not rows:
         sys.exit("pareto: no run finished")
     name = a.name or a.teacher
