@@ -117,6 +117,9 @@ def cmd_export(args):
               f"PSNR to teacher {q['int8_to_teacher']:.2f} dB (fp32 {q['fp32_to_teacher']:.2f}, delta "
               f"{q['delta_psnr_to_teacher']:+.2f}); int8 vs fp32 {q['int8_vs_fp32']:.2f} dB; ORT latency int8/fp32 "
               f"{q['latency_ratio_int8_fp32']:.2f} at {q['latency_input']}")
+        if "int8_psnr_y" in q:
+            print(f"PSNR-Y to the ground truth: int8 {q['int8_psnr_y']:.2f} dB, fp32 {q['fp32_psnr_y']:.2f}, teacher "
+                  f"{q['teacher_psnr_y']:.2f}")
         if q.get("delta_fid_to_teacher") is not None:
             print(f"FID to teacher outputs: fp32 {q['fp32_fid_to_teacher']:.2f}, int8 {q['int8_fid_to_teacher']:.2f} "
                   f"(delta {q['delta_fid_to_teacher']:+.2f}) over {q['eval_images']} images")

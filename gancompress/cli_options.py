@@ -178,6 +178,10 @@ def _add_retrain_options(p, demo: bool) -> None:
                         "teacher read as a graph (--prune-init graph, --slim-init graph): every activation and norm "
                         "of the student is matched to the teacher's same layer at the channels it kept "
                         f"(distill/hints.py; default {r.hints:g}: off)")
+    t.add_argument("--qat", action="store_true",
+                   help="retrain quantization-aware for whole-model int8: every conv the int8 export quantizes sees "
+                        "int8 weights and inputs while training, and the run ends with the int8 export "
+                        "(RUN/int8.json); the budget is still priced in fp32, so the int8 model runs under it")
     t.add_argument("--init", default=c.init, choices=["supernet", "scratch"],
                    help="start retraining from the supernet's weights or from scratch")
     t.add_argument("--perceptual-weights", default=None,
@@ -279,7 +283,7 @@ def _retrain_config(args) -> TrainConfig:
         pw = 0.01 if args.perceptual_weights else 0.0
     parse_mix(args.loss)  # a bad mix is an error before anything runs
     return TrainConfig(steps=args.retrain_steps, patch=args.patch, batch=args.batch, lr=args.lr,
-                       perceptual_weight=pw, loss=args.loss, hints=args.hints)
+                       perceptual_weight=pw, loss=args.loss, hints=args.hints, qat=args.qat)
 
 
 def config_from_args(args, demo: bool = False) -> CompressConfig:

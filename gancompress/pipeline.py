@@ -98,7 +98,7 @@ def _compress(cfg: CompressConfig, force: bool) -> dict:
     metrics = stages("evaluate", lambda: evaluate_stage(ctx, spec, student, evalset))
     from .arch.cost import has_int8_layers
 
-    if (spec.bits == 8 or has_int8_layers(spec)) and "int8" not in metrics:  # trained for int8: deploy it so
+    if (spec.bits == 8 or has_int8_layers(spec) or cfg.retrain.qat) and "int8" not in metrics:  # trained for int8
         metrics["int8"] = stages("int8", lambda: int8_export(ctx.run, cfg.trust_teacher_code))
         if ctx.budget.unit == "ms" and has_int8_layers(spec) and metrics["int8"].get("int8_onnx"):
             # the latency budget priced the mixed-precision model: measure that one as well
@@ -246,6 +246,10 @@ def retrain_stage(ctx: RunContext, method, spec, init_state):
     student = build_student(spec)
     if init_state is not None and ctx.cfg.init == "supernet":
         load_sliced(student, init_state)
+    if ctx.cfg.retrain.qat:  # before the method's own fake quantization (a layer is quantized once)
+        from .quant.fake import enable_export_qat
+
+        ctx.log(f"quantization-aware retraining: {len(enable_export_qat(student, ctx.cfg.task))} convs int8")
     student = strip_fake_quant(method.retrain(ctx, spec, student)).cpu().eval()
     if is_main():
         save_student(student, spec, run / "student")

@@ -117,6 +117,7 @@ def test_int8_export_runs_and_stays_close_to_fp32(finished_run, capsys, tmp_path
     q = json.loads((out / "int8.json").read_text())
     assert (out / "student" / "student_int8.onnx").is_file() and q["size_ratio"] > 0  # tiny: QDQ overhead dominates
     assert q["int8_vs_fp32"] > 30 and q["calibration_images"] >= 1
+    assert abs(q["int8_psnr_y"] - q["fp32_psnr_y"]) < 3 and q["teacher_psnr_y"] > 0  # against the ground truth too
     # SR default recipe: conv, LeakyReLU and add run as int8 kernels; the bicubic skip stays float
     assert q["recipe"] == "qlinear" and "LeakyRelu" not in q["float_ops"] and "Conv" in q["float_ops"]
     assert any(n.startswith("/skip/") for n in q["float_nodes"])

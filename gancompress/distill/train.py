@@ -30,11 +30,12 @@ class TrainConfig:
     perceptual_weight: float = 0.0
     loss: str = "l1"  # weight-free loss mix, see distill.losses
     hints: float = 0.0  # weight of the teacher's intermediate features (graph students: distill/hints.py)
+    qat: bool = False  # quantization-aware: fake int8 on every conv `export --int8` quantizes (quant/fake.py)
 
     def to_dict(self):
         from ..rundir import omit_defaults
 
-        return omit_defaults(asdict(self), {"loss": "l1", "hints": 0.0})
+        return omit_defaults(asdict(self), {"loss": "l1", "hints": 0.0, "qat": False})
 
 
 class CosineLR:

@@ -69,7 +69,7 @@ def evaluate_int8(run: Path, spec, fp32_path: Path, calib_data, calib_count: int
                                 cfg_d.get("teacher_range"), scale=spec.scale if spec.task == "sr" else None,
                                 trust_code=trust_teacher_code)
     rows, outs = _compare(fp32, i8, teacher, evalset, spec)
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("int8_vs_fp32", "fp32_to_teacher", "int8_to_teacher")}
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "image"}
     mean.update(_int8_fid(outs))
     size = 128 if spec.task == "sr" else 256  # a few ms per call at 64 px: too short to time steadily
     xl = example_input(SimpleNamespace(label_nc=spec.spade.label_nc if spec.spade else None), (size, size))
@@ -103,6 +103,9 @@ def _compare(fp32, i8, teacher, evalset, spec):
             for k, v in (("fp32", a), ("int8", b), ("teacher", t)):
                 outs[k].append(v)
         rows.append({"image": item[0], "int8_vs_fp32": p(b, a), "fp32_to_teacher": p(a, t), "int8_to_teacher": p(b, t)})
+        if spec.task == "sr":  # against the ground truth as well: the loss a user of the int8 model sees
+            hr = item[2]
+            rows[-1].update(int8_psnr_y=p(b, hr), fp32_psnr_y=p(a, hr), teacher_psnr_y=p(t, hr))
     return rows, outs
 
 

@@ -81,6 +81,8 @@ def enable_fake_quant(model: nn.Module, bits: int = 8, skip: tuple = (), only: t
     for name, m in list(model.named_modules()):
         if not isinstance(m, QUANT_TYPES) or any(name.startswith(s) for s in skip):
             continue
+        if parametrize.is_parametrized(m, "weight"):  # already quantized (e.g. --qat on a precision-searched layer)
+            continue
         if only is not None and not any(name == o or name.startswith(o + ".") for o in only):
             continue
         axis = 1 if isinstance(m, nn.ConvTranspose2d) else 0  # ConvTranspose2d weights are (in, out, k, k)
@@ -90,6 +92,21 @@ def enable_fake_quant(model: nn.Module, bits: int = 8, skip: tuple = (), only: t
         m.register_forward_pre_hook(rng.hook)
         done.append(name)
     return done
+
+
+# Layers `export --int8` leaves in float, per task (its default recipe, export/int8.py), as module
+# names; quantization-aware retraining (`--qat`) quantizes every other conv, so training sees the
+# rounding the deployed int8 model applies. Translation's recipe also keeps every ConvTranspose2d float.
+EXPORT_FLOAT = {"sr": ("skip",), "translate": ("out",)}
+EXPORT_FLOAT_TRANSPOSED = {"sr": False, "translate": True}
+
+
+def enable_export_qat(model: nn.Module, task: str) -> list[str]:
+    """Fake quantization on the convs the task's int8 export quantizes (in place); returns them."""
+    skip = list(EXPORT_FLOAT[task])
+    if EXPORT_FLOAT_TRANSPOSED[task]:
+        skip += [n for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)]
+    return enable_fake_quant(model, 8, skip=tuple(skip))
 
 
 def int8_layer_names(spec) -> list[str]:

@@ -178,6 +178,8 @@ def int8_line(q: dict) -> str:
     return (f"int8 ONNX (`student/student_int8.onnx`, {q['int8_bytes'] / 1e6:.2f} MB, {q['size_ratio']:.2f} of fp32): "
             f"PSNR to teacher {q['int8_to_teacher']:.2f} dB vs fp32 {q['fp32_to_teacher']:.2f} "
             f"({q['delta_psnr_to_teacher']:+.2f})"
+            + (f"; PSNR-Y to the ground truth {q['int8_psnr_y']:.2f} dB vs fp32 {q['fp32_psnr_y']:.2f} "
+               f"(teacher {q['teacher_psnr_y']:.2f})" if "int8_psnr_y" in q else "")
             + (f", FID to teacher {q['fp32_fid_to_teacher']:.1f} -> {q['int8_fid_to_teacher']:.1f}"
                if q.get("delta_fid_to_teacher") is not None else "")
             + f"; ORT latency int8/fp32 {q['latency_ratio_int8_fp32']:.2f}; "
