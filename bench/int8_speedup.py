@@ -1,0 +1,70 @@
+"""How many times faster than the teacher a run's student is, fp32 and int8, on ONNX Runtime.
+
+The run's `teacher.onnx`, `student/student.onnx` and `student/student_int8.onnx` (made by the
+run, by `--qat`, or by `gancompress export RUN --int8`), timed in one process at one LR size and
+thread count, interleaved round by round so a load change hits all three alike; medians. The
+speed-up the issue's "int8 student >= 80x faster than the teacher's fp32" asks about is
+teacher fp32 / student int8 here (the run's own int8.json times int8 vs fp32 at 128 px only).
+
+    python bench/int8_speedup.py bench/out/srgan/agd_1over50_ms_c3l3_r20k [RUN...] --size 256 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from gancompress.export.student import onnx_runner  # noqa: E402
+
+
+def timed(fn, x) -> float:
+    t = time.perf_counter()
+    fn(x)
+    return 1000 * (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run directories with teacher.onnx and student/student_int8.onnx")
+    ap.add_argument("--size", type=int, default=256, help="LR input side (default 256, the budgets' size)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (teacher, fp32, int8 each once per round)")
+    a = ap.parse_args()
+    x = torch.rand(1, 3, a.size, a.size)
+    teacher = None
+    for run in map(Path, a.runs):
+        paths = {"teacher": run / "teacher.onnx", "fp32": run / "student" / "student.onnx",
+                 "int8": run / "student" / "student_int8.onnx"}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            sys.exit(f"{run}: missing {', '.join(missing)} (int8: `gancompress export {run} --int8`)")
+        if teacher is None:  # one teacher for every run (they share it): timed once per round with each run
+            teacher = onnx_runner(paths["teacher"], a.threads)
+        fns = {"teacher": teacher, "fp32": onnx_runner(paths["fp32"], a.threads),
+               "int8": onnx_runner(paths["int8"], a.threads)}
+        times = {k: [] for k in fns}
+        for k, f in fns.items():  # warm-up
+            f(x)
+        for _ in range(a.rounds):
+            for k, f in fns.items():
+                times[k].append(timed(f, x))
+        ms = {k: statistics.median(v) for k, v in times.items()}
+        row = {"run": str(run), "size": a.size, "threads": a.threads, "ms": ms,
+               "fp32_speedup": ms["teacher"] / ms["fp32"], "int8_speedup": ms["teacher"] / ms["int8"],
+               "int8_vs_fp32": ms["int8"] / ms["fp32"]}
+        print(json.dumps(row))
+        print(f"{run.name}: teacher {ms['teacher']:.0f} ms, student fp32 {ms['fp32']:.1f} ms "
+              f"({row['fp32_speedup']:.1f}x), int8 {ms['int8']:.1f} ms ({row['int8_speedup']:.1f}x; "
+              f"{row['int8_vs_fp32']:.2f} of fp32)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
