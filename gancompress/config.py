@@ -252,6 +252,9 @@ def validate_options(cfg: CompressConfig) -> None:
         raise UserError("--hints matches the student's layers to the teacher's, so the student must be cut from the "
                         "teacher read as a graph: use --method prune --prune-init graph or --method slim "
                         "--slim-init graph (or leave --hints at 0)")
+    if cfg.retrain.qat and cfg.search.int8_search:
+        raise UserError("--qat retrains the whole student for whole-model int8, --search-int8 makes only the layers it "
+                        "chooses int8 (and already retrains those quantization-aware): use one of them")
     if cfg.retrain.qat and cfg.task == "label2image":
         raise UserError("--qat is not available for --task label2image yet (SPADE students are 32-bit specs); "
                         "compress in float, then `gancompress export RUN --int8`")

@@ -77,3 +77,12 @@ def test_qat_refuses_label2image_with_the_way_out(tmp_path):
     cfg = config_from_options(out=str(tmp_path / "a"), task="label2image", qat=True)
     with pytest.raises(UserError, match="export RUN --int8"):
         validate_options(cfg)
+
+
+def test_qat_and_the_precision_search_are_one_or_the_other(tmp_path):
+    from gancompress.cli_options import config_from_options
+    from gancompress.config import validate_options
+
+    cfg = config_from_options(out=str(tmp_path / "a"), qat=True, search_int8=True)
+    with pytest.raises(UserError, match="use one of them"):
+        validate_options(cfg)

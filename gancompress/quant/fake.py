@@ -94,17 +94,16 @@ def enable_fake_quant(model: nn.Module, bits: int = 8, skip: tuple = (), only: t
     return done
 
 
-# Layers `export --int8` leaves in float, per task (its default recipe, export/int8.py), as module
-# names; quantization-aware retraining (`--qat`) quantizes every other conv, so training sees the
-# rounding the deployed int8 model applies. Translation's recipe also keeps every ConvTranspose2d float.
-EXPORT_FLOAT = {"sr": ("skip",), "translate": ("out",)}
-EXPORT_FLOAT_TRANSPOSED = {"sr": False, "translate": True}
-
-
 def enable_export_qat(model: nn.Module, task: str) -> list[str]:
-    """Fake quantization on the convs the task's int8 export quantizes (in place); returns them."""
-    skip = list(EXPORT_FLOAT[task])
-    if EXPORT_FLOAT_TRANSPOSED[task]:
+    """Fake quantization on the convs the task's default int8 export recipe quantizes (in place),
+    so quantization-aware retraining (`--qat`) sees the rounding the deployed model applies; the
+    layers the recipe keeps float (SR: the bicubic skip; translation: the output conv and, as it
+    quantizes Conv only, every ConvTranspose2d) stay float. Returns the quantized names."""
+    from ..export.int8 import DEFAULT_RECIPE, RECIPES
+
+    _, quantized_ops, floats = RECIPES[DEFAULT_RECIPE[task]]
+    skip = [f.strip("/") for f in floats[task]]  # ONNX node prefix "/skip/" is module "skip"
+    if "ConvTranspose" not in quantized_ops:
         skip += [n for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)]
     return enable_fake_quant(model, 8, skip=tuple(skip))
 
