@@ -234,15 +234,20 @@ def teacher_cost(teacher, unit: str, hw, t_macs: int | None, table=None) -> floa
 
 def teacher_latency_ms(teacher, table, hw) -> float:
     """The whole teacher timed like the table's pieces (same runtime, threads, estimator), kept in
-    the table under its file's identity (path, size, mtime) so reruns and resumes reuse it."""
-    import os
+    the table under its file's content (size and SHA-256) so reruns and resumes reuse it: keyed by
+    mtime, a copied or re-synced file was timed again, and a fractional latency budget moved with
+    the new timing (0.9 %: the same seed derived another network)."""
+    import hashlib
 
     try:
-        st = os.stat(teacher.source)
-        ident = f"{os.path.abspath(teacher.source)}:{st.st_size}:{int(st.st_mtime)}"
+        h = hashlib.sha256()
+        with open(teacher.source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        ident = h.hexdigest()[:24]
     except (OSError, TypeError):  # no file behind it (the bundled demo, a module): measure every time
         return _time_teacher(teacher, table, hw)
-    return table.cached(f"teacher/{teacher.kind_name}/{ident}/{hw[0]}x{hw[1]}",
+    return table.cached(f"teacher/{teacher.kind_name}/sha256:{ident}/{hw[0]}x{hw[1]}",
                         lambda: _time_teacher(teacher, table, hw))
 
 

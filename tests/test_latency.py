@@ -514,3 +514,39 @@ def test_slimming_stops_at_a_latency_budget(tmp_path, monkeypatch, share, calls)
     train_gated(SlimConfig(steps=3, lambda_gan=0.0, stop_at_budget=True), g, nn.L1Loss(), sampler,
                 tmp_path / "s.ckpt", "cpu", quiet=True, budget=b)
     assert len(n) == calls
+
+
+def test_the_teachers_time_is_kept_by_content_not_path_or_mtime(tmp_path):
+    """A copied or re-synced teacher file (new path, new mtime) reuses its timing; changed bytes are timed again."""
+    import os
+    from types import SimpleNamespace
+
+    from gancompress.budget import teacher_latency_ms
+
+    class Table:
+        entries: dict = {}
+
+        def cached(self, key, measure):
+            if key not in self.entries:
+                self.entries[key] = measure()
+            return self.entries[key]
+
+    def teacher(path):
+        return SimpleNamespace(source=str(path), kind_name="srgan")
+
+    a, b, c = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "c.pth"
+    a.write_bytes(b"weights" * 100)
+    b.write_bytes(a.read_bytes())
+    os.utime(b, (1, 1))
+    c.write_bytes(b"other" * 100)
+    table, calls = Table(), []
+    import gancompress.budget as budget_mod
+
+    real = budget_mod._time_teacher
+    budget_mod._time_teacher = lambda t, tb, hw: calls.append(t.source) or 100.0 + len(calls)
+    try:
+        assert teacher_latency_ms(teacher(a), table, (8, 8)) == teacher_latency_ms(teacher(b), table, (8, 8)) == 101.0
+        assert teacher_latency_ms(teacher(c), table, (8, 8)) == 102.0
+        assert len(table.entries) == 2 and calls == [str(a), str(c)]
+    finally:
+        budget_mod._time_teacher = real
