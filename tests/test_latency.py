@@ -516,7 +516,7 @@ def test_slimming_stops_at_a_latency_budget(tmp_path, monkeypatch, share, calls)
     assert len(n) == calls
 
 
-def test_the_teachers_time_is_kept_by_content_not_path_or_mtime(tmp_path):
+def test_the_teachers_time_is_kept_by_content_not_path_or_mtime(tmp_path, monkeypatch):
     """A copied or re-synced teacher file (new path, new mtime) reuses its timing; changed bytes are timed again."""
     import os
     from types import SimpleNamespace
@@ -540,13 +540,8 @@ def test_the_teachers_time_is_kept_by_content_not_path_or_mtime(tmp_path):
     os.utime(b, (1, 1))
     c.write_bytes(b"other" * 100)
     table, calls = Table(), []
-    import gancompress.budget as budget_mod
-
-    real = budget_mod._time_teacher
-    budget_mod._time_teacher = lambda t, tb, hw: calls.append(t.source) or 100.0 + len(calls)
-    try:
-        assert teacher_latency_ms(teacher(a), table, (8, 8)) == teacher_latency_ms(teacher(b), table, (8, 8)) == 101.0
-        assert teacher_latency_ms(teacher(c), table, (8, 8)) == 102.0
-        assert len(table.entries) == 2 and calls == [str(a), str(c)]
-    finally:
-        budget_mod._time_teacher = real
+    monkeypatch.setattr("gancompress.budget._time_teacher",
+                        lambda t, tb, hw: calls.append(t.source) or 100.0 + len(calls))
+    assert teacher_latency_ms(teacher(a), table, (8, 8)) == teacher_latency_ms(teacher(b), table, (8, 8)) == 101.0
+    assert teacher_latency_ms(teacher(c), table, (8, 8)) == 102.0
+    assert len(table.entries) == 2 and calls == [str(a), str(c)]
