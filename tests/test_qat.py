@@ -11,13 +11,13 @@ from conftest import tiny_config
 from gancompress.arch.build import build_student
 from gancompress.arch.spec import uniform_sr_spec, uniform_translate_spec
 from gancompress.errors import UserError
-from gancompress.quant.fake import enable_export_qat, enable_fake_quant, strip_fake_quant
+from gancompress.quant.fake import INT8_WEIGHT_QMAX, enable_export_qat, enable_fake_quant, strip_fake_quant
 
 
 def _on_int8_grid(w: torch.Tensor, axis: int = 0) -> bool:
-    """Every output channel is an integer multiple of max|w| / 127 (symmetric per-channel int8)."""
+    """Every output channel is an integer multiple of max|w| / 64 (the int8 export's per-channel weight grid)."""
     dims = [d for d in range(w.dim()) if d != axis]
-    scale = w.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / 127
+    scale = w.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / INT8_WEIGHT_QMAX
     q = w / scale
     return bool((q - q.round()).abs().max() < 1e-3)
 

@@ -14,7 +14,8 @@ from gancompress.methods.space import WidthSpace
 from gancompress.methods.channels import (GatedStudent, extract, kept_channels, threshold_for_budget, widths_of,
                                           zero_cut_gates)
 from gancompress.methods.gan_slimming import SlimConfig
-from gancompress.quant.fake import enable_fake_quant, fake_quant_act, fake_quant_weight, strip_fake_quant
+from gancompress.quant.fake import (INT8_WEIGHT_QMAX, enable_fake_quant, fake_quant_act, fake_quant_weight,
+                                    strip_fake_quant)
 
 
 def _gated(task="sr"):
@@ -42,7 +43,7 @@ def test_proximal_step_is_the_exact_soft_threshold():
 def test_fake_quant_is_round_to_grid_with_straight_through_gradients():
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     q = fake_quant_weight(w)
-    scale = w.detach().abs().amax((1, 2, 3), keepdim=True) / 127
+    scale = w.detach().abs().amax((1, 2, 3), keepdim=True) / INT8_WEIGHT_QMAX  # the int8 export's weight grid
     assert torch.allclose(q, torch.round(w.detach() / scale) * scale, atol=1e-6)
     q.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))

@@ -134,8 +134,12 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
             kept = [n for n in nodes if not n.startswith(prefixes)]
         else:
             kept = [n for n in nodes if n.startswith(tuple(floats[task]))]
+        # reduce_range: weights in [-64, 64]. On AVX2 CPUs without VNNI ONNX Runtime's u8 x s8 conv
+        # kernels sum pairs of products in int16, which full-range weights saturate: SRGAN 1/50
+        # students lost 0.18-0.51 dB Set5 PSNR-Y to their fp32 with it off, 0.04-0.08 with it on
+        # (BENCHMARKS.md, int8). Fake quantization trains on the same grid (quant/fake.py).
         quantize_static(str(pre), str(tmp), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept,
                         op_types_to_quantize=list(ops))
         compact_names(tmp, out_path)  # written atomically and durably

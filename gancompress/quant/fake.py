@@ -1,6 +1,6 @@
-"""Fake quantization for quantization-aware training (GAN Slimming's GS-8).
+"""Fake quantization for quantization-aware training (GAN Slimming's GS-8, AGD's int8 layers, `--qat`).
 
-Weights: 8-bit symmetric, per output channel (the layout ONNX Runtime's QDQ Conv kernels use),
+Weights: symmetric, per output channel, on the int8 export's grid ([-64, 64]: INT8_WEIGHT_QMAX),
 applied as a parametrization so the conv sees round-to-grid weights. Activations: 8-bit
 asymmetric over a running [min, max] range (exponential average while training), applied to every
 conv's input by a forward pre-hook. Both pass gradients straight through the rounding (STE).
@@ -20,9 +20,16 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
 
+# The int8 export quantizes weights to [-64, 64] (ONNX Runtime's reduce_range, export/int8.py: on
+# AVX2 CPUs without VNNI the u8 x s8 kernels add pairs of products in int16 and saturate with full
+# 8-bit weights); 8-bit fake quantization trains on that same grid, so the export does not re-round.
+INT8_WEIGHT_QMAX = 64
+
+
 def fake_quant_weight(w: torch.Tensor, bits: int = 8, axis: int = 0) -> torch.Tensor:
-    """Symmetric per-channel round-to-grid: scale = max|w| / (2^(bits-1) - 1) per `axis` slice."""
-    qmax = 2 ** (bits - 1) - 1
+    """Symmetric per-channel round-to-grid: scale = max|w| / qmax per `axis` slice (qmax: the int8
+    export's weight range for 8 bits, 2^(bits-1) - 1 otherwise)."""
+    qmax = INT8_WEIGHT_QMAX if bits == 8 else 2 ** (bits - 1) - 1
     dims = [d for d in range(w.dim()) if d != axis]
     scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / qmax
     return _ste(w, torch.clamp(torch.round(w / scale), -qmax, qmax) * scale)
