@@ -55,11 +55,11 @@ def test_a_qat_run_trains_on_the_int8_grid_and_ends_with_its_int8_export(tiny_te
     assert json.loads((out / "config.json").read_text())["retrain"]["qat"] is True
     q = json.loads((out / "int8.json").read_text())
     assert m["int8"]["int8_vs_fp32"] == q["int8_vs_fp32"] and (out / "student" / "student_int8.onnx").is_file()
-    model, _ = load_student(out)
+    model, spec = load_student(out)
     convs = {n: mod for n, mod in model.named_modules() if isinstance(mod, nn.Conv2d)}
     assert all(_on_int8_grid(c.weight.detach()) for n, c in convs.items() if not n.startswith("skip"))
-    # the trained convs are not on the grid by chance: a float run's are not
-    assert not _on_int8_grid(next(c for n, c in build_student(load_student(out)[1]).named_modules()
+    # the trained convs are not on the grid by chance: a freshly built student's are not
+    assert not _on_int8_grid(next(c for n, c in build_student(spec).named_modules()
                                   if isinstance(c, nn.Conv2d) and n.startswith("cells")).weight.detach())
 
 
