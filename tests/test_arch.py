@@ -335,3 +335,28 @@ def test_onnx_export_needs_no_onnxscript():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-800:]
     assert float(r.stdout.strip().splitlines()[-1]) < 1e-4
+
+
+@pytest.mark.parametrize("up", ["pixelshuffle", "progressive"])
+def test_the_sr_output_is_the_upsampler_plus_a_bicubic_upscale_with_one_shuffle_for_both(up):
+    """A pixelshuffle student shuffles its upsampler's output and the bicubic skip together (one
+    DepthToSpace in ONNX, the add at LR); whichever way, the output is upsampler + F.interpolate."""
+    import onnx
+    from torch.nn import functional as F
+
+    from gancompress.latency.runtimes import onnx_bytes
+
+    torch.manual_seed(0)
+    spec = random_spec(random.Random(3), up=up)
+    spec.skip = "bicubic"
+    net = build_student(spec.validate()).eval()
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        f = net.encode(x)
+        expected = net.upsampler(f + net.trunk(net.cells(f))) + F.interpolate(x, scale_factor=4, mode="bicubic",
+                                                                              align_corners=False)
+        assert torch.allclose(net(x), expected, atol=1e-5)
+    nodes = onnx.load_from_string(onnx_bytes(net, x)).graph.node
+    assert len([n for n in nodes if n.op_type == "DepthToSpace"]) == (1 if up == "pixelshuffle" else 3)
+    # the int8 recipes keep the skip float by its export names
+    assert len([n for n in nodes if n.op_type == "Conv" and n.name.startswith("/skip/")]) == 2

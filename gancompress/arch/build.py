@@ -49,7 +49,14 @@ class Upsampler(nn.Module):
             self.shuffles = factors
             self.final = nn.Conv2d(width, 3, 3, padding=1)
 
-    def forward(self, x):
+    def forward(self, x, phases=None):
+        """With `phases` (pixelshuffle only: 3 * s^2 channels at x's size, in pixel_shuffle's order),
+        the output plus pixel_shuffle(phases) with one shuffle for both: PixelShuffle is linear,
+        and ONNX Runtime's DepthToSpace is a strided copy of the whole HR image (about 6 ms of a
+        90 ms 1/50 SRGAN student at 256x256 LR). The add runs at LR, inside this module, so export
+        names (`/upsampler/...`) still say what it is."""
+        if phases is not None:
+            return nn.functional.pixel_shuffle(self.convs[0](x) + phases, self.shuffles[0])
         for conv, f in zip(self.convs, self.shuffles):
             x = nn.functional.pixel_shuffle(conv(x), f)
             if self.final is not None:
@@ -84,8 +91,12 @@ class SRStudent(nn.Module):
         return self.head(x)
 
     def decode(self, h, f, x, masks=None):
-        y = self.upsampler(f + self.trunk(h))
-        return y if self.skip is None else y + self.skip(x)
+        h = f + self.trunk(h)
+        if self.skip is None:
+            return self.upsampler(h)
+        if self.upsampler.kind == "pixelshuffle":  # one shuffle for both branches (Upsampler.forward)
+            return self.upsampler(h, self.skip(x, shuffle=False))
+        return self.upsampler(h) + self.skip(x)
 
     def forward(self, x):
         f = self.encode(x)
@@ -198,12 +209,14 @@ class BicubicUpsample(nn.Module):
         self.register_buffer("weight_h", t.reshape(scale, 1, 1, 5).repeat(3 * scale, 1, 1, 1),
                              persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, shuffle: bool = True):
+        """shuffle=False: the upscale before its PixelShuffle (3 * s^2 channels at x's size), for a
+        pixelshuffle upsampler to shuffle with its own output."""
         y = nn.functional.pad(x, (0, 0, 2, 2), mode="replicate")
         y = nn.functional.conv2d(y, self.weight_v, groups=3)
         y = nn.functional.pad(y, (2, 2, 0, 0), mode="replicate")
         y = nn.functional.conv2d(y, self.weight_h, groups=3 * self.scale)
-        return nn.functional.pixel_shuffle(y, self.scale)
+        return nn.functional.pixel_shuffle(y, self.scale) if shuffle else y
 
 
 def skip_macs_per_px(skip: str, scale: int) -> int:

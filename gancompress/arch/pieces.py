@@ -92,6 +92,42 @@ class _Output(nn.Module):
         return (torch.tanh(self.conv(x)) + 1) / 2
 
 
+class _ShuffledWith(nn.Module):
+    """A pixelshuffle upsampler that adds the bicubic skip's phases before its one shuffle (the
+    phases are a constant here: same memory traffic)."""
+
+    def __init__(self, cin: int, scale: int, h: int, w: int):
+        super().__init__()
+        self.up = Upsampler("pixelshuffle", cin, scale, 0)
+        self.register_buffer("phases", torch.rand(1, 3 * scale * scale, h, w))
+
+    def forward(self, x):
+        return self.up(x, self.phases)
+
+
+class _SkipPhases(nn.Module):
+    """The bicubic skip up to its phases (no shuffle, no add: the upsampler piece pays those)."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.skip = BicubicUpsample(scale)
+
+    def forward(self, x):
+        return self.skip(x, shuffle=False)
+
+
+def _upsampler(p: Piece) -> nn.Module:
+    if p.option("skip") == "bicubic":
+        return _ShuffledWith(p.cin, p.option("scale"), p.h, p.w)
+    return Upsampler(p.option("up"), p.cin, p.option("scale"), p.option("width"))
+
+
+def _skip(p: Piece) -> nn.Module:
+    if p.option("shuffle") == "upsampler":
+        return _SkipPhases(p.option("scale"))
+    return _WithAdd(BicubicUpsample(p.option("scale")), (1, 3, p.h * p.option("scale"), p.w * p.option("scale")))
+
+
 def _style(p: Piece):
     return TRANSLATE_STYLE if p.task == "translate" else SR_STYLE
 
@@ -101,9 +137,8 @@ _BUILDERS = {
     "add": lambda p: _WithAdd(None, (1, p.cin, p.h, p.w)),
     "head": lambda p: nn.Conv2d(p.cin, p.cout, 3, padding=1),
     "trunk": lambda p: _WithAdd(nn.Conv2d(p.cin, p.cout, 3, padding=1), (1, p.cout, p.h, p.w)),
-    "upsampler": lambda p: Upsampler(p.option("up"), p.cin, p.option("scale"), p.option("width")),
-    "skip": lambda p: _WithAdd(BicubicUpsample(p.option("scale")),
-                               (1, 3, p.h * p.option("scale"), p.w * p.option("scale"))),
+    "upsampler": _upsampler,
+    "skip": _skip,
     "stem": lambda p: conv_norm_relu(p.cin, p.cout, p.option("k")),
     "down": lambda p: conv_norm_relu(p.cin, p.cout, 3, 2, p.option("pad")),
     "up": lambda p: UpLayer(p.cin, p.cout, p.option("up")),
@@ -138,12 +173,15 @@ def frame_pieces(template: ArchSpec, hw: tuple[int, int], stem=None, down=None, 
     h, w = hw
     nf = template.nf
     if template.task == "sr":
-        u = template.upsampler
+        u, s = template.upsampler, template.scale
+        # a pixelshuffle upsampler shuffles the bicubic skip with its own output (SRStudent.decode):
+        # its piece pays the add and the one shuffle, the skip's only its convs
+        fused = u.kind == "pixelshuffle" and template.skip == "bicubic"
+        up = (("up", u.kind), ("scale", s), ("width", u.width if u.kind == "progressive" else 0))
         ps = [Piece("sr", "head", 3, nf, h, w), Piece("sr", "trunk", nf, nf, h, w),
-              Piece("sr", "upsampler", nf, 3, h, w, (("up", u.kind), ("scale", template.scale),
-                                                     ("width", u.width if u.kind == "progressive" else 0)))]
+              Piece("sr", "upsampler", nf, 3, h, w, up + ((("skip", "bicubic"),) if fused else ()))]
         if template.skip == "bicubic":
-            ps.append(Piece("sr", "skip", 3, 3, h, w, (("scale", template.scale),)))
+            ps.append(Piece("sr", "skip", 3, 3, h, w, (("scale", s),) + ((("shuffle", "upsampler"),) if fused else ())))
         return ps
     f = template.frame
     stem = f.stem if stem is None else stem
