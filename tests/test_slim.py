@@ -172,3 +172,26 @@ def test_stop_at_budget_skips_the_proximal_step_once_the_live_network_fits(tmp_p
     cfg = SlimConfig(steps=3, lambda_gan=0.0, stop_at_budget=stop)
     train_gated(cfg, g, nn.L1Loss(), sampler, tmp_path / "s.ckpt", "cpu", quiet=True, budget=Budget.macs(int(budget_share * widest)))
     assert len(n) == calls
+
+
+@pytest.mark.parametrize("task", ["sr", "translate"])
+def test_gs8_fake_quantizes_exactly_what_the_int8_export_quantizes(task):
+    """GS-8 trains on the rounding the deployed int8 model applies: the same convs as `--qat` (SR:
+    the upsampler too; translation: no ConvTranspose2d, no output conv)."""
+    from types import SimpleNamespace
+
+    from gancompress.arch.build import build_student
+    from gancompress.arch.spec import uniform_sr_spec, uniform_translate_spec
+    from gancompress.methods.gan_slimming import quantize_for
+
+    spec = uniform_sr_spec(4, 8, 1, 2, "conv3x3") if task == "sr" else uniform_translate_spec(8, 1, 2)
+    net = build_student(spec)
+    names = quantize_for(SimpleNamespace(task=task, method_options=SimpleNamespace(bits=8)), net)
+    convs = {n: m for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
+    if task == "sr":
+        assert "upsampler.convs.0" in names and set(names) == set(convs)
+    else:
+        float_convs = {n for n, m in convs.items() if isinstance(m, nn.ConvTranspose2d)} | {"out"}
+        assert any(isinstance(m, nn.ConvTranspose2d) for m in convs.values()) and "out" in convs
+        assert set(names) == set(convs) - float_convs
+    assert quantize_for(SimpleNamespace(task=task, method_options=SimpleNamespace(bits=32)), build_student(spec)) == []

@@ -88,9 +88,6 @@ def validate(cfg: SlimConfig) -> None:
         raise UserError("--rho, --slim-steps, --lambda-recon and --lambda-gan must be >= 0")
 
 
-# module-name prefixes kept in float during QAT: the layers that write the output image, as the
-# int8 export keeps them (export/int8.py)
-QAT_FLOAT = {"sr": ("skip", "upsampler"), "translate": ("out",), "label2image": ("conv_img",)}
 LATENCY_CHECK_EVERY = 25
 
 
@@ -156,11 +153,15 @@ def train_gated(cfg: SlimConfig, student: GatedStudent, recon_loss, sampler, ckp
                     quiet=quiet)
 
 
-def quantize_for(cfg, module) -> None:
-    if cfg.method_options.bits == 8:
-        from ..quant.fake import enable_fake_quant
+def quantize_for(cfg, module) -> list[str]:
+    """GS-8: fake quantization on exactly the convs the task's int8 export quantizes (as `--qat`):
+    SR all but the bicubic skip, the upsampler included; translation all but the output conv and
+    the ConvTranspose2d layers. Returns the quantized module names."""
+    if cfg.method_options.bits != 8:
+        return []
+    from ..quant.fake import enable_export_qat
 
-        enable_fake_quant(module, 8, skip=QAT_FLOAT[cfg.task])
+    return enable_export_qat(module, cfg.task)
 
 
 class GANSlimming(PruningMethod):
