@@ -18,15 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from gancompress.latency.runtimes import ort_profile  # noqa: E402
+from gancompress.latency.runtimes import kernel_events, ort_profile  # noqa: E402
 
 
 def node_times(events: list[dict], runs: int) -> dict[tuple[str, str], float]:
     """(op type, node name) -> mean kernel ms per run."""
     total: dict[tuple[str, str], float] = collections.defaultdict(float)
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            total[(e["args"].get("op_name", "?"), e["name"][: -len("_kernel_time")])] += e["dur"] / 1e3
+    for e in kernel_events(events):
+        total[(e.get("args", {}).get("op_name", "?"), e["name"][: -len("_kernel_time")])] += e["dur"] / 1e3
     return {k: v / runs for k, v in total.items()}
 
 

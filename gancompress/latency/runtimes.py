@@ -75,6 +75,11 @@ LEAD_OPS = ("ReorderInput", "QuantizeLinear", "Transpose")
 TRAIL_OPS = ("ReorderOutput", "DequantizeLinear", "Transpose")
 
 
+def kernel_events(profile_events: list[dict]) -> list[dict]:
+    """The per-node kernel-time events of an ONNX Runtime profile (`enable_profiling`)."""
+    return [e for e in profile_events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+
+
 def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("ReorderOutput",)) -> tuple:
     """(lead, trail): the shares of a model run spent in the nodes of type `lead` that run first
     and of type `trail` that run last, from an ONNX Runtime profile (`enable_profiling`).
@@ -84,7 +89,7 @@ def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("
     before a pixel shuffle, say) is paid in the network too and is not counted. Each share is the
     median over the profiled runs; 0 where there is none (a CPU without NCHWc kernels)."""
     runs = [e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    nodes = [e for e in profile_events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+    nodes = kernel_events(profile_events)
     leads, trails = [], []
     for run in runs:
         t0, t1 = run["ts"], run["ts"] + run["dur"]
