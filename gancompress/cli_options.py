@@ -126,7 +126,7 @@ def _add_space_options(p, demo: bool) -> None:
     a.add_argument("--cells", type=int, default=None, help=f"searchable cells {_per_task('cells', demo)}")
     a.add_argument("--layers", type=int, default=None, help=f"layers per cell {_per_task('layers', demo)}")
     a.add_argument("--ops", default=",".join(s.ops),
-                   help="candidate operators, comma separated, from conv3x3,conv1x1,resblock,irb,dil3x3 "
+                   help="candidate operators, comma separated, from conv3x3,conv1x1,resblock,irb,sep3x3,dil3x3 "
                         f"(default {','.join(s.ops)})")
     a.add_argument("--widths", default=",".join(_ratio_text(r) for r in s.width_ratios),
                    help="width choices as ratios of nf, comma separated (default 1/3,1/2,2/3,5/6,1)")

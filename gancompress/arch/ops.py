@@ -142,6 +142,23 @@ class InvertedResidual(_Op):
         return _mask(y, out_mask)
 
 
+class SepConv(_Op):
+    """Depthwise-separable 3x3 (MobileNetV1's block): depthwise 3x3 on the input, 1x1 to `cout`
+    [-> norm] -> activation. On ONNX Runtime's CPU kernels a 16 -> 16 one costs about half of a dense
+    8 -> 8 conv 3x3 (BENCHMARKS.md, "A depthwise-separable operator"), so at tiny latency budgets it
+    buys width the dense convs cannot. The depthwise conv has no bias: the supernet's masked input
+    channels then stay zero through it, as a narrower student's absent channels are."""
+
+    def __init__(self, cin: int, cout: int, style: OpStyle = SR_STYLE, last: bool = False):
+        super().__init__(style, last)
+        self.dw = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False, padding_mode=style.pad)
+        self.pw = nn.Conv2d(cin, cout, 1)
+        self.norm = make_norm(style, cout)
+
+    def forward(self, x, out_mask=None, hid_mask=None):
+        return _mask(self._out_act(_apply(self.norm, self.pw(self.dw(x)))), out_mask)
+
+
 class OpDef:
     """Registry entry: how to build an operator and what it costs. `bits` 8 marks an operator that
     runs in int8 once deployed (same module and MACs; AGD's precision search and the budget's cost
@@ -173,6 +190,8 @@ OPS: dict[str, OpDef] = {
     "irb": OpDef("irb", lambda i, o, s, l: InvertedResidual(i, o, 4, s, l),
                  lambda i, o: i * 4 * o + 9 * 4 * o + 4 * o * o, hidden_ratio=4,
                  doc="inverted residual, expansion 4, depthwise 3x3"),
+    "sep3x3": OpDef("sep3x3", lambda i, o, s, l: SepConv(i, o, s, l), lambda i, o: 9 * i + i * o,
+                    doc="depthwise 3x3 + 1x1 + LeakyReLU"),
     "dil3x3": OpDef("dil3x3", lambda i, o, s, l: Conv(i, o, 3, dilation=2, style=s, last=l), lambda i, o: 9 * i * o,
                     doc="3x3 conv dilation 2 + LeakyReLU"),
 }
