@@ -145,9 +145,10 @@ class InvertedResidual(_Op):
 class SepConv(_Op):
     """Depthwise-separable 3x3 (MobileNetV1's block): depthwise 3x3 on the input, 1x1 to `cout`
     [-> norm] -> activation. On ONNX Runtime's CPU kernels a 16 -> 16 one costs about half of a dense
-    8 -> 8 conv 3x3 (BENCHMARKS.md, "A depthwise-separable operator"), so at tiny latency budgets it
-    buys width the dense convs cannot. The depthwise conv has no bias: the supernet's masked input
-    channels then stay zero through it, as a narrower student's absent channels are."""
+    8 -> 8 conv 3x3, the width tiny latency budgets cannot buy with dense convs; at 1/80 of SRGAN's
+    latency it did not pay, the nf 16 frame costing what it saved (BENCHMARKS.md, "What limits the
+    1/80 student"). Not in the default space. The depthwise conv has no bias: the supernet's masked
+    input channels then stay zero through it, as a narrower student's absent channels are."""
 
     def __init__(self, cin: int, cout: int, style: OpStyle = SR_STYLE, last: bool = False):
         super().__init__(style, last)
