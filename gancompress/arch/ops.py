@@ -81,8 +81,8 @@ class _Op(nn.Module):
     def _out_act(self, x):
         return self._act(x) if self.final_act else x
 
-    def _conv(self, cin, cout, k, dilation=1, groups=1):
-        return nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups,
+    def _conv(self, cin, cout, k, dilation=1, groups=1, bias=True):
+        return nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups, bias=bias,
                          padding_mode=self.style.pad if k > 1 else "zeros")
 
 
@@ -152,7 +152,7 @@ class SepConv(_Op):
 
     def __init__(self, cin: int, cout: int, style: OpStyle = SR_STYLE, last: bool = False):
         super().__init__(style, last)
-        self.dw = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False, padding_mode=style.pad)
+        self.dw = self._conv(cin, cin, 3, groups=cin, bias=False)
         self.pw = nn.Conv2d(cin, cout, 1)
         self.norm = make_norm(style, cout)
 
