@@ -138,7 +138,7 @@ def test_no_import_cycles_at_module_level():
 def test_magnitude_scores_keep_the_strongest_filters():
     from gancompress.budget import Budget
     from gancompress.methods.channels import GatedStudent, kept_channels, threshold_for_budget
-    from gancompress.methods.prune import magnitude_scores
+    from gancompress.methods.channels import magnitude_scores
     from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
 
     torch.manual_seed(0)

@@ -107,6 +107,23 @@ def test_slim_compress_end_to_end(tiny_teacher, tiny_data, tmp_path, bits):
     assert "init" not in json.loads((tmp_path / "run" / "config.json").read_text())["slim"]
 
 
+def test_regrow_fills_the_budget_in_a_run_and_refuses_a_graph_start(tiny_teacher, tiny_data, tmp_path):
+    from gancompress.api import compress
+    from gancompress.errors import UserError
+    from gancompress.methods.gan_slimming import validate
+
+    slim = SlimConfig(steps=2, rho=10.0, regrow=True)  # two proximal steps of 1.0: every gate at zero
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", method_options=slim)
+    m = compress(cfg)
+    info = json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
+    assert info["gate_sparsity_after_training"] == 1.0 and info["regrown_channels"] > 0
+    assert m["within_budget"]  # filled: up to the budget, or the whole network where it fits
+    assert m["student_macs"] > 0.8 * m["budget_macs"] or info["widths"] == info["widest"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["slim"]["regrow"] is True
+    with pytest.raises(UserError, match="--regrow"):
+        validate(SlimConfig(regrow=True, init="graph"))
+
+
 def test_gs8_does_not_slim_a_graph_and_says_why(tiny_teacher, tiny_data, tmp_path, capsys):
     from gancompress.api import compress
 
@@ -195,3 +212,30 @@ def test_gs8_fake_quantizes_exactly_what_the_int8_export_quantizes(task):
         assert any(isinstance(m, nn.ConvTranspose2d) for m in convs.values()) and "out" in convs
         assert set(names) == set(convs) - float_convs
     assert quantize_for(SimpleNamespace(task=task, method_options=SimpleNamespace(bits=32)), build_student(spec)) == []
+
+
+@pytest.mark.parametrize("task", ["sr", "translate"])
+def test_regrowth_fills_a_budget_the_live_gates_undershoot_and_extraction_stays_exact(task):
+    from gancompress.methods.channels import slimming_scores
+
+    g = _gated(task)
+    space = g.space
+    with torch.no_grad():  # the proximal step zeroed three quarters of every prunable position
+        for i in g.map.prunable:
+            g.gates[i][g.gates[i].numel() // 4:] = 0
+    live = spec_macs(space.spec(widths_of(kept_channels(g, 0.0))))
+    budget = Budget.macs(int(0.6 * space.macs(space.max_config())))
+    assert live < 0.5 * budget.limit
+    assert threshold_for_budget(g, budget) == 0.0  # gates alone: nothing left to cut, budget unused
+    scores = slimming_scores(g)
+    kept = kept_channels(g, threshold_for_budget(g, budget, scores), scores)
+    filled = spec_macs(space.spec(widths_of(kept)))
+    assert 0.85 * budget.limit < filled <= budget.limit
+    for i in g.map.prunable:  # every live channel stays; the regrown ones are the strongest zeroed filters
+        gates = g.gates[i].detach()
+        assert set(torch.nonzero(gates).flatten().tolist()) <= set(kept[i].tolist())
+    plain, spec = extract(g, kept)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():  # regrown channels fold their zero gates: the same function as the gated net
+        assert torch.allclose(g(x), plain(x), atol=1e-5)
+    assert spec_macs(spec) == filled

@@ -27,7 +27,6 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-from torch import nn
 
 from ..arch.cost import fmt_macs
 from ..distributed import is_main
@@ -35,9 +34,8 @@ from ..errors import UserError
 from ..fileio import atomic_write_text
 from .base import RunContext
 from .space import budget_meta
-from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, op_option, start_option,
-                       threshold_for_budget, widths_of)
-
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, magnitude_scores, op_option,
+                       start_option, threshold_for_budget, widths_of)
 
 
 @dataclass
@@ -50,34 +48,6 @@ class PruneConfig:
 
     def to_dict(self):
         return asdict(self)
-
-
-def magnitude_scores(student: GatedStudent) -> list[torch.Tensor]:
-    """Per position, each channel's rank by magnitude as a fraction in (0, 1] (1: the strongest), so
-    one threshold cuts the same share of every position (see the module doc)."""
-    cmap, space = student.map, student.space
-    modules = dict(student.net.named_modules())
-    filters = [torch.zeros(w) for w in space.max_config()]
-    norms = [torch.zeros(w) for w in space.max_config()]
-    for name, (out_p, _) in cmap.convs.items():
-        if out_p is not None and out_p in cmap.prunable:
-            w = modules[name].weight.detach().abs().cpu()
-            filters[out_p] += w.mean(dim=(0, 2, 3) if isinstance(modules[name], nn.ConvTranspose2d) else (1, 2, 3))
-    if cmap.gate_on_norm:
-        for name, p in cmap.norms.items():
-            weight = getattr(modules[name], "weight", None)
-            if p is not None and p in cmap.prunable and weight is not None:
-                norms[p] += weight.detach().abs().cpu()
-    out = []
-    for f, g in zip(filters, norms):
-        if not f.numel():
-            out.append(f)
-            continue
-        order = sorted(range(f.numel()), key=lambda j: (float(g[j]), float(f[j]), j))  # weakest first
-        rank = torch.empty(f.numel())
-        rank[order] = torch.arange(1, f.numel() + 1, dtype=torch.float32) / f.numel()
-        out.append(rank)
-    return out
 
 
 def _train_widest(ctx: RunContext, student: GatedStudent) -> None:
