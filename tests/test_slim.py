@@ -239,3 +239,18 @@ def test_regrowth_fills_a_budget_the_live_gates_undershoot_and_extraction_stays_
     with torch.no_grad():  # regrown channels fold their zero gates: the same function as the gated net
         assert torch.allclose(g(x), plain(x), atol=1e-5)
     assert spec_macs(spec) == filled
+
+
+
+def test_rank_scores_cut_every_position_to_the_same_fraction_keeping_its_strongest_gates():
+    from gancompress.methods.channels import rank_scores
+
+    g = _gated()
+    scores = rank_scores(g)
+    budget = Budget.macs(int(0.4 * g.space.macs(g.space.max_config())))
+    kept = kept_channels(g, threshold_for_budget(g, budget, scores), scores)
+    fractions = {round(k.numel() / w, 6) for i, (k, w) in enumerate(zip(kept, g.space.max_config())) if i in g.map.prunable}
+    assert len(fractions) == 1 and spec_macs(g.space.spec(widths_of(kept))) <= budget.limit
+    for i in g.map.prunable:
+        mags = g.gates[i].detach().abs()
+        assert mags[kept[i]].min() >= mags[[j for j in range(mags.numel()) if j not in set(kept[i].tolist())]].max()

@@ -45,8 +45,8 @@ from ..fileio import atomic_write_text
 from ..rundir import omit_defaults
 from .base import RunContext, distill_student
 from .space import budget_meta
-from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, op_option, start_option,
-                       slimming_scores, threshold_for_budget, widths_of)
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, channel_scores, extract, op_option, rank_scores,
+                       slimming_scores, start_option, threshold_for_budget, widths_of)
 
 SLIM_OPS = PRUNABLE_OPS
 
@@ -77,13 +77,19 @@ class SlimConfig:
     regrow: bool = field(default=False, metadata={
         "help": "regrow the strongest channels the proximal step zeroed while the network fits the budget (a fixed "
                 "--rho can prune far below it); not with --slim-init graph"})
+    # what the budget threshold ranks: the gate magnitudes (the paper) or channels.rank_scores
+    score: str = field(default="gate", metadata={
+        "flag": "--slim-score", "choices": ["gate", "rank"],
+        "help": "what the budget cut ranks: gate (|gate|, one threshold for all positions) or rank (each position's "
+                "gates by rank: every position keeps the same fraction, its strongest gates)"})
     # the network that is slimmed: "teacher" (the pretrained teacher itself, as the paper does, when
     # its layout is expressible: teachers/as_student.py; otherwise the run falls back to "space")
     # or "space" (the widest network of the width space, trained from scratch)
     init: str = start_option("--slim-init", "from scratch")
 
     def to_dict(self):
-        return omit_defaults(asdict(self), {"stop_at_budget": False, "init": "space", "regrow": False})
+        return omit_defaults(asdict(self), {"stop_at_budget": False, "init": "space", "regrow": False,
+                                            "score": "gate"})
 
 
 def validate(cfg: SlimConfig) -> None:
@@ -217,7 +223,8 @@ class GANSlimming(PruningMethod):
                     cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed, budget)
         student.cpu().eval()
         zero = student.sparsity()
-        scores = slimming_scores(student) if o.regrow else None
+        base = rank_scores if o.score == "rank" else channel_scores
+        scores = slimming_scores(student, base) if o.regrow else base(student)
         t = threshold_for_budget(student, budget, scores)
         kept = self.cut(ctx, student, t, scores)
         plain, spec = extract_fn(student, kept)
