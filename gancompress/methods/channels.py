@@ -126,16 +126,16 @@ def magnitude_scores(student: GatedStudent) -> list[torch.Tensor]:
             weight = getattr(modules[name], "weight", None)
             if p is not None and p in cmap.prunable and weight is not None:
                 norms[p] += weight.detach().abs().cpu()
-    out = []
-    for f, g in zip(filters, norms):
-        if not f.numel():
-            out.append(f)
-            continue
-        order = sorted(range(f.numel()), key=lambda j: (float(g[j]), float(f[j]), j))  # weakest first
-        rank = torch.empty(f.numel())
-        rank[order] = torch.arange(1, f.numel() + 1, dtype=torch.float32) / f.numel()
-        out.append(rank)
-    return out
+    return [_ranks(g, f) for g, f in zip(norms, filters)]
+
+
+def _ranks(primary: torch.Tensor, tiebreak: torch.Tensor) -> torch.Tensor:
+    """Ranks as fractions in (0, 1] (1: the strongest) by `primary`, ties broken by `tiebreak`."""
+    n = primary.numel()
+    order = sorted(range(n), key=lambda j: (float(primary[j]), float(tiebreak[j]), j))  # weakest first
+    rank = torch.empty(n)
+    rank[order] = torch.arange(1, n + 1, dtype=torch.float32) / max(n, 1)
+    return rank
 
 
 def rank_scores(student: GatedStudent) -> list[torch.Tensor]:
@@ -144,16 +144,7 @@ def rank_scores(student: GatedStudent) -> list[torch.Tensor]:
     magnitude-pruning baseline does with filter norms (a global |g| cut gave the demo SR student
     nf 31 and inner widths 4-12 at 1/20; |g| times the norms of the weights writing and reading each
     channel, which a norm-free student's rescaling cannot move, gave the same)."""
-    out = []
-    for g, m in zip(channel_scores(student), magnitude_scores(student)):
-        if not g.numel():
-            out.append(g)
-            continue
-        order = sorted(range(g.numel()), key=lambda j: (float(g[j]), float(m[j]), j))  # weakest first
-        rank = torch.empty(g.numel())
-        rank[order] = torch.arange(1, g.numel() + 1, dtype=torch.float32) / g.numel()
-        out.append(rank)
-    return out
+    return [_ranks(g, m) for g, m in zip(channel_scores(student), magnitude_scores(student))]
 
 
 def slimming_scores(student: GatedStudent, base=channel_scores) -> list[torch.Tensor]:
