@@ -122,6 +122,8 @@ def test_regrow_fills_the_budget_in_a_run_and_refuses_a_graph_start(tiny_teacher
     assert json.loads((tmp_path / "run" / "config.json").read_text())["slim"]["regrow"] is True
     with pytest.raises(UserError, match="--regrow"):
         validate(SlimConfig(regrow=True, init="graph"))
+    with pytest.raises(UserError, match="--slim-score rank"):
+        validate(SlimConfig(score="rank", init="graph"))
 
 
 def test_gs8_does_not_slim_a_graph_and_says_why(tiny_teacher, tiny_data, tmp_path, capsys):

@@ -17,8 +17,9 @@ channels and (GS-8) trains for 8-bit, then extraction of the pruned network.
   MACs budget (binary search over the sorted gate magnitudes, as CAT does), keeping at least one
   channel per position. Where a fixed rho zeroed more than the budget asks, the zeroed channels are
   ranked below the live ones by their filters' magnitude and the cut regrows the strongest of them
-  up to the budget with `--regrow` (default: the paper's cut, live gates only; not with
-  `--slim-init graph`).
+  up to the budget with `--regrow` (default: the paper's cut, live gates only). `--slim-score rank`
+  cuts every position to the same fraction instead of one |g| threshold for all. Neither applies to
+  `--slim-init graph`; neither beat the default on the demo SR teacher (BENCHMARKS.md).
   Extraction removes the cut channels and folds the gates into the weights,
   so the extracted plain student computes exactly what the gated network with those gates zeroed
   computes (tested). It is then fine-tuned by distillation.
@@ -98,9 +99,9 @@ def validate(cfg: SlimConfig) -> None:
                         f"choose one of {', '.join(SLIM_OPS)}" + ("" if cfg.op in OPS else " (unknown operator)"))
     if cfg.init not in ("teacher", "graph", "space"):
         raise UserError(f"--slim-init must be 'teacher', 'graph' or 'space', got {cfg.init!r}")
-    if cfg.regrow and cfg.init == "graph":
-        raise UserError("--regrow works on the space network's channel gates; --slim-init graph cuts the teacher's own "
-                        "graph by its live gates only: drop one of the two")
+    if (cfg.regrow or cfg.score != "gate") and cfg.init == "graph":
+        raise UserError("--regrow and --slim-score rank work on the space network's channel gates; --slim-init graph "
+                        "cuts the teacher's own graph by |gate| only: drop one of them")
     if cfg.bits not in (8, 32):
         raise UserError(f"--bits must be 8 (GS-8, quantization-aware) or 32 (GS-32), got {cfg.bits}")
     if cfg.rho < 0 or cfg.steps < 0 or cfg.lambda_recon < 0 or cfg.lambda_gan < 0:
