@@ -112,7 +112,7 @@ def channel_scores(student: GatedStudent) -> list[torch.Tensor]:
 
 def magnitude_scores(student: GatedStudent) -> list[torch.Tensor]:
     """Per position, each channel's rank by magnitude as a fraction in (0, 1] (1: the strongest), so
-    one threshold cuts the same share of every position (see the module doc)."""
+    one threshold cuts the same share of every position (why: methods/prune.py's module doc)."""
     cmap, space = student.map, student.space
     modules = dict(student.net.named_modules())
     filters = [torch.zeros(w) for w in space.max_config()]
@@ -147,13 +147,13 @@ def rank_scores(student: GatedStudent) -> list[torch.Tensor]:
     return [_ranks(g, m) for g, m in zip(channel_scores(student), magnitude_scores(student))]
 
 
-def slimming_scores(student: GatedStudent, base=channel_scores) -> list[torch.Tensor]:
+def slimming_scores(student: GatedStudent) -> list[torch.Tensor]:
     """Gate magnitudes, with the channels whose gates the proximal step drove to zero ranked below
     every live one by their filters' magnitude rank. A fixed --rho can zero far more channels than
     the budget asks (57 % of the budget left at demo 1/5); with these scores the budget threshold
     regrows the strongest of them. Their zero gates fold into zero filters, so the extracted
     student computes what the gated one did, and fine-tuning grows the regrown channels."""
-    gates = base(student)
+    gates = channel_scores(student)
     live = [float(v) for i in student.map.prunable for v in gates[i] if v > 0]
     below = min(live) / 2 if live else 1.0
     ranks = magnitude_scores(student)

@@ -46,7 +46,7 @@ from ..fileio import atomic_write_text
 from ..rundir import omit_defaults
 from .base import RunContext, distill_student
 from .space import budget_meta
-from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, channel_scores, extract, op_option, rank_scores,
+from .channels import (PRUNABLE_OPS, GatedStudent, PruningMethod, extract, op_option, rank_scores,
                        slimming_scores, start_option, threshold_for_budget, widths_of)
 
 SLIM_OPS = PRUNABLE_OPS
@@ -224,18 +224,17 @@ class GANSlimming(PruningMethod):
                     cfg.device, cfg.quiet, min(s.patch, cfg.retrain.patch) * cfg.scale, cfg.seed, budget)
         student.cpu().eval()
         zero = student.sparsity()
-        base = rank_scores if o.score == "rank" else channel_scores
-        scores = slimming_scores(student, base) if o.regrow else base(student)
+        # rank scores are all positive, so under them every zeroed channel can already be kept
+        scores = rank_scores(student) if o.score == "rank" else slimming_scores(student) if o.regrow else None
         t = threshold_for_budget(student, budget, scores)
         kept = self.cut(ctx, student, t, scores)
         plain, spec = extract_fn(student, kept)
         spec = replace(spec, bits=o.bits, meta={"method": "slim", **budget_meta(budget, spec),
                                                 "threshold": t, "rho": o.rho, "gate_sparsity": zero, "bits": o.bits})
         space = student.space
-        info = {"threshold": t, "gate_sparsity_after_training": zero,
-                "widths": dict(zip(space.names, widths_of(kept))), "widest": dict(zip(space.names, space.max_config()))}
         regrown = sum(int((student.gates[i].detach()[k] == 0).sum()) for i, k in enumerate(kept) if i in student.map.prunable)
-        info["regrown_channels"] = regrown
+        info = {"threshold": t, "gate_sparsity_after_training": zero, "regrown_channels": regrown,
+                "widths": dict(zip(space.names, widths_of(kept))), "widest": dict(zip(space.names, space.max_config()))}
         ctx.log(f"GAN Slimming: {100 * zero:.0f}% of gates at zero after training; threshold {t:.4g} keeps "
                 f"{fmt_macs(spec.meta['macs'])} MACs, {budget.fmt(budget.cost(spec))} (budget {budget})"
                 + (f", {regrown} zeroed channels regrown" if regrown else ""))
