@@ -62,9 +62,17 @@ def agd_translate(rng, nf=64, cells=9, layers=2):
     return spec.validate()
 
 
-def students(n: int, seed: int, n_int8: int = 0):
+def unshuffled_sr(rng, u=2):
+    """A small AGD-like SR student whose frame runs at 1/u of the LR side (--unshuffle)."""
+    nf = rng.choice([8, 12, 16, 24, 32, 48])
+    spec = agd_sr(rng, nf, 3, 3)
+    spec.unshuffle = u
+    return spec.validate()
+
+
+def students(n: int, seed: int, n_int8: int = 0, n_unshuffled: int = 0):
     rng = random.Random(seed)
-    mixed = []
+    mixed = [("unshuffled sr", unshuffled_sr(rng, rng.choice([2, 2, 4]))) for _ in range(n_unshuffled)]
     for _ in range(n_int8):  # each with its float twin, to check that the int8 layers pay
         spec = mixed_sr(rng)
         mixed += [("mixed int8 sr", spec), ("its float twin", float_twin(spec))]
@@ -128,6 +136,7 @@ def main():
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--students", type=int, default=24)
     p.add_argument("--int8", type=int, default=0, help="also N mixed-precision SR students and their float twins")
+    p.add_argument("--unshuffled", type=int, default=0, help="also N small SR students with --unshuffle 2 or 4")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="table cache folder (default: the user cache)")
@@ -137,7 +146,7 @@ def main():
     hw = (a.size, a.size)
     table = LatencyTable(a.runtime, a.threads, cache_dir=Path(a.cache) if a.cache else cache_root() / "latency",
                          quiet=False)
-    todo = students(a.students, a.seed, a.int8)
+    todo = students(a.students, a.seed, a.int8, a.unshuffled)
     t0 = time.perf_counter()
     from gancompress.arch.pieces import spec_pieces
 

@@ -204,6 +204,10 @@ def validate_options(cfg: CompressConfig) -> None:
     if cfg.search.upsampler not in ups:
         raise UserError(f"--upsampler {cfg.search.upsampler} is not one for --task {cfg.task}; choose "
                         f"from {', '.join(ups)}")
+    if cfg.search.unshuffle != 1 and (cfg.task != "sr" or cfg.search.upsampler != "pixelshuffle"):
+        raise UserError(f"--unshuffle {cfg.search.unshuffle} is for --task sr with the pixelshuffle upsampler")
+    if cfg.search.unshuffle not in (1, 2, 4):
+        raise UserError(f"--unshuffle must be 1, 2 or 4, got {cfg.search.unshuffle}")
     if cfg.views < 1:
         raise UserError(f"--views must be at least 1 (the whole photo), got {cfg.views}")
     if cfg.crop_align < 1:

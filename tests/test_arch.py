@@ -360,3 +360,77 @@ def test_the_sr_output_is_the_upsampler_plus_a_bicubic_upscale_with_one_shuffle_
     assert len([n for n in nodes if n.op_type == "DepthToSpace"]) == (1 if up == "pixelshuffle" else 3)
     # the int8 recipes keep the skip float by its export names
     assert len([n for n in nodes if n.op_type == "Conv" and n.name.startswith("/skip/")]) == 2
+
+
+# ---- the unshuffled SR frame (--unshuffle) --------------------------------------------------------
+@pytest.mark.parametrize("u", [2, 4])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_unshuffled_bicubic_skip_is_exactly_bicubic(u, scale):
+    """BicubicUpsample computed at 1/u of the input's side (padded, unshuffled, two convs, one
+    shuffle by scale * u) equals F.interpolate, edges included."""
+    from torch.nn import functional as F
+
+    from gancompress.arch.build import BicubicUpsample, skip_macs
+
+    x = torch.rand(2, 3, 4 * u, 6 * u)
+    expected = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    skip = BicubicUpsample(scale, u)
+    assert torch.allclose(skip(x), expected, atol=1e-5)
+    assert skip_macs("bicubic", scale, (4 * u, 6 * u), u) == measure_macs(skip, (4 * u, 6 * u))
+
+
+@pytest.mark.parametrize("u", [2, 4])
+def test_an_unshuffled_student_takes_any_size_and_counts_its_macs(u):
+    """Sides not divisible by u are edge-padded and the output cropped back: with the upsampler's
+    conv at zero the output is the bicubic upscale itself, at every size; analytic MACs equal
+    FlopCounterMode's; params count; the spec round-trips and old specs (no field) read as 1."""
+    from torch.nn import functional as F
+
+    rng = random.Random(u)
+    for _ in range(2):
+        spec = random_spec(rng, scale=rng.choice([2, 3, 4]))
+        spec.skip, spec.unshuffle = "bicubic", u
+        spec.validate()
+        assert ArchSpec.from_json(spec.to_json()) == spec
+        net = build_student(spec).eval()
+        for hw in [(16, 16), (9, 13)]:
+            assert spec_macs(spec, hw) == measure_macs(net, hw)
+        assert spec_params(spec) == sum(p.numel() for p in net.parameters())
+        torch.nn.init.zeros_(net.upsampler.convs[0].weight)
+        torch.nn.init.zeros_(net.upsampler.convs[0].bias)
+        x = torch.rand(1, 3, 9, 13)
+        with torch.no_grad():
+            expected = F.interpolate(x, scale_factor=spec.scale, mode="bicubic", align_corners=False)
+            assert torch.allclose(net(x), expected, atol=1e-5)
+    plain = uniform_sr_spec(4, 8, 1, 2).to_dict()
+    assert "unshuffle" not in plain and ArchSpec.from_dict(plain).unshuffle == 1
+
+
+def test_unshuffle_is_refused_where_it_has_no_meaning():
+    with pytest.raises(UserError, match="unshuffle must be one of"):
+        uniform_sr_spec(4, 8, 1, 2, unshuffle=3)
+    with pytest.raises(UserError, match="needs the pixelshuffle upsampler"):
+        uniform_sr_spec(4, 8, 1, 2, upsampler=UpsamplerSpec("progressive", 8), unshuffle=2)
+    spec = uniform_translate_spec(8, 1, 2)
+    spec.unshuffle = 2
+    with pytest.raises(UserError, match="only for a cell-based SR"):
+        spec.validate()
+
+
+def test_an_unshuffled_student_exports_to_onnx_for_any_size(tmp_path):
+    """The export has dynamic sides: the pads and the crop follow the input's size."""
+    import onnxruntime as ort
+
+    from gancompress.export.student import export_onnx
+
+    torch.manual_seed(0)
+    net = build_student(uniform_sr_spec(4, 8, 1, 2, unshuffle=2)).eval()
+    export_onnx(net, tmp_path / "s.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    for hw in [(12, 16), (11, 17)]:
+        x = torch.rand(1, 3, *hw)
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            want = net(x).numpy()
+        assert got.shape == want.shape == (1, 3, 4 * hw[0], 4 * hw[1])
+        assert abs(got - want).max() < 1e-4

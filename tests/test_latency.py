@@ -56,14 +56,18 @@ def random_translate_spec(rng, nf=8):
 
 
 # ---- pieces --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("task", ["sr", "translate"])
+@pytest.mark.parametrize("task", ["sr", "translate", "sr unshuffled"])
 def test_the_pieces_of_a_spec_are_the_whole_student(task):
     """Their MACs (FlopCounterMode, each piece alone) add up to the spec's, and their parameters to
-    the built student's: nothing is left out or counted twice."""
+    the built student's: nothing is left out or counted twice (an unshuffled SR student at a side
+    it must pad too)."""
     rng = random.Random(0)
     for _ in range(4):
-        spec = random_sr_spec(rng) if task == "sr" else random_translate_spec(rng)
+        spec = random_sr_spec(rng) if task != "translate" else random_translate_spec(rng)
         hw = (24, 32)
+        if task == "sr unshuffled":
+            spec.upsampler, spec.unshuffle = UpsamplerSpec(), rng.choice([2, 4])
+            hw = (23, 30)
         pieces = spec_pieces(spec, hw)
         assert sum(measure_macs(p.build(), (p.h, p.w), p.cin) for p in pieces) == spec_macs(spec, hw)
         assert sum(sum(q.numel() for q in p.build().parameters()) for p in pieces) == spec_params(spec)

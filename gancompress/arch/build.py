@@ -70,6 +70,13 @@ class SRStudent(nn.Module):
     Input and output are RGB in [0, 1]; the output is not clamped (clamp when saving).
     `encode` / `decode` are the parts around the cells, so the AGD supernet can wrap its mixed
     cells in exactly the student's own frame.
+
+    With `spec.unshuffle` u > 1 the LR input is pixel-unshuffled by u (3 u^2 channels at 1/u of
+    its side; sides not divisible by u are edge-padded, and the output cropped back) and
+    everything up to the upsampler runs at that side; the upsampler then shuffles by scale * u.
+    Why: ONNX Runtime's CPU convs run at a third of their speed at 8 channels that they reach at
+    32, so at a small latency budget a network u times smaller per side and u^2 times wider per
+    pixel costs about the same time and gets many more MACs and a u times wider view.
     """
 
     style = SR_STYLE
@@ -78,29 +85,47 @@ class SRStudent(nn.Module):
         super().__init__()
         spec.validate()
         self.scale = spec.scale
+        self.unshuffle = u = spec.unshuffle
         nf = spec.nf
-        self.head = nn.Conv2d(3, nf, 3, padding=1)
+        self.head = nn.Conv2d(3 * u * u, nf, 3, padding=1)
         self.cells = nn.Sequential(*(Cell.from_spec(c, nf, SR_STYLE) for c in spec.cells))
         self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
-        self.upsampler = Upsampler(spec.upsampler.kind, nf, spec.scale, spec.upsampler.width)
+        self.upsampler = Upsampler(spec.upsampler.kind, nf, spec.scale * u, spec.upsampler.width)
         # global residual (VDSR / MSRResNet style): the network learns only the correction to a
         # bicubic upscale, which makes small students converge much faster
-        self.skip = BicubicUpsample(spec.scale) if spec.skip == "bicubic" else None
+        self.skip = BicubicUpsample(spec.scale, u) if spec.skip == "bicubic" else None
 
     def encode(self, x, masks=None):
+        if self.unshuffle > 1:
+            x = nn.functional.pixel_unshuffle(pad_to_multiple(x, self.unshuffle), self.unshuffle)
         return self.head(x)
 
     def decode(self, h, f, x, masks=None):
         h = f + self.trunk(h)
+        lr = x
+        if self.unshuffle > 1:
+            x = pad_to_multiple(x, self.unshuffle)
         if self.skip is None:
-            return self.upsampler(h)
-        if self.upsampler.kind == "pixelshuffle":  # one shuffle for both branches (Upsampler.forward)
-            return self.upsampler(h, self.skip(x, shuffle=False))
-        return self.upsampler(h) + self.skip(x)
+            y = self.upsampler(h)
+        elif self.upsampler.kind == "pixelshuffle":  # one shuffle for both branches (Upsampler.forward)
+            y = self.upsampler(h, self.skip(x, shuffle=False))
+        else:
+            y = self.upsampler(h) + self.skip(x)
+        if self.unshuffle > 1:
+            y = y[..., : lr.shape[-2] * self.scale, : lr.shape[-1] * self.scale]
+        return y
 
     def forward(self, x):
         f = self.encode(x)
         return self.decode(self.cells(f), f, x)
+
+
+def pad_to_multiple(x, u: int):
+    """Edge-pad the bottom and right of x to sides divisible by u (a no-op when they are)."""
+    ph, pw = (-x.shape[-2]) % u, (-x.shape[-1]) % u
+    if torch.jit.is_tracing() or ph or pw:  # traced: the pads follow the input's size in ONNX
+        x = nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x
 
 
 def conv_norm_relu(cin, cout, k, stride=1, pad="reflect"):
@@ -187,40 +212,85 @@ def bicubic_phase_taps(scale: int) -> torch.Tensor:
     return taps
 
 
+def skip_pad(unshuffle: int) -> int:
+    """LR pixels of edge padding the bicubic skip reads on each side: the 2 its taps reach,
+    rounded up to whole unshuffled pixels."""
+    return unshuffle * -(-2 // unshuffle)
+
+
+def folded_phase_taps(scale: int, unshuffle: int) -> torch.Tensor:
+    """(scale * u, K, u) weights of the bicubic upscale along one axis of an input unshuffled by
+    u = `unshuffle` and edge-padded by skip_pad(u) LR pixels: output phase a' = s * i + a of
+    unshuffled pixel p (LR pixel u p + i, HR phase a) reads the padded, unshuffled input at offset
+    d (0..K-1) and sub-pixel j with weight [a', d, j]. u = 1 gives bicubic_phase_taps (K = 5)."""
+    u, pad, t = unshuffle, skip_pad(unshuffle), bicubic_phase_taps(scale)
+    k_side = (u - 1 + 2 + pad) // u + 1
+    taps = torch.zeros(scale * u, k_side, u)
+    for i in range(u):
+        for a in range(scale):
+            for k in range(-2, 3):
+                r = i + k + pad  # LR row u p + i + k, in the padded input, minus u p
+                taps[scale * i + a, r // u, r % u] += t[a, k + 2]
+    return taps
+
+
 class BicubicUpsample(nn.Module):
     """Exactly F.interpolate(mode="bicubic", align_corners=False) for an integer scale, written as
-    two fixed 5-tap convs (vertical, then horizontal; one filter per sub-pixel phase, edge padding
-    per axis) + PixelShuffle. Bicubic is separable and edge clamping is per axis, so this equals
-    the 2-D form exactly with a fifth of its weights and MACs.
+    two fixed convs (vertical, then horizontal; one filter per sub-pixel phase, edge padding per
+    axis) + PixelShuffle. Bicubic is separable and edge clamping is per axis, so this equals the
+    2-D form exactly with a fraction of its weights and MACs.
 
     Why not F.interpolate: ONNX Runtime's cubic Resize is slow on CPU (about 70 ms for 128 -> 512
     px, more than the whole student); this form runs as fast as any conv there, and its
-    multiply-accumulates are counted like every other conv's (3 * (s + s^2) * 5 per LR pixel).
+    multiply-accumulates are counted like every other conv's (`skip_macs_per_px`).
     Why separable: the fixed weights stay float in int8 exports, and the 2-D kernel (3 * s^2 * 25
-    floats) was 4 % of a small int8 student's file."""
+    floats) was 4 % of a small int8 student's file.
 
-    def __init__(self, scale: int):
+    `unshuffle` u > 1: the same upscale computed at 1/u of the input's side, for a student whose
+    frame runs there (SRStudent): the input (sides divisible by u) is edge-padded, unshuffled, and
+    the phases come out in the order of a PixelShuffle by scale * u (the vertical conv keeps each
+    column sub-pixel apart with zero weights across them)."""
+
+    def __init__(self, scale: int, unshuffle: int = 1):
         super().__init__()
-        self.scale = scale
-        t = bicubic_phase_taps(scale)  # (s, 5)
-        # vertical: channel c -> c*s + p (row phase p); horizontal: c*s + p -> (c*s + p)*s + q,
-        # which is pixel_shuffle's c*s^2 + p*s + q order.
-        self.register_buffer("weight_v", t.reshape(scale, 1, 5, 1).repeat(3, 1, 1, 1), persistent=False)
-        self.register_buffer("weight_h", t.reshape(scale, 1, 1, 5).repeat(3 * scale, 1, 1, 1),
-                             persistent=False)
+        self.scale, self.unshuffle = scale, unshuffle
+        u, t = unshuffle, folded_phase_taps(scale, unshuffle)  # (s u, K, u)
+        su, k = scale * u, t.shape[1]
+        # vertical, per colour: (row sub-pixel j, column sub-pixel v) -> (row phase a', v)
+        wv = torch.zeros(su, u, u, u, k)  # [a', v, j, v', d]
+        for v in range(u):
+            wv[:, v, :, v, :] = t.permute(0, 2, 1)
+        self.register_buffer("weight_v", wv.reshape(su * u, u * u, k, 1).repeat(3, 1, 1, 1), persistent=False)
+        # horizontal, per (colour, row phase): column sub-pixel v -> column phase b', which is
+        # pixel_shuffle's c (s u)^2 + a' (s u) + b' order
+        wh = t.permute(0, 2, 1).reshape(su, u, 1, k)  # [b', v, 1, d]
+        self.register_buffer("weight_h", wh.repeat(3 * su, 1, 1, 1), persistent=False)
 
     def forward(self, x, shuffle: bool = True):
-        """shuffle=False: the upscale before its PixelShuffle (3 * s^2 channels at x's size), for a
-        pixelshuffle upsampler to shuffle with its own output."""
-        y = nn.functional.pad(x, (0, 0, 2, 2), mode="replicate")
-        y = nn.functional.conv2d(y, self.weight_v, groups=3)
-        y = nn.functional.pad(y, (2, 2, 0, 0), mode="replicate")
-        y = nn.functional.conv2d(y, self.weight_h, groups=3 * self.scale)
-        return nn.functional.pixel_shuffle(y, self.scale) if shuffle else y
+        """shuffle=False: the upscale before its PixelShuffle (3 (s u)^2 channels at 1/u of x's
+        size), for a pixelshuffle upsampler to shuffle with its own output."""
+        u, pad, su = self.unshuffle, skip_pad(self.unshuffle), self.scale * self.unshuffle
+        if u == 1:
+            y = nn.functional.pad(x, (0, 0, pad, pad), mode="replicate")
+            y = nn.functional.conv2d(y, self.weight_v, groups=3)
+            y = nn.functional.pad(y, (pad, pad, 0, 0), mode="replicate")
+        else:  # pad both axes before unshuffling: an edge pixel's copies must be whole LR pixels
+            y = nn.functional.pixel_unshuffle(nn.functional.pad(x, (pad,) * 4, mode="replicate"), u)
+            y = nn.functional.conv2d(y, self.weight_v, groups=3)
+        y = nn.functional.conv2d(y, self.weight_h, groups=3 * su)
+        return nn.functional.pixel_shuffle(y, su) if shuffle else y
 
 
-def skip_macs_per_px(skip: str, scale: int) -> int:
-    return 3 * (scale + scale * scale) * 5 if skip == "bicubic" else 0
+def skip_macs(skip: str, scale: int, hw: tuple[int, int], unshuffle: int = 1) -> int:
+    """MACs of the bicubic skip for an LR input of size hw (sides divisible by `unshuffle`):
+    3 (s + s^2) 5 per LR pixel at u = 1; at u > 1 its vertical conv also runs over the padded
+    columns."""
+    if skip != "bicubic":
+        return 0
+    u, k = unshuffle, folded_phase_taps(scale, unshuffle).shape[1]
+    h, w = hw[0] // u, hw[1] // u
+    cols = w if u == 1 else w + 2 * skip_pad(u) // u
+    return 3 * (scale * u * u) * (u * u) * k * h * cols + 3 * scale * u * (scale * u) * u * k * h * w
 
 
 def build_student(spec: ArchSpec) -> nn.Module:

@@ -33,9 +33,11 @@ def macs_convention(task: str) -> str:
 DEFAULT_HW = (256, 256)
 
 
-def head_trunk_up_macs_per_px(spec_nf: int, scale: int, up_kind: str, up_width: int) -> int:
-    """MACs per LR pixel of the fixed parts: head conv, trunk conv and upsampler (+ final conv)."""
-    m = 9 * 3 * spec_nf + 9 * spec_nf * spec_nf
+def head_trunk_up_macs_per_px(spec_nf: int, scale: int, up_kind: str, up_width: int, unshuffle: int = 1) -> int:
+    """MACs per frame pixel (LR, or 1/unshuffle of it per side) of the fixed parts: head conv,
+    trunk conv and upsampler (+ final conv); an unshuffled frame's upsampler shuffles by scale * u."""
+    scale *= unshuffle
+    m = 9 * 3 * unshuffle * unshuffle * spec_nf + 9 * spec_nf * spec_nf
     if up_kind == "pixelshuffle":
         m += 9 * spec_nf * 3 * scale * scale
     else:
@@ -50,23 +52,31 @@ def head_trunk_up_macs_per_px(spec_nf: int, scale: int, up_kind: str, up_width: 
 
 
 def cells_area(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
-    """Pixels per channel at which the cells run: the (LR) input size for SR, 1/4 per side for
-    translation (after two stride-2 convs)."""
+    """Pixels per channel at which the cells run: the (LR) input size for SR (1/unshuffle per
+    side, rounded up: the input is padded), 1/4 per side for translation (after two stride-2 convs)."""
     if spec.task == "translate":
         return (hw[0] // 4) * (hw[1] // 4)
-    return hw[0] * hw[1]
+    h, w = frame_side(spec, hw)
+    return h * w
+
+
+def frame_side(spec: ArchSpec, hw: tuple[int, int]) -> tuple[int, int]:
+    """The side an SR student's head, cells and trunk run at for an LR input of size hw."""
+    u = spec.unshuffle
+    return -(-hw[0] // u), -(-hw[1] // u)
 
 
 def frame_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
     """MACs of everything outside the cells (these do not change during an AGD search)."""
-    from .build import skip_macs_per_px
+    from .build import skip_macs
 
-    h, w = hw
     if spec.task == "translate":
         f = spec.frame
         return translate_frame_macs(spec.nf, f.stem, f.down[0], f.up[0], f.up[1], f.up_kind, hw, f.stem_k, f.out_k)
-    per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width)
-    return (per_px + skip_macs_per_px(spec.skip, spec.scale)) * h * w
+    u = spec.unshuffle
+    h, w = frame_side(spec, hw)
+    per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width, u)
+    return per_px * h * w + skip_macs(spec.skip, spec.scale, (h * u, w * u), u)
 
 
 def translate_frame_macs(nf, stem, down, up0, up1, up_kind: str, hw=DEFAULT_HW, stem_k=7, out_k=7):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .build import BicubicUpsample, UpLayer, Upsampler, conv_norm_relu
+from .build import BicubicUpsample, UpLayer, Upsampler, conv_norm_relu, pad_to_multiple
 from .ops import INT8_SUFFIX, OPS, SR_STYLE, TRANSLATE_STYLE
 from .spec import ArchSpec
 
@@ -108,24 +108,60 @@ class _ShuffledWith(nn.Module):
 class _SkipPhases(nn.Module):
     """The bicubic skip up to its phases (no shuffle, no add: the upsampler piece pays those)."""
 
-    def __init__(self, scale: int):
+    def __init__(self, scale: int, unshuffle: int):
         super().__init__()
-        self.skip = BicubicUpsample(scale)
+        self.skip = BicubicUpsample(scale, unshuffle)
 
     def forward(self, x):
+        if self.skip.unshuffle > 1:  # as SRStudent.decode pads it
+            x = pad_to_multiple(x, self.skip.unshuffle)
         return self.skip(x, shuffle=False)
 
 
+class _Unshuffled(nn.Module):
+    """An unshuffled SR student's head: pad to whole unshuffled pixels, unshuffle, conv 3x3."""
+
+    def __init__(self, cout: int, u: int):
+        super().__init__()
+        self.u = u
+        self.conv = nn.Conv2d(3 * u * u, cout, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(nn.functional.pixel_unshuffle(pad_to_multiple(x, self.u), self.u))
+
+
+class _Cropped(nn.Module):
+    """An unshuffled SR student's upsampler: its output is cropped back to scale x the LR input
+    (a copy of the HR image in ONNX Runtime, where the crop's size comes from the input's)."""
+
+    def __init__(self, up: nn.Module, scale: int, lr_hw: tuple):
+        super().__init__()
+        self.up, self.scale = up, scale
+        self.register_buffer("lr", torch.zeros(1, 1, *lr_hw))  # stands for the student's input
+
+    def forward(self, x):
+        y = self.up(x)
+        return y[..., : self.lr.shape[-2] * self.scale, : self.lr.shape[-1] * self.scale]
+
+
 def _upsampler(p: Piece) -> nn.Module:
+    u = p.option("unshuffle", 1)
     if p.option("skip") == "bicubic":
-        return _ShuffledWith(p.cin, p.option("scale"), p.h, p.w)
-    return Upsampler(p.option("up"), p.cin, p.option("scale"), p.option("width"))
+        up = _ShuffledWith(p.cin, p.option("scale") * u, p.h, p.w)
+    else:
+        up = Upsampler(p.option("up"), p.cin, p.option("scale") * u, p.option("width"))
+    return up if u == 1 else _Cropped(up, p.option("scale"), (p.h * u, p.w * u))
 
 
 def _skip(p: Piece) -> nn.Module:
     if p.option("shuffle") == "upsampler":
-        return _SkipPhases(p.option("scale"))
+        return _SkipPhases(p.option("scale"), p.option("unshuffle", 1))
     return _WithAdd(BicubicUpsample(p.option("scale")), (1, 3, p.h * p.option("scale"), p.w * p.option("scale")))
+
+
+def _head(p: Piece) -> nn.Module:
+    u = p.option("unshuffle", 1)
+    return nn.Conv2d(p.cin, p.cout, 3, padding=1) if u == 1 else _Unshuffled(p.cout, u)
 
 
 def _style(p: Piece):
@@ -135,7 +171,7 @@ def _style(p: Piece):
 _BUILDERS = {
     "layer": lambda p: OPS[OPS[p.option("op")].base].build(p.cin, p.cout, _style(p), last=p.option("last") == 1),
     "add": lambda p: _WithAdd(None, (1, p.cin, p.h, p.w)),
-    "head": lambda p: nn.Conv2d(p.cin, p.cout, 3, padding=1),
+    "head": _head,
     "trunk": lambda p: _WithAdd(nn.Conv2d(p.cin, p.cout, 3, padding=1), (1, p.cout, p.h, p.w)),
     "upsampler": _upsampler,
     "skip": _skip,
@@ -146,14 +182,17 @@ _BUILDERS = {
 }
 
 
-def cells_side(task: str, hw: tuple[int, int]) -> tuple[int, int]:
-    """The side the cells run at: the (LR) input's for SR, a quarter of it for translation."""
-    return (hw[0] // 4, hw[1] // 4) if task == "translate" else (hw[0], hw[1])
+def cells_side(task: str, hw: tuple[int, int], unshuffle: int = 1) -> tuple[int, int]:
+    """The side the cells run at: the (LR) input's for SR (1/unshuffle of it, rounded up, for an
+    unshuffled student), a quarter of it for translation."""
+    if task == "translate":
+        return hw[0] // 4, hw[1] // 4
+    return -(-hw[0] // unshuffle), -(-hw[1] // unshuffle)
 
 
-def layer_piece(task: str, op: str, cin: int, cout: int, last: bool, hw: tuple[int, int]) -> Piece:
+def layer_piece(task: str, op: str, cin: int, cout: int, last: bool, hw: tuple[int, int], unshuffle: int = 1) -> Piece:
     """A cell layer of operator `op` (cin -> cout) for a student whose input is hw."""
-    h, w = cells_side(task, hw)
+    h, w = cells_side(task, hw, unshuffle)
     # the cell's last layer differs only in translation (no activation after it)
     last_flag = int(last and not _style_of(task).act_last)
     return Piece(task, "layer", cin, cout, h, w, (("op", op), ("last", last_flag)))
@@ -163,8 +202,8 @@ def _style_of(task: str):
     return TRANSLATE_STYLE if task == "translate" else SR_STYLE
 
 
-def add_piece(task: str, nf: int, hw: tuple[int, int]) -> Piece:
-    h, w = cells_side(task, hw)
+def add_piece(task: str, nf: int, hw: tuple[int, int], unshuffle: int = 1) -> Piece:
+    h, w = cells_side(task, hw, unshuffle)
     return Piece(task, "add", nf, nf, h, w)
 
 
@@ -178,10 +217,16 @@ def frame_pieces(template: ArchSpec, hw: tuple[int, int], stem=None, down=None, 
         # its piece pays the add and the one shuffle, the skip's only its convs
         fused = u.kind == "pixelshuffle" and template.skip == "bicubic"
         up = (("up", u.kind), ("scale", s), ("width", u.width if u.kind == "progressive" else 0))
-        ps = [Piece("sr", "head", 3, nf, h, w), Piece("sr", "trunk", nf, nf, h, w),
-              Piece("sr", "upsampler", nf, 3, h, w, up + ((("skip", "bicubic"),) if fused else ()))]
+        # an unshuffled student (SRStudent): its head pads and unshuffles the LR input, its trunk
+        # and upsampler run at 1/k of the side, and the upsampler's output is cropped back
+        k = template.unshuffle
+        fold = (("unshuffle", k),) if k > 1 else ()
+        fh, fw = cells_side("sr", hw, k)
+        ps = [Piece("sr", "head", 3, nf, h, w, fold), Piece("sr", "trunk", nf, nf, fh, fw),
+              Piece("sr", "upsampler", nf, 3, fh, fw, up + ((("skip", "bicubic"),) if fused else ()) + fold)]
         if template.skip == "bicubic":
-            ps.append(Piece("sr", "skip", 3, 3, h, w, (("scale", s),) + ((("shuffle", "upsampler"),) if fused else ())))
+            ps.append(Piece("sr", "skip", 3, 3, h, w, (("scale", s),) + ((("shuffle", "upsampler"),) if fused else ())
+                            + fold))
         return ps
     f = template.frame
     stem = f.stem if stem is None else stem
@@ -206,12 +251,12 @@ def spec_pieces(spec: ArchSpec, hw: tuple[int, int]) -> list[Piece]:
         cin = spec.nf
         layers = [layer_piece(spec.task, layer.op, 0, 0, False, hw) for layer in cell]  # precision only
         for i, layer in enumerate(cell):
-            p = layer_piece(spec.task, layer.op, cin, layer.width, i == len(cell) - 1, hw)
+            p = layer_piece(spec.task, layer.op, cin, layer.width, i == len(cell) - 1, hw, spec.unshuffle)
             pieces.append(p)
             if p.int8 and (i == 0 or not layers[i - 1].int8):
                 pieces.append(p.conversion("in"))
             if p.int8 and (i == len(cell) - 1 or not layers[i + 1].int8):
                 pieces.append(p.conversion("out"))
             cin = layer.width
-        pieces.append(add_piece(spec.task, spec.nf, hw))
+        pieces.append(add_piece(spec.task, spec.nf, hw, spec.unshuffle))
     return pieces

@@ -39,6 +39,7 @@ SPEC_VERSION = 1
 SR_SCALES = (2, 3, 4)
 UPSAMPLERS = ("pixelshuffle", "progressive")
 SKIPS = ("bicubic", "none")
+UNSHUFFLES = (1, 2, 4)
 TASKS = ("sr", "translate", "label2image")
 SPADE_BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
 SPADE_UP_BEFORE = (False, True, False, True, True, True, True)  # GauGAN's "normal": 5 up-samplings
@@ -123,6 +124,9 @@ class ArchSpec:
     frame: FrameSpec | None = None  # translation only
     graph: dict | None = None  # a pruned teacher's layer graph (GraphSpec.to_dict), instead of cells
     spade: SpadeSpec | None = None  # label2image only
+    # SR: the LR input is pixel-unshuffled by this factor before the head, so the head, cells and
+    # trunk run at 1/unshuffle of its side (SRStudent)
+    unshuffle: int = 1
 
     @classmethod
     def from_graph(cls, task: str, scale: int, graph, meta: dict | None = None) -> "ArchSpec":
@@ -136,6 +140,9 @@ class ArchSpec:
 
         if self.task not in TASKS:
             raise UserError(f"spec task {self.task!r} is not supported; known tasks: {TASKS}")
+        if self.unshuffle not in UNSHUFFLES or (self.unshuffle > 1 and (self.task != "sr" or self.graph is not None)):
+            raise UserError(f"unshuffle must be one of {UNSHUFFLES}, and above 1 only for a cell-based SR "
+                            f"student; got {self.unshuffle}")
         if self.graph is not None:
             return self._validate_graph()
         if self.nf < 1:
@@ -150,6 +157,8 @@ class ArchSpec:
             raise UserError(f"unknown upsampler {self.upsampler.kind!r}; choose one of {UPSAMPLERS}")
         if self.skip not in SKIPS or (self.task == "translate" and self.skip != "none"):
             raise UserError(f"unknown global skip {self.skip!r}; choose one of {SKIPS}")
+        if self.unshuffle > 1 and self.upsampler.kind != "pixelshuffle":
+            raise UserError(f"unshuffle {self.unshuffle} needs the pixelshuffle upsampler (got {self.upsampler.kind})")
         if self.task == "sr" and self.upsampler.kind == "progressive" and self.upsampler.width < 1:
             raise UserError("a progressive upsampler needs width >= 1")
         for ci, cell in enumerate(self.cells):
@@ -222,6 +231,8 @@ class ArchSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cells"] = [[[l["op"], l["width"]] for l in cell] for cell in d["cells"]]
+        if d["unshuffle"] == 1:  # such specs read exactly as before the field existed
+            del d["unshuffle"]
         if d["graph"] is None:  # specs without a graph read exactly as before the field existed
             del d["graph"]
         else:
@@ -277,6 +288,7 @@ class ArchSpec:
                 frame=frame,
                 graph=d.get("graph"),
                 spade=spade,
+                unshuffle=int(d.get("unshuffle", 1)),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise UserError(f"malformed architecture spec ({type(e).__name__}: {str(e)[:200]})") from None
@@ -332,7 +344,8 @@ class ArchSpec:
             return "\n".join(lines)
         lines = [f"SR x{self.scale}, nf={self.nf}, upsampler={self.upsampler.kind}"
                  + (f"({self.upsampler.width})" if self.upsampler.kind == "progressive" else "")
-                 + f", global skip={self.skip}"]
+                 + f", global skip={self.skip}"
+                 + (f", input unshuffled by {self.unshuffle}" if self.unshuffle > 1 else "")]
         for ci, cell in enumerate(self.cells):
             lines.append(f"  cell {ci}: " + " ".join(f"{l.op}:{l.width}" for l in cell))
         return "\n".join(lines)
@@ -340,11 +353,11 @@ class ArchSpec:
 
 def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = "conv3x3",
                     width: int | None = None, upsampler: UpsamplerSpec | None = None,
-                    skip: str = "bicubic") -> ArchSpec:
+                    skip: str = "bicubic", unshuffle: int = 1) -> ArchSpec:
     """Every layer the same operator and width (the last of each cell at nf): baselines and tests."""
     w = nf if width is None else width
     cells = [[LayerSpec(op, w) for _ in range(n_layers - 1)] + [LayerSpec(op, nf)] for _ in range(n_cells)]
-    return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec(), skip=skip).validate()
+    return ArchSpec("sr", scale, nf, cells, upsampler or UpsamplerSpec(), skip=skip, unshuffle=unshuffle).validate()
 
 
 def frame_for_width(nf: int, up_kind: str = "deconv", stem_k: int = 7, out_k: int = 7) -> FrameSpec:

@@ -204,13 +204,14 @@ class Supernet(nn.Module):
         per cell pixel, or (a ms / MB budget) the layer's whole cost."""
         b = self.budget
         if b is not None and b.unit == "ms":  # time everything the tables below ask for, with a progress bar
-            pieces = [layer_piece(self.template.task, op, a, w, i % self.n_layers == self.n_layers - 1, b.hw)
+            pieces = [layer_piece(self.template.task, op, a, w, i % self.n_layers == self.n_layers - 1, b.hw,
+                                  self.template.unshuffle)
                       for i, (prev, ws) in enumerate(self._layer_inputs()) for op in self.op_names
                       for a in prev for w in ws]
             frame = frame_pieces(self.template, b.hw) if not self.frame_widths else [
                 p for group in self._frame_piece_choices() for row in group
                 for p in (row if isinstance(row, list) else [row])]
-            b.table.ensure(pieces + frame + [add_piece(self.template.task, self.nf, b.hw)],
+            b.table.ensure(pieces + frame + [add_piece(self.template.task, self.nf, b.hw, self.template.unshuffle)],
                            "latency table (AGD space)")
         tables, conversions = [], []
         for i, (prev, ws) in enumerate(self._layer_inputs()):
@@ -252,7 +253,7 @@ class Supernet(nn.Module):
         with the cells' residual adds and, for latency, the per-call overhead counted once."""
         b, t = self.budget, self.template
         n_pieces = len(frame_pieces(t, b.hw)) + len(self.layer_widths) + self.n_cells
-        const = self.n_cells * b.piece_cost(add_piece(t.task, self.nf, b.hw))
+        const = self.n_cells * b.piece_cost(add_piece(t.task, self.nf, b.hw, t.unshuffle))
         if b.unit == "ms":
             const -= (n_pieces - 1) * b.table.overhead
         if not self.frame_widths:
@@ -362,7 +363,8 @@ class Supernet(nn.Module):
             return 0.0
         if self.budget is not None:
             last = i % self.n_layers == self.n_layers - 1
-            piece = layer_piece(self.template.task, self.op_names[o], cin, cout, last, self.budget.hw)
+            piece = layer_piece(self.template.task, self.op_names[o], cin, cout, last, self.budget.hw,
+                                self.template.unshuffle)
             return self.budget.piece_cost(piece.conversion(part) if part else piece)
         return d.macs(cin, cout) * (self.int8_cost if d.bits == 8 else 1.0)
 

@@ -73,10 +73,13 @@ class SpaceConfig:
     # translation: the trunk width whose CycleGAN proportions (w/4, w/2) are the frame's widest
     # choices; 0: nf. The frame floor raises it when the uniform baseline's frame is wider than nf's
     frame_nf: int = 0
+    # SR: the LR input is pixel-unshuffled by this factor and the head, cells and trunk run at
+    # 1/unshuffle of its side (arch.build.SRStudent)
+    unshuffle: int = 1
 
     def to_dict(self):
         # options added later are left out at their defaults, so runs made before them still resume
-        d = omit_defaults(asdict(self), {"frame_ratios": None, "frame_nf": 0, "int8_search": False,
+        d = omit_defaults(asdict(self), {"frame_ratios": None, "frame_nf": 0, "int8_search": False, "unshuffle": 1,
                                          "arch_weight_decay": ARCH_WEIGHT_DECAY})
         if "int8_search" not in d:
             del d["int8_cost"]  # only meaningful with the precision search
@@ -94,7 +97,8 @@ def frame_template(cfg: SpaceConfig, task: str = "sr", scale: int = 4, label_nc:
     if task == "translate":
         return ArchSpec("translate", 1, cfg.nf, [], skip="none",
                         frame=frame_for_width(cfg.frame_nf or cfg.nf, cfg.upsampler))
-    return ArchSpec("sr", scale, cfg.nf, [], UpsamplerSpec(cfg.upsampler, cfg.up_width), skip=cfg.skip)
+    return ArchSpec("sr", scale, cfg.nf, [], UpsamplerSpec(cfg.upsampler, cfg.up_width), skip=cfg.skip,
+                    unshuffle=cfg.unshuffle)
 
 
 def width_choices(nf: int, ratios) -> list[int]:
@@ -292,7 +296,7 @@ def uniform_spec_for_budget(cfg, budget) -> ArchSpec:
         if cfg.task == "translate":  # CycleGAN's proportions scaled together (ngf = w / 4)
             return uniform_translate_spec(w, s.n_cells, s.n_layers, frame=frame_for_width(w, s.upsampler))
         return uniform_sr_spec(cfg.scale, w, s.n_cells, s.n_layers, "conv3x3",
-                               upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip)
+                               upsampler=UpsamplerSpec(s.upsampler, s.up_width), skip=s.skip, unshuffle=s.unshuffle)
 
     best = None
     for w in range(1, 257):
