@@ -171,6 +171,7 @@ def test_spec_file_errors(tmp_path, capsys):
     (["--arch-weight-decay", "-0.1"], ["--arch-weight-decay must be zero or positive"]),
     (["--band", "1.5"], ["--band must be between 0 and 1"]),
     (["--perceptual-weights", "/nonexistent/vgg19.pth"], ["not found"]),
+    (["--unshuffle", "2", "--upsampler", "progressive", "--up-width", "8"], ["--unshuffle 2", "pixelshuffle"]),
 ])
 def test_bad_options(args, capsys, tmp_path, extra, words):
     code, err, line = run_cli(capsys, args(extra=extra))

@@ -550,3 +550,34 @@ def test_the_teachers_time_is_kept_by_content_not_path_or_mtime(tmp_path, monkey
     assert teacher_latency_ms(teacher(a), table, (8, 8)) == teacher_latency_ms(teacher(b), table, (8, 8)) == 101.0
     assert teacher_latency_ms(teacher(c), table, (8, 8)) == 102.0
     assert len(table.entries) == 2 and calls == [str(a), str(c)]
+
+
+@pytest.mark.parametrize("method, budget", [("agd", "1/3:ms"), ("uniform", "1/4"), ("ofa", "1/4"), ("slim", "1/4"),
+                                            ("prune", "1/4")])
+def test_every_method_compresses_an_unshuffled_student(method, budget, tiny_teacher, tiny_data, tmp_path, monkeypatch):
+    """`--unshuffle 2`: each method's student runs its frame at half the LR side, is held to its
+    budget (AGD: the predicted latency of that frame's pieces), and exports and evaluates at the
+    eval images' sizes."""
+    from dataclasses import replace
+
+    from gancompress.api import compress
+    from gancompress.arch.spec import ArchSpec
+
+    monkeypatch.setenv("GANCOMPRESS_CACHE", str(tmp_path / "cache"))
+    from gancompress.methods.evolution import EvolutionConfig
+    from gancompress.methods.once_for_all import OFAConfig
+    from gancompress.methods.gan_slimming import SlimConfig
+    from gancompress.methods.prune import PruneConfig
+
+    tiny = {"ofa": OFAConfig(steps=4, evolution=EvolutionConfig(population=6, generations=2)),
+            "slim": SlimConfig(steps=6, rho=0.5), "prune": PruneConfig(steps=6)}
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", budget=budget, budget_size="32x32", method=method,
+                      **({"method_options": tiny[method]} if method in tiny else {}))
+    cfg.search = replace(cfg.search, unshuffle=2)
+    m = compress(cfg)
+    spec = ArchSpec.load(tmp_path / "run" / "student" / "spec.json")
+    assert spec.unshuffle == 2 and m["within_budget"]
+    if budget.endswith(":ms"):
+        assert m["budget"]["student_measured"] > 0
+        table = json.loads(next((tmp_path / "cache" / "latency").glob("ort-1t-*.json")).read_text())["entries"]
+        assert any(k.startswith("sr/head/") and k.endswith("unshuffle=2") for k in table)
