@@ -568,3 +568,35 @@ def test_damaged_run_tensors_are_recomputed_or_one_clear_error(tiny_teacher, tin
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(UserError, match="init.safetensors is damaged.*--force"):
         load_run_tensors(bad)
+
+
+def test_a_retraining_loss_that_spikes_rolls_back(tmp_path, capsys):
+    """fit_pixels: a batch loss 20x its running mean (an SRGAN 1/40 student's L1 went from 0.012 to
+    567 and never recovered) rolls back to the last checkpoint at half the learning rate; a resumed
+    run keeps the running mean."""
+    import torch.nn as nn
+
+    from gancompress.distill.loop import load_checkpoint
+    from gancompress.distill.train import SPIKE_AFTER, TrainConfig, check_spike, fit_pixels
+
+    torch.manual_seed(0)
+    student = nn.Conv2d(3, 3, 3, padding=1)
+    done = []
+
+    def sabotage(n):  # once, mid-run: blow the weights up (finite), as a bad Adam step does
+        if n == SPIKE_AFTER + 30 and not done:
+            done.append(n)
+            with torch.no_grad():
+                student.weight.mul_(1000.0)
+    fit_pixels(student, _FixedPairs(sabotage), TrainConfig(steps=SPIKE_AFTER + 100, lr=1e-3), tmp_path / "r.ckpt",
+               "retrain", quiet=True)
+    err = capsys.readouterr().err
+    assert "jumped to" in err and "running mean" in err and "rolled back to step 100" in err
+    ck = load_checkpoint(tmp_path / "r.ckpt")
+    assert ck["guard"]["lr_scale"] == 0.5 and ck["extra"]["loss"] > 0
+    assert student.weight.abs().max() < 100
+    trend = {"loss": 1.0}
+    check_spike(trend, 19.0, SPIKE_AFTER)  # under the factor: a hard batch, not a divergence
+    with pytest.raises(Exception, match="jumped"):
+        check_spike(trend, 25.0, SPIKE_AFTER)
+    check_spike({"loss": 1.0}, 50.0, SPIKE_AFTER - 1)  # too early to trust the mean

@@ -71,6 +71,8 @@ def fit_pixels(model: torch.nn.Module, sampler, cfg: TrainConfig, ckpt_path: Pat
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = CosineLR(opt, cfg.steps, cfg.lr, cfg.min_lr)
 
+    trend = {"loss": None}  # the loss's running mean, checkpointed: a resumed run judges spikes alike
+
     def step(i):
         lr, tgt = sampler.next_batch()
         lr, tgt = lr.to(device), tgt.to(device)
@@ -82,6 +84,7 @@ def fit_pixels(model: torch.nn.Module, sampler, cfg: TrainConfig, ckpt_path: Pat
         else:
             loss = loss_fn(model(lr), tgt)
             logs = {"loss": loss.item()}
+        check_spike(trend, logs["loss"], i)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(params)
@@ -90,6 +93,23 @@ def fit_pixels(model: torch.nn.Module, sampler, cfg: TrainConfig, ckpt_path: Pat
         return logs
 
     logs = run_loop(name, cfg.steps, step, {"model": model, "opt": opt, "sched": sched, "sampler": sampler},
-                    ckpt_path, ckpt_every=max(50, cfg.steps // 20), quiet=quiet)
+                    ckpt_path, ckpt_every=max(50, cfg.steps // 20), quiet=quiet, extra_state=trend)
     model.eval()
     return logs
+
+
+SPIKE_FACTOR = 20.0  # a batch loss this many times the running mean is a run going wrong, not a hard batch
+SPIKE_AFTER = 100  # steps before the running mean is trusted
+
+
+def check_spike(trend: dict, loss: float, i: int) -> None:
+    """Raise Diverged when `loss` is SPIKE_FACTOR times its running mean (kept in `trend`), so
+    run_loop rolls back to the last checkpoint with the learning rate halved. Why: Adam runs can
+    blow up while every value stays finite; a 1/40 SRGAN student's L1 went from 0.012 to 567 at
+    step 5000 of 20000 and never came back below 1 (BENCHMARKS.md, "The unshuffled frame")."""
+    from .loop import Diverged
+
+    mean = trend["loss"]
+    if mean is not None and i >= SPIKE_AFTER and loss > SPIKE_FACTOR * mean:
+        raise Diverged(f"the training loss jumped to {loss:.4g}, {loss / mean:.0f} times its running mean {mean:.4g}")
+    trend["loss"] = loss if mean is None else 0.99 * mean + 0.01 * loss
