@@ -119,6 +119,10 @@ def measure_whole(table, spec, hw):
 
     torch.manual_seed(0)
     model, x = build_student(spec).eval(), torch.rand(1, 3, *hw)
+    if table.runtime == "ort-int8":  # the whole student as `export --int8` writes it
+        from gancompress.latency.runtimes import int8_onnx_bytes
+
+        return table.time_whole(int8_onnx_bytes(model, x, spec.task), x)
     if not int8_layer_names(spec):
         return table.time_whole(model, x)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +135,7 @@ def measure_whole(table, spec, hw):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runtime", default="ort", choices=["ort", "torch"])
+    p.add_argument("--runtime", default="ort", choices=["ort", "ort-int8", "torch"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--students", type=int, default=24)
@@ -147,6 +151,8 @@ def main():
     table = LatencyTable(a.runtime, a.threads, cache_dir=Path(a.cache) if a.cache else cache_root() / "latency",
                          quiet=False)
     todo = students(a.students, a.seed, a.int8, a.unshuffled)
+    if a.runtime == "ort-int8":  # priced for SR students only (config.validate_options)
+        todo = [(name, s) for name, s in todo if s.task == "sr"]
     t0 = time.perf_counter()
     from gancompress.arch.pieces import spec_pieces
 

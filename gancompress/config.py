@@ -37,7 +37,7 @@ class CompressConfig:
     eval_data: str | None = None  # None: the bundled evaluation photographs (never trained on)
     budget: str = "1/10"  # budget.py: 9.2G, 40ms, 1.5MB, 1/10, 1/10:ms, ...
     budget_size: str = "256x256"  # the (LR) input the budget's cost is taken at
-    latency_runtime: str = "ort"  # what a latency budget (ms) is measured on: ort | torch
+    latency_runtime: str = "ort"  # what a latency budget (ms) is measured on: ort | ort-int8 | torch
     latency_threads: int = 1  # intra-op threads of that runtime
     method: str | None = None  # None: the task's default (DEFAULT_METHOD)
     search: SpaceConfig = field(default_factory=SpaceConfig)
@@ -204,6 +204,16 @@ def validate_options(cfg: CompressConfig) -> None:
     if cfg.search.upsampler not in ups:
         raise UserError(f"--upsampler {cfg.search.upsampler} is not one for --task {cfg.task}; choose "
                         f"from {', '.join(ups)}")
+    if cfg.latency_runtime == "ort-int8" and budget_unit(cfg.budget) == "ms":
+        if cfg.task != "sr":
+            raise UserError("--latency-runtime ort-int8 prices SR students only for now; use --latency-runtime ort "
+                            "and `gancompress export RUN --int8`")
+        if cfg.search.int8_search:
+            raise UserError("--latency-runtime ort-int8 prices the whole-model int8 export; --search-int8 chooses int8 "
+                            "per layer and is priced on --latency-runtime ort: use one of them")
+        if not cfg.retrain.qat and getattr(cfg.method_options, "bits", 32) != 8:
+            raise UserError("--latency-runtime ort-int8 holds the int8 export to the budget, so train for it: add --qat "
+                            "(or GAN Slimming's --bits 8)")
     if cfg.search.unshuffle != 1 and (cfg.task != "sr" or cfg.search.upsampler != "pixelshuffle"):
         raise UserError(f"--unshuffle {cfg.search.unshuffle} is for --task sr with the pixelshuffle upsampler")
     if cfg.search.unshuffle not in (1, 2, 4):

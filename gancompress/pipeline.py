@@ -313,16 +313,21 @@ def _cost_metrics(ctx: RunContext, spec, student, onnx_path) -> dict:
         if has_int8_layers(spec):
             out.update(student_cost=float(cost), int8_cost=spec.meta.get("int8_cost"))
     if b.unit == "ms":
-        out["budget"]["student_measured"] = _measured_at_budget(b, student, onnx_path)
+        out["budget"]["student_measured"] = _measured_at_budget(b, student, onnx_path, spec.task)
     return out
 
 
-def _measured_at_budget(budget, student, onnx_path) -> float:
+def _measured_at_budget(budget, student, onnx_path, task: str = "sr") -> float:
     """The student's latency measured whole as the table measures its pieces (the exported ONNX
-    file for ort)."""
+    file for ort; for ort-int8 that file quantized as `export --int8` does, which the int8 stage
+    then writes calibrated: the scales do not change the time)."""
     x = torch.rand(1, 3, *budget.hw)
     t = budget.table
-    return t.time_whole(Path(onnx_path).read_bytes() if t.runtime == "ort" else student, x)
+    if t.runtime == "ort-int8" and student is not None:
+        from .latency.runtimes import int8_onnx_bytes
+
+        return t.time_whole(int8_onnx_bytes(student.eval(), x, task), x)
+    return t.time_whole(Path(onnx_path).read_bytes() if t.runtime in ("ort", "ort-int8") else student, x)
 
 
 def _save_crops(run, kept, scale):

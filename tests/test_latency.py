@@ -581,3 +581,31 @@ def test_every_method_compresses_an_unshuffled_student(method, budget, tiny_teac
         assert m["budget"]["student_measured"] > 0
         table = json.loads(next((tmp_path / "cache" / "latency").glob("ort-1t-*.json")).read_text())["entries"]
         assert any(k.startswith("sr/head/") and k.endswith("unshuffle=2") for k in table)
+
+
+def test_an_int8_latency_budget_prices_the_int8_export(tiny_teacher, tiny_data, tmp_path, monkeypatch):
+    """`--latency-runtime ort-int8 --qat`: pieces are timed as the whole-model int8 export runs
+    them (their own table file), the teacher in fp32 (so 1/3:ms is a third of the fp32 teacher),
+    and the student is measured as its int8 export. Without --qat, or for translation, it is a
+    clean error before anything runs."""
+    from dataclasses import replace
+
+    from gancompress.api import compress
+    from gancompress.config import validate_options
+
+    monkeypatch.setenv("GANCOMPRESS_CACHE", str(tmp_path / "cache"))
+    kw = dict(budget="1/3:ms", budget_size="32x32", latency_runtime="ort-int8")
+    with pytest.raises(UserError, match="add --qat"):
+        validate_options(tiny_config(tiny_teacher, *tiny_data, tmp_path / "no", **kw))
+    cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", **kw)
+    cfg.retrain = replace(cfg.retrain, qat=True)
+    m = compress(cfg)
+    b = m["budget"]
+    assert b["runtime"] == "ort-int8" and m["within_budget"] and b["student_measured"] > 0
+    files = list((tmp_path / "cache" / "latency").glob("ort-int8-1t-*.json"))
+    assert len(files) == 1
+    entries = json.loads(files[0].read_text())["entries"]
+    assert any(k.startswith("teacher/") for k in entries) and any(k.startswith("sr/layer/") for k in entries)
+    assert m["int8"]["int8_bytes"] > 0
+    assert json.loads(files[0].read_text())["key"]["runtime"] == "ort-int8"
+    assert isinstance(LatencyTable("ort", 1, cache_dir=None).key["isa"], list)  # VNNI or not: another table

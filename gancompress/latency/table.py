@@ -42,18 +42,32 @@ from ..arch.spec import ArchSpec
 from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .runtimes import (LEAD_OPS, RUNTIMES, TRAIL_OPS, boundary_reorder_share, boundary_shares, int8_onnx_bytes,
-                       onnx_bytes, ort_profile, runner)
+from .runtimes import (LEAD_OPS, ORT_RUNTIMES, RUNTIMES, TRAIL_OPS, boundary_reorder_share, boundary_shares,
+                       int8_onnx_bytes, onnx_bytes, ort_profile, runner)
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
-# layout conversions (ort), and int8 pieces
-TABLE_VERSION = 6
+# layout conversions (ort), and int8 pieces; 7: the CPU's int8 and vector extensions in the key
+TABLE_VERSION = 7
+# the CPU flags int8 and fp32 kernel speed depends on: the same "AMD EPYC" name ran ONNX Runtime's
+# int8 convs at 0.82-1.25x fp32 without VNNI and 0.30-0.55x with it (BENCHMARKS.md)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
 OVERHEAD_KEY = "call-overhead"
 CANARY_KEY = "canary"
 # the canary: a fixed workload timed around every measurement, a student layer in size (conv 3x3
 # 32 -> 32 at 128 px: 2 MB of activations, so it feels the cache and memory contention they do)
 CANARY = Piece("sr", "layer", 32, 32, 128, 128, (("op", "conv3x3"), ("last", 0)))
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model() -> str:
@@ -69,8 +83,9 @@ def _cpu_model() -> str:
 def machine_key(runtime: str, threads: int, device: str = "cpu") -> dict:
     """What a measured time depends on besides the piece itself."""
     key = {"version": TABLE_VERSION, "runtime": runtime, "threads": int(threads), "device": str(device),
-           "cpu": _cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(), "torch": torch.__version__}
-    if runtime == "ort":
+           "cpu": _cpu_model(), "isa": _cpu_flags(), "cores": os.cpu_count(), "arch": platform.machine(),
+           "torch": torch.__version__}
+    if runtime in ORT_RUNTIMES:
         import onnxruntime
 
         key["onnxruntime"] = onnxruntime.__version__
@@ -89,8 +104,8 @@ class LatencyTable:
             raise UserError(f"unknown latency runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         if not isinstance(threads, int) or threads < 1:
             raise UserError(f"--latency-threads must be a whole number, at least 1, got {threads!r}")
-        if runtime == "ort" and str(device) != "cpu":
-            raise UserError("--latency-runtime ort times ONNX Runtime on the CPU; for a GPU budget use "
+        if runtime in ORT_RUNTIMES and str(device) != "cpu":
+            raise UserError(f"--latency-runtime {runtime} times ONNX Runtime on the CPU; for a GPU budget use "
                             "--latency-runtime torch")
         self.runtime, self.threads, self.device, self.rounds, self.quiet = runtime, threads, str(device), rounds, quiet
         self.key = machine_key(runtime, threads, device)
@@ -181,19 +196,41 @@ class LatencyTable:
                 if piece.int8 and self.runtime != "ort":
                     raise UserError("int8 layers are timed in ONNX Runtime (the int8 export's runtime); use "
                                     "--latency-runtime ort with --search-int8")
-                if self.runtime == "ort" and self._timer is None:
+                if self.runtime == "ort-int8" and self._timer is None:
+                    model, (lead, trail) = self._whole_int8(piece, model, x)
+                elif self.runtime == "ort" and self._timer is None:
                     model = int8_onnx_bytes(model, x, piece.task) if piece.int8 else onnx_bytes(model, x)
                     if piece.key not in self._shares:
                         events = ort_profile(model, x, self.threads)
                         self._shares[piece.key] = (boundary_shares(events, LEAD_OPS, TRAIL_OPS) if piece.int8
                                                    else (boundary_reorder_share(events), 0.0))
-                lead, trail = self._shares.get(piece.key, (0.0, 0.0))
+                if self.runtime != "ort-int8" or self._timer is not None:
+                    lead, trail = self._shares.get(piece.key, (0.0, 0.0))
                 t = self.time_whole(model, x, rounds)
         out = {piece.key: t * (1.0 - lead - trail)}
         if piece.int8:
             out[piece.conversion("in").key] = t * lead
             out[piece.conversion("out").key] = t * trail
         return out
+
+    def _whole_int8(self, piece: Piece, model, x):
+        """(int8 ONNX bytes, (lead, trail) shares to take off) of a piece of a whole-model int8
+        student (ort-int8). Inside that model activations pass from one int8 layer to the next
+        in uint8, so a piece timed alone is charged neither the quantization of its input nor the
+        dequantization of its output, except where the model itself converts: the head quantizes
+        the input image, the upsampler dequantizes the output (its DepthToSpace and the bicubic
+        skip stay float in the export's recipe)."""
+        data = int8_onnx_bytes(model, x, piece.task)
+        if piece.key not in self._shares:
+            lead, trail = boundary_shares(ort_profile(data, x, self.threads), LEAD_OPS, TRAIL_OPS)
+            if piece.kind in ("head", "stem"):
+                lead = 0.0
+            if piece.kind in ("upsampler", "skip", "out"):
+                trail = 0.0
+            if piece.kind == "skip":
+                lead = 0.0
+            self._shares[piece.key] = (lead, trail)
+        return data, self._shares[piece.key]
 
     @property
     def overhead(self) -> float:
