@@ -197,15 +197,14 @@ class LatencyTable:
                     raise UserError("int8 layers are timed in ONNX Runtime (the int8 export's runtime); use "
                                     "--latency-runtime ort with --search-int8")
                 if self.runtime == "ort-int8" and self._timer is None:
-                    model, (lead, trail) = self._whole_int8(piece, model, x)
+                    model = self._whole_int8(piece, model, x)
                 elif self.runtime == "ort" and self._timer is None:
                     model = int8_onnx_bytes(model, x, piece.task) if piece.int8 else onnx_bytes(model, x)
                     if piece.key not in self._shares:
                         events = ort_profile(model, x, self.threads)
                         self._shares[piece.key] = (boundary_shares(events, LEAD_OPS, TRAIL_OPS) if piece.int8
                                                    else (boundary_reorder_share(events), 0.0))
-                if self.runtime != "ort-int8" or self._timer is not None:
-                    lead, trail = self._shares.get(piece.key, (0.0, 0.0))
+                lead, trail = self._shares.get(piece.key, (0.0, 0.0))
                 t = self.time_whole(model, x, rounds)
         out = {piece.key: t * (1.0 - lead - trail)}
         if piece.int8:
@@ -213,9 +212,9 @@ class LatencyTable:
             out[piece.conversion("out").key] = t * trail
         return out
 
-    def _whole_int8(self, piece: Piece, model, x):
-        """(int8 ONNX bytes, (lead, trail) shares to take off) of a piece of a whole-model int8
-        student (ort-int8). Inside that model activations pass from one int8 layer to the next
+    def _whole_int8(self, piece: Piece, model, x) -> bytes:
+        """A piece of a whole-model int8 student (ort-int8) as int8 ONNX bytes; the shares of its
+        ends to take off go to `_shares`. Inside that model activations pass from one int8 layer to the next
         in uint8, so a piece timed alone is charged neither the quantization of its input nor the
         dequantization of its output, except where the model itself converts: the head quantizes
         the input image, the upsampler dequantizes the output (its DepthToSpace and the bicubic
@@ -230,7 +229,7 @@ class LatencyTable:
             if piece.kind == "skip":
                 lead = 0.0
             self._shares[piece.key] = (lead, trail)
-        return data, self._shares[piece.key]
+        return data
 
     @property
     def overhead(self) -> float:
