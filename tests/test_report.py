@@ -113,3 +113,13 @@ def test_html_report_renders_in_a_real_browser(two_runs, tmp_path):
     text = page.read_text()
     assert n_plots == text.count('<img class="plot"') >= 8
     assert n_crops == text.count('<img class="crop"') == 4
+
+
+def test_the_budget_line_says_when_the_measured_student_is_over_the_limit():
+    from gancompress.report.run_report import budget_line
+
+    b = {"unit": "ms", "limit": 40.0, "size": "256x256", "runtime": "ort-int8", "threads": 1, "student": 39.0}
+    ok = budget_line({"budget": {**b, "student_measured": 38.0}, "within_budget": True})
+    assert "within budget" in ok and "OVER" not in ok
+    over = budget_line({"budget": {**b, "student_measured": 70.0}, "within_budget": True})
+    assert "70.0 ms measured whole" in over and "OVER the limit as measured" in over

@@ -116,6 +116,8 @@ def budget_line(m: dict) -> str:
             f"{b['student']:.1f} ms predicted by the latency table ({verdict} budget)")
     if b.get("student_measured") is not None:
         text += f", {b['student_measured']:.1f} ms measured whole"
+        if b["student_measured"] > b["limit"]:  # the prediction was short: say so next to the verdict
+            text += " (OVER the limit as measured: the table under-predicted this student)"
     return text
 
 
