@@ -111,8 +111,8 @@ def _add_data_options(p, demo: bool) -> None:
                    help=f"(LR) input size HxW the budget is taken at, e.g. 720x1280 (default {c.budget_size})")
     g.add_argument("--latency-runtime", default=c.latency_runtime, choices=["ort", "ort-int8", "torch"],
                    help="a latency budget is measured on ONNX Runtime fp32 on the CPU (ort), ONNX Runtime running the "
-                        "whole-model int8 export (ort-int8, sr, with --qat; teachers timed in fp32, so 1/80:ms is 80x "
-                        "faster than the fp32 teacher) or PyTorch eager on --device (torch), per layer, in a table "
+                        "whole-model int8 export (ort-int8, experimental: sr, with --qat; teachers timed in fp32, so "
+                        "1/80:ms is 80x faster than the fp32 teacher) or PyTorch eager on --device (torch), per layer, in a table "
                         f"cached across runs (default {c.latency_runtime})")
     g.add_argument("--latency-threads", type=int, default=c.latency_threads,
                    help=f"intra-op threads the latency budget is measured with (default {c.latency_threads})")

@@ -323,11 +323,11 @@ def _measured_at_budget(budget, student, onnx_path, task: str = "sr") -> float:
     then writes calibrated: the scales do not change the time)."""
     x = torch.rand(1, 3, *budget.hw)
     t = budget.table
-    if t.runtime == "ort-int8" and student is not None:
-        from .latency.runtimes import int8_onnx_bytes
+    from .latency.runtimes import ORT_RUNTIMES, int8_onnx_bytes
 
+    if t.runtime == "ort-int8" and student is not None:
         return t.time_whole(int8_onnx_bytes(student.eval(), x, task), x)
-    return t.time_whole(Path(onnx_path).read_bytes() if t.runtime in ("ort", "ort-int8") else student, x)
+    return t.time_whole(Path(onnx_path).read_bytes() if t.runtime in ORT_RUNTIMES else student, x)
 
 
 def _save_crops(run, kept, scale):

@@ -74,9 +74,11 @@ class SRStudent(nn.Module):
     With `spec.unshuffle` u > 1 the LR input is pixel-unshuffled by u (3 u^2 channels at 1/u of
     its side; sides not divisible by u are edge-padded, and the output cropped back) and
     everything up to the upsampler runs at that side; the upsampler then shuffles by scale * u.
-    Why: ONNX Runtime's CPU convs run at a third of their speed at 8 channels that they reach at
-    32, so at a small latency budget a network u times smaller per side and u^2 times wider per
-    pixel costs about the same time and gets many more MACs and a u times wider view.
+    The idea was speed per MAC: ONNX Runtime's CPU convs run at a third to a half of their 32-channel
+    speed at 8 channels, so at a small latency budget a network u times smaller per side and wider
+    per pixel gets more MACs and a wider view in the same time. Measured at 1/80 of SRGAN's ORT
+    latency it fits the teacher 1.0 dB worse than the full-side student (BENCHMARKS.md), so it is
+    an option (`--unshuffle`), off by default.
     """
 
     style = SR_STYLE
@@ -242,7 +244,7 @@ class BicubicUpsample(nn.Module):
 
     Why not F.interpolate: ONNX Runtime's cubic Resize is slow on CPU (about 70 ms for 128 -> 512
     px, more than the whole student); this form runs as fast as any conv there, and its
-    multiply-accumulates are counted like every other conv's (`skip_macs_per_px`).
+    multiply-accumulates are counted like every other conv's (`skip_macs`).
     Why separable: the fixed weights stay float in int8 exports, and the 2-D kernel (3 * s^2 * 25
     floats) was 4 % of a small int8 student's file.
 

@@ -106,7 +106,7 @@ def check_spike(trend: dict, loss: float, i: int) -> None:
     """Raise Diverged when `loss` is SPIKE_FACTOR times its running mean (kept in `trend`), so
     run_loop rolls back to the last checkpoint with the learning rate halved. Why: Adam runs can
     blow up while every value stays finite; a 1/40 SRGAN student's L1 went from 0.012 to 567 at
-    step 5000 of 20000 and never came back below 1 (BENCHMARKS.md, "The unshuffled frame")."""
+    step 5000 of 20000 and never came back below 1 (BENCHMARKS.md, session 35)."""
     from .loop import Diverged
 
     mean = trend["loss"]
