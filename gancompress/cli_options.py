@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from .arch.spec import UNSHUFFLES
 from .config import DEFAULT_METHOD, TASKS, CompressConfig, run_defaults
 from .distill.train import TrainConfig
 from .errors import UserError
@@ -140,7 +141,7 @@ def _add_space_options(p, demo: bool) -> None:
                    help=f"sr: pixelshuffle or progressive; translate: deconv (ConvTranspose2d) or resize "
                         f"(nearest + conv); label2image: nearest (GauGAN's) {_per_task('upsampler', demo)}")
     a.add_argument("--up-width", type=int, default=s.up_width, help="width of a progressive upsampler")
-    a.add_argument("--unshuffle", type=int, default=s.unshuffle, choices=[1, 2, 4],
+    a.add_argument("--unshuffle", type=int, default=s.unshuffle, choices=UNSHUFFLES,
                    help="sr: pixel-unshuffle the LR input by this factor, so the head, cells and trunk run at "
                         "1/N of its side with N^2 times the input channels; wider, faster convs at the same "
                         f"latency for small students (default {s.unshuffle})")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .arch.spec import UNSHUFFLES
 from .distill.train import TrainConfig
 from .budget import budget_unit, parse_budget, parse_size
 from .errors import UserError
@@ -216,8 +217,8 @@ def validate_options(cfg: CompressConfig) -> None:
                             "(or GAN Slimming's --bits 8)")
     if cfg.search.unshuffle != 1 and (cfg.task != "sr" or cfg.search.upsampler != "pixelshuffle"):
         raise UserError(f"--unshuffle {cfg.search.unshuffle} is for --task sr with the pixelshuffle upsampler")
-    if cfg.search.unshuffle not in (1, 2, 4):
-        raise UserError(f"--unshuffle must be 1, 2 or 4, got {cfg.search.unshuffle}")
+    if cfg.search.unshuffle not in UNSHUFFLES:
+        raise UserError(f"--unshuffle must be one of {', '.join(map(str, UNSHUFFLES))}, got {cfg.search.unshuffle}")
     if cfg.views < 1:
         raise UserError(f"--views must be at least 1 (the whole photo), got {cfg.views}")
     if cfg.crop_align < 1:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .ops import OPS
-from .spec import ArchSpec
+from .spec import ArchSpec, frame_side
 
 MACS_RULE = "MACs = FlopCounterMode FLOPs / 2 (conv/matmul only)"
 MACS_CONVENTION = MACS_RULE + ", SR at 256x256 LR input"
@@ -56,14 +56,8 @@ def cells_area(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
     side, rounded up: the input is padded), 1/4 per side for translation (after two stride-2 convs)."""
     if spec.task == "translate":
         return (hw[0] // 4) * (hw[1] // 4)
-    h, w = frame_side(spec, hw)
+    h, w = frame_side(hw, spec.unshuffle)
     return h * w
-
-
-def frame_side(spec: ArchSpec, hw: tuple[int, int]) -> tuple[int, int]:
-    """The side an SR student's head, cells and trunk run at for an LR input of size hw."""
-    u = spec.unshuffle
-    return -(-hw[0] // u), -(-hw[1] // u)
 
 
 def frame_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
@@ -74,7 +68,7 @@ def frame_macs(spec: ArchSpec, hw: tuple[int, int] = DEFAULT_HW) -> int:
         f = spec.frame
         return translate_frame_macs(spec.nf, f.stem, f.down[0], f.up[0], f.up[1], f.up_kind, hw, f.stem_k, f.out_k)
     u = spec.unshuffle
-    h, w = frame_side(spec, hw)
+    h, w = frame_side(hw, u)
     per_px = head_trunk_up_macs_per_px(spec.nf, spec.scale, spec.upsampler.kind, spec.upsampler.width, u)
     return per_px * h * w + skip_macs(spec.skip, spec.scale, (h * u, w * u), u)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from .build import BicubicUpsample, UpLayer, Upsampler, conv_norm_relu, pad_to_multiple
 from .ops import INT8_SUFFIX, OPS, SR_STYLE, TRANSLATE_STYLE
-from .spec import ArchSpec
+from .spec import ArchSpec, frame_side
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,7 @@ _BUILDERS = {
 def cells_side(task: str, hw: tuple[int, int], unshuffle: int = 1) -> tuple[int, int]:
     """The side the cells run at: the (LR) input's for SR (1/unshuffle of it, rounded up, for an
     unshuffled student), a quarter of it for translation."""
-    if task == "translate":
-        return hw[0] // 4, hw[1] // 4
-    return -(-hw[0] // unshuffle), -(-hw[1] // unshuffle)
+    return (hw[0] // 4, hw[1] // 4) if task == "translate" else frame_side(hw, unshuffle)
 
 
 def layer_piece(task: str, op: str, cin: int, cout: int, last: bool, hw: tuple[int, int], unshuffle: int = 1) -> Piece:

@@ -351,6 +351,12 @@ class ArchSpec:
         return "\n".join(lines)
 
 
+def frame_side(hw: tuple[int, int], unshuffle: int = 1) -> tuple[int, int]:
+    """The side an SR student's head, cells and trunk run at for an LR input of size hw: 1/unshuffle
+    of it, rounded up (the student edge-pads the input to whole unshuffled pixels)."""
+    return -(-hw[0] // unshuffle), -(-hw[1] // unshuffle)
+
+
 def uniform_sr_spec(scale: int, nf: int, n_cells: int, n_layers: int, op: str = "conv3x3",
                     width: int | None = None, upsampler: UpsamplerSpec | None = None,
                     skip: str = "bicubic", unshuffle: int = 1) -> ArchSpec:

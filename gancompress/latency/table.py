@@ -59,25 +59,24 @@ CANARY_KEY = "canary"
 CANARY = Piece("sr", "layer", 32, 32, 128, 128, (("op", "conv3x3"), ("last", 0)))
 
 
-def _cpu_flags() -> list[str]:
+def _cpuinfo(*prefixes: str) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `prefixes` (None: none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("flags", "features")):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in ISA_FLAGS if f in have]
-    except OSError:
-        pass
-    return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
+            if line.lower().startswith(prefixes):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_flags() -> list[str]:
+    have = set((_cpuinfo("flags", "features") or "").split())
+    return [f for f in ISA_FLAGS if f in have]
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def machine_key(runtime: str, threads: int, device: str = "cpu") -> dict:
@@ -222,12 +221,10 @@ class LatencyTable:
         data = int8_onnx_bytes(model, x, piece.task)
         if piece.key not in self._shares:
             lead, trail = boundary_shares(ort_profile(data, x, self.threads), LEAD_OPS, TRAIL_OPS)
-            if piece.kind in ("head", "stem"):
+            if piece.kind in ("head", "stem", "skip"):  # the float input is quantized here (skip: stays float)
                 lead = 0.0
-            if piece.kind in ("upsampler", "skip", "out"):
+            if piece.kind in ("upsampler", "skip", "out"):  # the output is dequantized here
                 trail = 0.0
-            if piece.kind == "skip":
-                lead = 0.0
             self._shares[piece.key] = (lead, trail)
         return data
 
