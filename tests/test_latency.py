@@ -117,6 +117,25 @@ def test_real_ort_table_on_tiny_pieces(tmp_path):
     assert t.path.is_file()
 
 
+def test_one_thread_is_timed_by_its_own_cpu_time_not_the_wall_clock():
+    """At 1 thread on the CPU a measurement counts only the work of the thread that runs it: time
+    the thread spends off the CPU (here, asleep; on a shared machine, queued behind other jobs)
+    is not charged. With more threads, or on CUDA, the wall clock (the latency a user waits for)."""
+    import time
+
+    from gancompress.latency.runtimes import _min_ms, busy_clock
+
+    assert busy_clock(2) is time.perf_counter and busy_clock(1, "cuda") is time.perf_counter
+    clock = busy_clock(1)
+    if clock is time.perf_counter:
+        pytest.skip("this platform keeps thread CPU time only coarsely: the wall clock is used")
+    idle = lambda: time.sleep(0.02)  # noqa: E731
+    assert _min_ms(idle, warmup=0, repeats=2, clock=clock) < 5.0
+    assert _min_ms(idle, warmup=0, repeats=2, clock=time.perf_counter) >= 19.0
+    work = lambda: sum(i * i for i in range(200_000))  # noqa: E731 - busy: both clocks see it
+    assert _min_ms(work, warmup=0, repeats=2, clock=clock) > 1.0
+
+
 def _node(op, ts, dur):
     return {"cat": "Node", "name": f"{op}_{ts}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
 

@@ -24,7 +24,9 @@ run 20-40 % slower for minutes at a time (the same model measured 61-83 ms withi
 table built in a slow period predicted whole students 25-50 % too slow), so a time is stored as
 time x canary_ref / canary_now, in the speed the machine had when the table was started
 (`canary` entry). Whole networks timed for comparison (the teacher of a relative budget, the
-student at the end of a run) go through the same normalisation (`time_whole`).
+student at the end of a run) go through the same normalisation (`time_whole`). At 1 thread the
+clock is the thread's CPU time (`runtimes.busy_clock`), which other jobs on the machine do not
+inflate; the canary still corrects what does change it (the clock rate, a shared cache).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from .runtimes import (LEAD_OPS, ORT_RUNTIMES, RUNTIMES, TRAIL_OPS, boundary_reo
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
-# layout conversions (ort), and int8 pieces; 7: the CPU's int8 and vector extensions in the key
-TABLE_VERSION = 7
+# layout conversions (ort), and int8 pieces; 7: the CPU's int8 and vector extensions in the key;
+# 8: at 1 thread, the thread's CPU time (runtimes.busy_clock)
+TABLE_VERSION = 8
 # the CPU flags int8 and fp32 kernel speed depends on: the same "AMD EPYC" name ran ONNX Runtime's
 # int8 convs at 0.82-1.25x fp32 without VNNI and 0.30-0.55x with it (BENCHMARKS.md)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
