@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .runtimes import (LEAD_OPS, ORT_RUNTIMES, RUNTIMES, TRAIL_OPS, boundary_reorder_share, boundary_shares,
-                       int8_onnx_bytes, onnx_bytes, ort_profile, runner)
+                       busy_clock, int8_onnx_bytes, onnx_bytes, ort_profile, runner)
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
@@ -323,4 +324,5 @@ class LatencyTable:
         return sum(self.ms(p) for p in pieces) - (calls - 1) * self.overhead
 
     def describe(self) -> str:
-        return f"{self.runtime}, {self.threads} thread{'s' * (self.threads > 1)}, {self.key['cpu']}"
+        clock = "CPU time" if busy_clock(self.threads, self.device) is not time.perf_counter else "wall clock"
+        return f"{self.runtime}, {self.threads} thread{'s' * (self.threads > 1)}, {clock}, {self.key['cpu']}"
