@@ -364,6 +364,50 @@ def test_a_candidate_keeps_only_the_int8_layers_that_lower_its_latency():
     assert b.cost(small) <= b.cost(floats)
 
 
+def blocked_ms(module, x, int8=False):
+    """A runtime with channel-blocked kernels (as ONNX Runtime's): each conv's channels are padded
+    to a multiple of 8, and a width that is not one pays 50 % more, so a narrower layer can cost
+    more than a wider one."""
+    ms = 0.05
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            cin, cout = (-(-c // 8) * 8 for c in (m.in_channels, m.out_channels))
+            odd = 1.5 if m.in_channels % 8 or m.out_channels % 8 else 1.0
+            ms += odd * cin * cout * 9 * x.shape[-1] * x.shape[-2] / 1e6
+    return ms
+
+
+def test_a_candidate_is_widened_where_a_wider_layer_costs_no_more():
+    """Under a latency budget AGD's candidate takes, at every layer, the widest choice the table
+    prices no dearer (never raising the predicted cost); under a MACs budget nothing moves."""
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.agd_supernet import widen_free
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = SpaceConfig(nf=16, n_cells=2, n_layers=3, ops=("conv3x3", "resblock"))
+    b = Budget("ms", 1e9, (16, 16), "1e9ms", LatencyTable("ort", 1, timer=blocked_ms, rounds=1))
+    net = make_supernet(cfg, frame_template(cfg, "sr", 4), b)
+    rng = random.Random(0)
+    moved = 0
+    for _ in range(4):
+        ops = [rng.randrange(len(net.op_names)) for _ in net.layer_widths]
+        ws = [rng.randrange(len(w)) for w in net.all_widths]
+        before = b.cost(net.spec_from_indices(ops, ws))
+        wide = widen_free(net, ops, ws)
+        after = b.cost(net.spec_from_indices(ops, wide))
+        assert after <= before and all(a >= w for a, w in zip(wide, ws))
+        moved += sum(a > w for a, w in zip(wide, ws))
+        for i, widths in enumerate(net.all_widths):  # no wider choice left that costs no more
+            for w in range(wide[i] + 1, len(widths)):
+                trial = wide.copy()
+                trial[i] = w
+                assert b.cost(net.spec_from_indices(ops, trial)) > after
+    assert moved
+    macs = make_supernet(cfg, frame_template(cfg, "sr", 4), Budget("MACs", 1e12, (16, 16), "1000G"))
+    ws = [0] * len(macs.all_widths)
+    assert widen_free(macs, [0] * len(macs.layer_widths), ws) == ws
+
+
 def test_the_trunk_narrowing_prices_the_float_floor_under_a_latency_budget():
     """With --search-int8, the smallest network priced in MACs is int8 everywhere (discounted), but
     in milliseconds its narrow layers are faster in float: the narrowing rule must use that floor,

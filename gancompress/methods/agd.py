@@ -23,7 +23,9 @@ below the band (or repaired below it) is widened greedily into it the same way (
 
 With `--search-int8` under a latency budget the table prices each int8 layer by its measured int8
 kernels, plus the conversions where float and int8 layers meet (`latency.table`), and a candidate
-keeps only the int8 layers that lower its predicted latency (`drop_useless_int8`).
+keeps only the int8 layers that lower its predicted latency (`drop_useless_int8`). Under a latency
+budget a narrower layer can cost more than a wider one (channel-blocked kernels), so a candidate's
+layers are widened wherever the table prices the wider choice no dearer (`widen_free`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from ..distributed import average_gradients, broadcast_parameters, is_main
 from ..data.label_maps import label_channels
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .agd_supernet import Supernet, drop_useless_int8, fill_to_band, repair_to_budget, student_state_from_supernet
+from .agd_supernet import (Supernet, drop_useless_int8, fill_to_band, repair_to_budget, student_state_from_supernet,
+                           widen_free)
 from .base import Method, RunContext, distill_student
 from .space import SpaceConfig, budget_meta, frame_template, smaller_space_hint
 
@@ -140,8 +143,12 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
             op_ok = lambda o: OPS[net.op_names[o]].bits != 8  # noqa: E731
         if net.cost(net.spec_from_indices(ops, ws)) > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
-        if net.cost(net.spec_from_indices(ops, ws)) < lo:  # below the band (or repaired below it):
-            ops, ws = fill_to_band(net, ops, ws, lo, hi, op_ok=op_ok)  # widen where the preferences lose least
+        ws = widen_free(net, ops, ws)  # latency: a wider layer the table prices no dearer
+        for _ in range(3):  # below the band (or repaired or widened below it): fill it, then widen again
+            if net.cost(net.spec_from_indices(ops, ws)) >= lo:
+                break
+            ops, ws = fill_to_band(net, ops, ws, lo, hi, op_ok=op_ok)  # where the preferences lose least
+            ws = widen_free(net, ops, ws)
         macs = net.cost(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
         vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()

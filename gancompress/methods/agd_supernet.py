@@ -452,14 +452,41 @@ def fill_to_band(net: Supernet, op_idx, w_idx, low: float, budget: float, hw=Non
     it to above it, and without this every candidate was the space's floor (BENCHMARKS.md,
     "Label map -> image"). Each move picks the smallest loss of log-probability per MAC gained;
     `op_ok(o)` False keeps a layer from moving to operator o (e.g. an int8 twin that would only
-    spend latency)."""
+    spend latency). No move narrows a layer: under a latency budget a narrower layer can cost
+    more (see `widen_free`), and spending budget on less capacity is never the fill wanted."""
     return _greedy_moves(net, op_idx, w_idx, hw, until=lambda c: c >= low, sign=1.0,
-                         allowed=lambda c: c <= budget, op_ok=op_ok)
+                         allowed=lambda c: c <= budget, op_ok=op_ok, narrow_ok=False)
 
 
-def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=None):
+def widen_free(net: Supernet, op_idx, w_idx, hw=None) -> list[int]:
+    """Widen every layer whose wider choice the cost model prices no dearer, the widest such move
+    first, until none is left. Under a MACs or size budget a wider layer always costs more, so
+    this changes nothing; under a latency budget it does: ONNX Runtime's kernels run channels in
+    blocks (16 on AVX-512), so on the int8 table a conv 16 -> 5 costs 2.38 ms and 16 -> 16 1.67
+    ms, and the searches at 1/80:ms took 5-, 8-, 11- and 13-wide layers that were both slower and
+    narrower than 16 (BENCHMARKS.md, session 36). Only widths move, never operators: more
+    channels at no more latency is the one change that cannot lose capacity."""
+    w_idx = list(w_idx)
+    cost = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
+    while True:
+        best = None
+        for i, widths in enumerate(net.all_widths):
+            for w in range(w_idx[i] + 1, len(widths)):
+                trial = w_idx.copy()
+                trial[i] = w
+                c = net.cost(net.spec_from_indices(op_idx, trial), hw)
+                gain = widths[w] - widths[w_idx[i]]
+                if c <= cost and (best is None or (gain, -c) > best[0]):
+                    best = ((gain, -c), trial, c)
+        if best is None:
+            return w_idx
+        _, w_idx, cost = best
+
+
+def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=None, narrow_ok=True):
     """Move one layer at a time (cost change in the direction of `sign`, new cost `allowed`) until
-    `until(cost)`, each time the move that loses the least log-probability per MAC moved."""
+    `until(cost)`, each time the move that loses the least log-probability per MAC moved
+    (`narrow_ok` False: never to a narrower width)."""
     op_idx, w_idx = list(op_idx), list(w_idx)
     choices = net.choices()  # cell layers (op, width), then frame layers (width only: op list [1.0])
     n_ops = len(op_idx)
@@ -477,6 +504,8 @@ def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=Non
                     if (o, w) == (op_of(op_idx, i), w_idx[i]):
                         continue
                     if op_ok is not None and i < n_ops and o != op_idx[i] and not op_ok(o):
+                        continue
+                    if not narrow_ok and w < w_idx[i]:
                         continue
                     trial_o, trial_w = op_idx.copy(), w_idx.copy()
                     if i < n_ops:
