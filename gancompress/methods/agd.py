@@ -143,11 +143,14 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
             op_ok = lambda o: OPS[net.op_names[o]].bits != 8  # noqa: E731
         if net.cost(net.spec_from_indices(ops, ws)) > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
-        ws = widen_free(net, ops, ws)  # latency: a wider layer the table prices no dearer
+        widen = budget.unit == "ms"  # latency: a wider layer the table prices no dearer (MACs, MB: none is)
+        ws = widen_free(net, ops, ws) if widen else ws
         for _ in range(3):  # below the band (or repaired or widened below it): fill it, then widen again
             if net.cost(net.spec_from_indices(ops, ws)) >= lo:
                 break
             ops, ws = fill_to_band(net, ops, ws, lo, hi, op_ok=op_ok)  # where the preferences lose least
+            if not widen:
+                break
             ws = widen_free(net, ops, ws)
         macs = net.cost(net.spec_from_indices(ops, ws))
         lr, tgt = to_dev(val_batch)
