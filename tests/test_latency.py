@@ -408,6 +408,34 @@ def test_a_candidate_is_widened_where_a_wider_layer_costs_no_more():
     assert widen_free(macs, [0] * len(macs.layer_widths), ws) == ws
 
 
+def test_gan_compressions_evolution_scores_only_configs_no_free_widening_improves():
+    """Under a latency budget the evolution's candidates are repaired before they are scored: no
+    position is left narrower than a width the table prices no dearer (random draws do have such
+    positions), the repair never breaks the budget, and under MACs it changes nothing."""
+    from gancompress.methods.evolution import EvolutionConfig, evolve
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+
+    space = WidthSpace(frame_template(SpaceConfig(nf=16), "sr", 4), 2, 2, "conv3x3")
+    table = LatencyTable("ort", 1, timer=blocked_ms, rounds=1)
+    probe = Budget("ms", 1e9, (16, 16), "1e9ms", table)
+    lo, hi = (probe.cost(space.spec(c)) for c in (space.min_config(), space.max_config()))
+    b = Budget("ms", lo + 0.6 * (hi - lo), (16, 16), "ms", table)
+
+    def cost(c):
+        return b.cost(space.spec(c))
+
+    rng = random.Random(0)
+    assert any(space.widen_free(c, cost) != c for c in (space.sample(rng) for _ in range(20)))
+    res = evolve(space, lambda c: -sum(c), lambda c: b.fits(space.spec(c)),
+                 EvolutionConfig(population=6, generations=3), repair=lambda c: space.widen_free(c, cost))
+    scored = [space.parse(k) for k in res["cache"]]
+    assert scored and all(b.fits(space.spec(c)) for c in scored)
+    assert all(space.widen_free(c, cost) == c for c in scored)
+    macs = Budget("MACs", 1e12, (16, 16), "1000G")
+    c = space.min_config()
+    assert space.widen_free(c, lambda w: macs.cost(space.spec(w))) == c
+
+
 def test_the_trunk_narrowing_prices_the_float_floor_under_a_latency_budget():
     """With --search-int8, the smallest network priced in MACs is int8 everywhere (discounted), but
     in milliseconds its narrow layers are faster in float: the narrowing rule must use that floor,

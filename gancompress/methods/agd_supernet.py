@@ -33,7 +33,7 @@ from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, translate_frame_macs
 from ..arch.ops import OPS, OpStyle
 from ..arch.pieces import add_piece, frame_pieces, layer_piece
 from ..arch.spec import ArchSpec, LayerSpec
-from .space import width_choices
+from .space import widen_while_free, width_choices
 
 
 class MixedLayer(nn.Module):
@@ -459,28 +459,11 @@ def fill_to_band(net: Supernet, op_idx, w_idx, low: float, budget: float, hw=Non
 
 
 def widen_free(net: Supernet, op_idx, w_idx, hw=None) -> list[int]:
-    """Widen every layer whose wider choice the cost model prices no dearer, the widest such move
-    first, until none is left. Under a MACs or size budget a wider layer always costs more, so
-    this changes nothing; under a latency budget it does: ONNX Runtime's kernels run channels in
-    blocks (16 on AVX-512), so on the int8 table a conv 16 -> 5 costs 2.38 ms and 16 -> 16 1.67
-    ms, and the searches at 1/80:ms took 5-, 8-, 11- and 13-wide layers that were both slower and
-    narrower than 16 (BENCHMARKS.md, session 36). Only widths move, never operators: more
-    channels at no more latency is the one change that cannot lose capacity."""
-    w_idx = list(w_idx)
-    cost = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
-    while True:
-        best = None
-        for i, widths in enumerate(net.all_widths):
-            for w in range(w_idx[i] + 1, len(widths)):
-                trial = w_idx.copy()
-                trial[i] = w
-                c = net.cost(net.spec_from_indices(op_idx, trial), hw)
-                gain = widths[w] - widths[w_idx[i]]
-                if c <= cost and (best is None or (gain, -c) > best[0]):
-                    best = ((gain, -c), trial, c)
-        if best is None:
-            return w_idx
-        _, w_idx, cost = best
+    """Width indices with every layer widened where the cost model prices the wider choice no
+    dearer (`space.widen_while_free`; only widths move, never operators). Under a MACs or size
+    budget nothing moves; the int8 searches at 1/80:ms took 5-, 8-, 11- and 13-wide layers that
+    were both slower and narrower than 16 (BENCHMARKS.md, session 36)."""
+    return widen_while_free(net.all_widths, w_idx, lambda ws: net.cost(net.spec_from_indices(op_idx, ws), hw))
 
 
 def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=None, narrow_ok=True):

@@ -48,7 +48,7 @@ def _set_rng_state(rng: random.Random, s):
 
 
 def evolve(space, score_fn, fits_budget, cfg: EvolutionConfig, state_path: Path | None = None,
-           progress=None, log=None) -> dict:
+           progress=None, log=None, repair=None) -> dict:
     """Returns {"best": config, "best_score", "cache": {config string: score}, "history": [...]}.
 
     `space`: has choices (per position), sample(rng), format(config), min_config().
@@ -61,6 +61,15 @@ def evolve(space, score_fn, fits_budget, cfg: EvolutionConfig, state_path: Path 
         _set_rng_state(rng, st["rng"])
     cache: dict[str, float] = st["cache"]
     fits_cache: dict[str, bool] = {}
+    repaired: dict[tuple, tuple] = {}
+
+    def fixed(c):
+        c = tuple(c)
+        if repair is None:
+            return c
+        if c not in repaired:
+            repaired[c] = tuple(repair(c))
+        return repaired[c]
 
     def fits(c):
         k = space.format(c)
@@ -73,13 +82,13 @@ def evolve(space, score_fn, fits_budget, cfg: EvolutionConfig, state_path: Path 
         can be found; else any in-budget one; else the smallest."""
         fallback = None
         for _ in range(cfg.max_tries):
-            c = tuple(make())
+            c = fixed(make())
             if fits(c):
                 if space.format(c) not in cache and c not in taken:
                     taken.add(c)
                     return c
                 fallback = fallback or c
-        return fallback or tuple(space.min_config())
+        return fallback or fixed(space.min_config())
 
     def score(c):
         k = space.format(c)
