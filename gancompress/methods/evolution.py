@@ -82,8 +82,9 @@ def evolve(space, score_fn, fits_budget, cfg: EvolutionConfig, state_path: Path 
         can be found; else any in-budget one; else the smallest."""
         fallback = None
         for _ in range(cfg.max_tries):
-            c = fixed(make())
-            if fits(c):
+            c = tuple(make())
+            if fits(c):  # the repair never raises the cost, so it runs on in-budget draws only
+                c = fixed(c)
                 if space.format(c) not in cache and c not in taken:
                     taken.add(c)
                     return c

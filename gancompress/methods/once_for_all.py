@@ -343,20 +343,18 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
     bar = tqdm(total=e.population * e.generations, desc="OFA evolution", disable=quiet or not is_main(),
                dynamic_ncols=True, mininterval=2.0)
     state_path = Path(work_dir) / "evolution.json" if is_main() else None
-    repair = None
+    costs: dict = {}
+
+    def cost(c):
+        if c not in costs:
+            costs[c] = budget.cost(space.spec(c))
+        return costs[c]
+
     if budget.unit == "ms":  # every piece a candidate can have, timed before the search (cached)
         budget.table.ensure(space.pieces(budget.hw), "latency table (width space)")
-        costs: dict = {}
-
-        def cost(c):
-            if c not in costs:
-                costs[c] = budget.cost(space.spec(c))
-            return costs[c]
-
-        def repair(c):
-            return space.widen_free(c, cost)
     res = evolve(space, score_fn, lambda c: budget.fits(space.spec(c)), e, state_path, progress=bar.update,
-                 log=None if quiet else (lambda m: bar.write(m) if is_main() else None), repair=repair)
+                 log=None if quiet else (lambda m: bar.write(m) if is_main() else None),
+                 repair=(lambda c: space.widen_free(c, cost)) if budget.unit == "ms" else None)
     bar.close()
     return res
 
