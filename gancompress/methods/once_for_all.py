@@ -352,7 +352,7 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
 
     if budget.unit == "ms":  # every piece a candidate can have, timed before the search (cached)
         budget.table.ensure(space.pieces(budget.hw), "latency table (width space)")
-    res = evolve(space, score_fn, lambda c: budget.fits(space.spec(c)), e, state_path, progress=bar.update,
+    res = evolve(space, score_fn, lambda c: cost(c) <= budget.limit, e, state_path, progress=bar.update,
                  log=None if quiet else (lambda m: bar.write(m) if is_main() else None),
                  repair=(lambda c: space.widen_free(c, cost)) if budget.unit == "ms" else None)
     bar.close()
