@@ -9,9 +9,9 @@ At `--threads 1` the clock is the thread's CPU time (`latency.runtimes.busy_cloc
 job on the machine does not slow the 3 s teacher more than a 40 ms student; `--clock wall` for
 the wall clock.
 
-Each model is called `--calls` times back to back per round and the fastest call counts (warm
-caches: the latency a deployed model called frame after frame has, and what the latency table's
-pieces are timed as); `--calls 1` times each call right after the others' (a student then runs
+Each model, the teacher too, is called `--calls` times back to back per round and the fastest call
+counts (warm caches: the latency a deployed model called frame after frame has, and what the
+latency table's pieces are timed as); `--calls 1` times each call right after the others' (a student then runs
 with the 3 s teacher's data in the caches: 10-15 % slower on the session-37 Xeon), which is how
 the speed-ups of sessions 31-36 were measured.
 
@@ -21,7 +21,7 @@ speed does not depend on the weights, so a trained student's speed-up can be re-
 another CPU without its run folder.
 
     python bench/int8_speedup.py bench/out/srgan/agd_1over50_ms_c3l3_r20k [RUN...] --size 256 --threads 1
-    python bench/int8_speedup.py bench/specs/srgan_w1_seed0.json --size 256 --threads 1
+    python bench/int8_speedup.py bench/specs/srgan_w1_3res6conv.json --size 256 --threads 1
 """
 
 from __future__ import annotations
@@ -66,9 +66,15 @@ def spec_run(spec_path: Path, teacher_ref: str, x: torch.Tensor, folder: Path) -
     from gancompress.teachers import load_teacher
 
     spec = ArchSpec.load(spec_path)
+    teacher_file = folder.parent / "teacher.onnx"  # one export for every spec file
+    if not teacher_file.is_file():
+        teacher = load_teacher(teacher_ref)
+        if teacher.scale != spec.scale or teacher.in_channels != 3:
+            sys.exit(f"{spec_path}: a {spec.task} x{spec.scale} student cannot be compared with the "
+                     f"x{teacher.scale} teacher {teacher_ref}; pass --teacher")
+        teacher_file.write_bytes(teacher_onnx_bytes(teacher, x))
     (folder / "student").mkdir(parents=True, exist_ok=True)
-    if not (folder / "teacher.onnx").is_file():
-        (folder / "teacher.onnx").write_bytes(teacher_onnx_bytes(load_teacher(teacher_ref), x))
+    (folder / "teacher.onnx").symlink_to(teacher_file)
     torch.manual_seed(0)
     model = build_student(spec).eval()
     export_onnx(model, folder / "student" / "student.onnx")
@@ -90,6 +96,8 @@ def main():
     ap.add_argument("--clock", choices=("auto", "wall"), default="auto",
                     help="auto: the thread's CPU time at 1 thread, else the wall clock")
     a = ap.parse_args()
+    if a.calls < 1:
+        ap.error("--calls must be at least 1")
     clock = busy_clock(a.threads) if a.clock == "auto" else time.perf_counter
     x = torch.rand(1, 3, a.size, a.size)
     with tempfile.TemporaryDirectory(prefix="int8_speedup_") as tmp:
@@ -98,7 +106,8 @@ def main():
 
 def measure(a, clock, x, tmp: Path) -> None:
     teacher = None
-    for run in map(Path, a.runs):
+    for given in map(Path, a.runs):
+        run = given
         if run.is_file() and run.suffix == ".json":
             run = spec_run(run, a.teacher, x, tmp / run.stem)
         paths = {"teacher": run / "teacher.onnx", "fp32": run / "student" / "student.onnx",
@@ -115,9 +124,9 @@ def measure(a, clock, x, tmp: Path) -> None:
             f(x)
         for _ in range(a.rounds):
             for k, f in fns.items():
-                times[k].append(timed(f, x, clock, a.calls if k != "teacher" else 1))
+                times[k].append(timed(f, x, clock, a.calls))
         ms = {k: statistics.median(v) for k, v in times.items()}
-        row = {"run": str(run), "size": a.size, "threads": a.threads, "clock": clock.__name__, "calls": a.calls, "ms": ms,
+        row = {"run": str(given), "size": a.size, "threads": a.threads, "clock": clock.__name__, "calls": a.calls, "ms": ms,
                "fp32_speedup": ms["teacher"] / ms["fp32"], "int8_speedup": ms["teacher"] / ms["int8"],
                "int8_vs_fp32": ms["int8"] / ms["fp32"]}
         print(json.dumps(row))
