@@ -1,4 +1,4 @@
-"""Evolutionary search over a width space under a MACs budget (GAN Compression / once-for-all).
+"""Evolutionary search over a width space under a budget (GAN Compression / once-for-all).
 
 Generation 0 is `population` random in-budget configs; each next generation keeps the best
 `parent_frac` of the population, and fills the rest with mutants (each position re-drawn with
@@ -11,6 +11,11 @@ Scores (higher is better) are cached by config string, so a config met again cos
 state (generation, population, cache, RNG) is written atomically after every generation, so an
 interrupted search resumes exactly where it stopped and, with the same seed, ends with the same
 result as an uninterrupted one.
+
+`repair(config) -> config` (optional) maps every in-budget draw before it is scored: under a
+latency budget GAN Compression widens each position where the wider width costs no more
+(`WidthSpace.widen_free`), so no candidate carries a layer both narrower and slower than one it
+could have had. The repair must be deterministic, stay in the space and never raise the cost.
 """
 
 from __future__ import annotations
