@@ -12,7 +12,7 @@ the wall clock.
 Each model, the teacher too, is called `--calls` times back to back per round and the fastest call
 counts (warm caches: the latency a deployed model called frame after frame has, and what the
 latency table's pieces are timed as); `--calls 1` times each call right after the others' (a student then runs
-with the 3 s teacher's data in the caches: 10-15 % slower on the session-37 Xeon), which is how
+with the 3 s teacher's data in the caches: fp32 students 12-31 % slower on the session-37 Xeon), which is how
 the speed-ups of sessions 31-36 were measured.
 
 A JSON architecture spec in place of a run (`student/spec.json`, or one written by hand) is built
@@ -92,7 +92,7 @@ def main():
                     help="back-to-back calls per model per round, the fastest counted (1: the pre-session-37 measure)")
     ap.add_argument("--size", type=int, default=256, help="LR input side (default 256, the budgets' size)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (teacher, fp32, int8 each once per round)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (teacher, fp32, int8 each --calls times per round)")
     ap.add_argument("--clock", choices=("auto", "wall"), default="auto",
                     help="auto: the thread's CPU time at 1 thread, else the wall clock")
     a = ap.parse_args()
