@@ -174,6 +174,21 @@ def test_boundary_reorders_are_taken_off_and_inner_ones_kept():
     assert boundary_shares(q, LEAD_OPS, TRAIL_OPS) == (pytest.approx(0.10), pytest.approx(0.03))
 
 
+def test_span_share_reads_the_middle_layer_of_a_chain():
+    """An int8 layer timed inside a chain (two layers before it, one after) is charged the share
+    of the run from its own conv up to the next layer's."""
+    from gancompress.latency.runtimes import span_share
+
+    run = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100}, _node("QuantizeLinear", 1, 2),
+           _node("QLinearConv", 4, 10), _node("QLinearLeakyRelu", 15, 2),
+           _node("QLinearConv", 18, 10), _node("QLinearLeakyRelu", 29, 2),
+           _node("QLinearConv", 32, 30), _node("QLinearLeakyRelu", 63, 5),  # the layer
+           _node("QLinearConv", 70, 10), _node("DequantizeLinear", 81, 3)]
+    assert span_share(run, "QLinearConv", 2) == pytest.approx(0.35)
+    assert span_share(run, "QLinearConv", 3) is None  # not the chain expected: the caller times it alone
+    assert span_share([], "QLinearConv", 2) is None
+
+
 def test_a_real_ort_piece_is_priced_below_its_isolated_time_by_its_reorders():
     from gancompress.latency.runtimes import onnx_bytes, ort_boundary_share
 
@@ -460,6 +475,10 @@ def test_a_real_int8_piece_is_timed_quantized_with_its_conversions_apart():
     p = layer_piece("sr", "conv3x3@int8", 16, 16, False, (32, 32))
     assert t.ms(p) > 0
     assert t.ms(p.conversion("in")) >= 0 and t.ms(p.conversion("out")) >= 0
+    assert 0 < t._context_shares[p.key] < 1  # its own time was read inside a chain of int8 layers
+    t8 = LatencyTable("ort-int8", 1, rounds=1)
+    q = layer_piece("sr", "resblock", 16, 16, False, (32, 32))
+    assert t8.ms(q) > 0 and 0 < t8._context_shares[q.key] < 1
     with pytest.raises(UserError, match="ONNX Runtime"):
         LatencyTable("torch", 1, rounds=1).ms(p)
 

@@ -136,6 +136,22 @@ def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("
     return tuple(sorted(v)[len(v) // 2] for v in (leads, trails))
 
 
+def span_share(profile_events: list[dict], op: str, skip: int) -> float | None:
+    """The share of a model run spent from its (skip+1)-th node of type `op` up to, not including,
+    its last one: the middle layer of a chain `skip` layers of one `op` each, the layer, one more
+    layer (`LatencyTable._in_context`). The median over the profiled runs; None when a run has
+    fewer than skip + 2 such nodes (the chain did not come out as expected)."""
+    shares = []
+    for run in (e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"):
+        t0, t1 = run["ts"], run["ts"] + run["dur"]
+        inside = sorted((e for e in kernel_events(profile_events) if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
+        at = [i for i, e in enumerate(inside) if e.get("args", {}).get("op_name") == op]
+        if len(at) < skip + 2 or run["dur"] <= 0:
+            return None
+        shares.append(sum(e["dur"] for e in inside[at[skip]:at[-1]]) / run["dur"])
+    return sorted(shares)[len(shares) // 2] if shares else None
+
+
 def boundary_reorder_share(profile_events: list[dict]) -> float:
     """The share of a run spent converting a float piece's input into and its output out of
     ONNX Runtime's blocked conv layout (NCHWc), which a chain of such pieces pays once at its

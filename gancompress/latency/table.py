@@ -8,7 +8,9 @@ ONNX Runtime a piece timed alone also pays the conversion of its input into, and
 the runtime's channel-blocked conv layout (NCHWc), which a chain of layers pays only at its ends: a
 profile of each piece gives that share and, for a piece blocked from end to end (SR's conv and
 residual layers; not translation's conv + instance norm, which leaves the layout inside), it is
-taken off (`runtimes.boundary_reorder_share`).
+taken off (`runtimes.boundary_reorder_share`). An int8 cell layer is timed inside a short chain of
+int8 layers instead (`context_chain`): on a CPU with AMX its uneven-width int8 convs ran up to 1.8x
+slower in a network than alone, while fp32 ones did not.
 
 Under torchrun only rank 0 times anything; every rank starts from rank 0's entries and asks for
 the same pieces in the same order, so each measurement is one broadcast that all ranks join, and
@@ -46,13 +48,16 @@ from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .runtimes import (LEAD_OPS, ORT_RUNTIMES, RUNTIMES, TRAIL_OPS, boundary_reorder_share, boundary_shares,
-                       busy_clock, int8_onnx_bytes, onnx_bytes, ort_profile, runner)
+                       busy_clock, int8_onnx_bytes, onnx_bytes, ort_profile, runner, span_share)
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
 # layout conversions (ort), and int8 pieces; 7: the CPU's int8 and vector extensions in the key;
-# 8: at 1 thread, the thread's CPU time (runtimes.busy_clock)
-TABLE_VERSION = 8
+# 8: at 1 thread, the thread's CPU time (runtimes.busy_clock); 9: int8 layers timed inside a chain
+# of int8 layers (`_in_context`)
+TABLE_VERSION = 9
+# an int8 layer is timed after this many int8 layers of random widths (and before one more)
+CONTEXT_BEFORE = 3
 # the CPU flags int8 and fp32 kernel speed depends on: the same "AMD EPYC" name ran ONNX Runtime's
 # int8 convs at 0.82-1.25x fp32 without VNNI and 0.30-0.55x with it (BENCHMARKS.md)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
@@ -97,6 +102,23 @@ def machine_key(runtime: str, threads: int, device: str = "cpu") -> dict:
     return key
 
 
+def context_chain(piece: Piece) -> tuple[torch.nn.Module, torch.Tensor]:
+    """(model, input): the layer `piece` as the fourth layer of a chain of conv 3x3 layers, the
+    three before it of random widths 8-32 (seeded by its key: the same chain every time), one after."""
+    import random
+    import zlib
+
+    rng = random.Random(zlib.crc32(piece.key.encode()))
+
+    def neighbour(cin: int, cout: int) -> torch.nn.Module:
+        return Piece(piece.task, "layer", cin, cout, piece.h, piece.w, (("op", "conv3x3"), ("last", 0))).build()
+
+    widths = [rng.randint(8, 32) for _ in range(CONTEXT_BEFORE)] + [piece.cin]
+    chain = [neighbour(a, b) for a, b in zip(widths, widths[1:])]
+    chain += [piece.build(), neighbour(piece.cout, rng.randint(8, 32))]
+    return torch.nn.Sequential(*chain).eval(), torch.rand(1, widths[0], piece.h, piece.w)
+
+
 class LatencyTable:
     """Measured ms per piece for one (runtime, threads, device, machine). `timer(module, x) -> ms`
     replaces the runtime (tests); `cache_dir` None keeps the table in memory only."""
@@ -117,6 +139,7 @@ class LatencyTable:
         self._timer = timer
         self._canary = None  # () -> ms of the canary, prepared once
         self._shares: dict[str, tuple] = {}  # piece key -> (lead, trail) shares of its ends (ort), profiled once
+        self._context_shares: dict[str, float | None] = {}  # int8 layer key -> its share of its chain (ort)
         self.entries: dict[str, float] = {}
         self.measured = 0  # pieces timed by this object (the rest came from the cache)
         self._load()
@@ -188,7 +211,8 @@ class LatencyTable:
         of a 256 px tensor are 20-40 % of a conv 3x3 of 28 -> 28 channels timed alone). An int8
         piece is quantized as `export --int8` does it, and its ends (quantize, dequantize, the int8
         kernels' layout) become two more entries, `#in` and `#out`, charged only where it meets a
-        float layer (`arch.pieces.spec_pieces`)."""
+        float layer (`arch.pieces.spec_pieces`); an int8 cell layer's own time is taken inside a
+        chain of int8 layers (`_in_context`)."""
         piece = piece.whole()
         with torch.random.fork_rng():  # a run's random stream does not depend on what was cached
             torch.manual_seed(0)
@@ -209,11 +233,29 @@ class LatencyTable:
                                                    else (boundary_reorder_share(events), 0.0))
                 lead, trail = self._shares.get(piece.key, (0.0, 0.0))
                 t = self.time_whole(model, x, rounds)
-        out = {piece.key: t * (1.0 - lead - trail)}
+            core = t * (1.0 - lead - trail)
+            if piece.kind == "layer" and (piece.int8 or self.runtime == "ort-int8") and self._timer is None:
+                core = self._in_context(piece, rounds) or core
+        out = {piece.key: core}
         if piece.int8:
             out[piece.conversion("in").key] = t * lead
             out[piece.conversion("out").key] = t * trail
         return out
+
+    def _in_context(self, piece: Piece, rounds: int | None) -> float | None:
+        """An int8 layer's time inside a network: timed as the fourth layer of a chain of int8
+        conv layers (three before it of random widths, seeded by its key, one after), its share of
+        the chain read from a profile. Why: on an Intel Xeon with AMX, ONNX Runtime's int8 convs of
+        uneven widths ran 1.2-1.6x slower inside a network than alone (fp32 convs: within 9 %), so
+        a table of layers timed alone under-predicted pruned int8 students by 15-23 % (BENCHMARKS.md,
+        "int8 layers inside a network"). None if the chain's profile does not show the layer."""
+        model, x = context_chain(piece)
+        data = int8_onnx_bytes(model, x, piece.task)
+        if piece.key not in self._context_shares:
+            self._context_shares[piece.key] = span_share(ort_profile(data, x, self.threads), "QLinearConv",
+                                                         CONTEXT_BEFORE)
+        share = self._context_shares[piece.key]
+        return None if share is None else self.time_whole(data, x, rounds) * share
 
     def _whole_int8(self, piece: Piece, model, x) -> bytes:
         """A piece of a whole-model int8 student (ort-int8) as int8 ONNX bytes; the shares of its
