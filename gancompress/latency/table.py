@@ -140,6 +140,7 @@ class LatencyTable:
         self._canary = None  # () -> ms of the canary, prepared once
         self._shares: dict[str, tuple] = {}  # piece key -> (lead, trail) shares of its ends (ort), profiled once
         self._context_shares: dict[str, float | None] = {}  # int8 layer key -> its share of its chain (ort)
+        self._context_bytes: dict[str, bytes] = {}  # int8 layer key -> its chain as int8 ONNX (small)
         self.entries: dict[str, float] = {}
         self.measured = 0  # pieces timed by this object (the rest came from the cache)
         self._load()
@@ -250,7 +251,9 @@ class LatencyTable:
         a table of layers timed alone under-predicted pruned int8 students by 15-23 % (BENCHMARKS.md,
         "int8 layers inside a network"). None if the chain's profile does not show the layer."""
         model, x = context_chain(piece)
-        data = int8_onnx_bytes(model, x, piece.task)
+        if piece.key not in self._context_bytes:  # quantized once, timed every round
+            self._context_bytes[piece.key] = int8_onnx_bytes(model, x, piece.task)
+        data = self._context_bytes[piece.key]
         if piece.key not in self._context_shares:
             self._context_shares[piece.key] = span_share(ort_profile(data, x, self.threads), "QLinearConv",
                                                          CONTEXT_BEFORE)
