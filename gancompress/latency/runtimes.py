@@ -141,10 +141,10 @@ def span_share(profile_events: list[dict], op: str, skip: int) -> float | None:
     its last one: the middle layer of a chain `skip` layers of one `op` each, the layer, one more
     layer (`LatencyTable._in_context`). The median over the profiled runs; None when a run has
     fewer than skip + 2 such nodes (the chain did not come out as expected)."""
-    shares = []
+    shares, nodes = [], kernel_events(profile_events)
     for run in (e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"):
         t0, t1 = run["ts"], run["ts"] + run["dur"]
-        inside = sorted((e for e in kernel_events(profile_events) if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
+        inside = sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
         at = [i for i, e in enumerate(inside) if e.get("args", {}).get("op_name") == op]
         if len(at) < skip + 2 or run["dur"] <= 0:
             return None

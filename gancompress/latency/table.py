@@ -247,9 +247,10 @@ class LatencyTable:
         """An int8 layer's time inside a network: timed as the fourth layer of a chain of int8
         conv layers (three before it of random widths, seeded by its key, one after), its share of
         the chain read from a profile. Why: on an Intel Xeon with AMX, ONNX Runtime's int8 convs of
-        uneven widths ran 1.2-1.6x slower inside a network than alone (fp32 convs: within 9 %), so
-        a table of layers timed alone under-predicted pruned int8 students by 15-23 % (BENCHMARKS.md,
-        "int8 layers inside a network"). None if the chain's profile does not show the layer."""
+        uneven widths ran 1.1-1.8x slower inside a network than alone (fp32 convs: within 9 %), so
+        a table of layers timed alone under-predicted AGD-like and pruned int8 students by 10-23 %
+        (BENCHMARKS.md, "int8 layers inside a network"; pruned ones stay under-predicted, less).
+        None if the chain's profile does not show the layer."""
         model, x = context_chain(piece)
         if piece.key not in self._context_bytes:  # quantized once, timed every round
             self._context_bytes[piece.key] = int8_onnx_bytes(model, x, piece.task)
