@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gancompress.arch.build import build_student  # noqa: E402
+from gancompress.arch.pieces import layer_piece  # noqa: E402
 from gancompress.latency.runtimes import int8_onnx_bytes, kernel_events, onnx_bytes, ort_profile  # noqa: E402
 
 CONV_OPS = {"int8": ("QLinearConv",), "fp32": ("Conv", "FusedConv")}
@@ -46,8 +47,9 @@ def conv_kernel_ms(data: bytes, x: torch.Tensor, threads: int, ops) -> list[floa
     return [statistics.median(times[n]) for n in order]
 
 
-def layer(cin: int, cout: int) -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.LeakyReLU(0.2))
+def layer(cin: int, cout: int, size: int) -> torch.nn.Module:
+    """An SR cell layer (conv 3x3 + LeakyReLU), built as the latency table builds it."""
+    return layer_piece("sr", "conv3x3", cin, cout, False, (size, size)).build()
 
 
 def export(model, x, precision):
@@ -66,7 +68,7 @@ def context(a, rng) -> None:
                 after = [rng.randint(3, 32) for _ in range(0 if before_n == 0 else 2)]
                 widths = before + [cin, cout] + after
                 torch.manual_seed(trial)
-                model = torch.nn.Sequential(*[layer(i, o) for i, o in zip(widths, widths[1:])]).eval()
+                model = torch.nn.Sequential(*[layer(i, o, a.size) for i, o in zip(widths, widths[1:])]).eval()
                 x = torch.rand(1, widths[0], a.size, a.size)
                 for p in res:
                     res[p].append(conv_kernel_ms(export(model, x, p), x, a.threads, CONV_OPS[p])[before_n])
