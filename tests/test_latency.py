@@ -189,6 +189,36 @@ def test_span_share_reads_the_middle_layer_of_a_chain():
     assert span_share([], "QLinearConv", 2) is None
 
 
+def test_gap_share_reads_what_a_layer_costs_between_two_float_convs():
+    """An int8 layer between float convs is charged from the float conv before it up to the one
+    after: the float side's reorders, quantize, its kernels, dequantize."""
+    from gancompress.latency.runtimes import gap_share
+
+    run = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100}, _node("Conv", 1, 10),
+           _node("FusedConv", 12, 10), _node("ReorderOutput", 23, 4), _node("QuantizeLinear", 28, 2),
+           _node("QLinearConv", 31, 20), _node("DequantizeLinear", 52, 3), _node("ReorderInput", 56, 6),
+           _node("Conv", 63, 10)]
+    assert gap_share(run, ("Conv", "FusedConv"), 2, 3) == pytest.approx(0.35)
+    assert gap_share(run, ("Conv", "FusedConv"), 2, 4) is None  # a float conv missing: not the chain expected
+    assert gap_share([], ("Conv",), 1, 2) is None
+
+
+def test_int8_ends_between_float_layers_are_what_the_span_costs_beyond_the_layer(monkeypatch):
+    """The conversions of an int8 layer on the fp32 table are its span between float layers less
+    its own time among int8 layers, split as the layer timed alone splits its ends."""
+    from gancompress.arch.pieces import layer_piece
+
+    t = LatencyTable("ort", 1, rounds=1)
+    p = layer_piece("sr", "conv3x3@int8", 16, 16, False, (32, 32))
+    monkeypatch.setattr(t, "_in_context", lambda piece, rounds, neighbours="int8": 9.0 if neighbours == "float" else 5.0)
+    t.ensure([p])
+    assert t.ms(p) == pytest.approx(5.0)
+    lead, trail = t._shares[p.key]
+    assert t.ms(p.conversion("in")) + t.ms(p.conversion("out")) == pytest.approx(4.0)
+    if lead + trail > 0:
+        assert t.ms(p.conversion("in")) == pytest.approx(4.0 * lead / (lead + trail))
+
+
 def test_a_real_ort_piece_is_priced_below_its_isolated_time_by_its_reorders():
     from gancompress.latency.runtimes import onnx_bytes, ort_boundary_share
 
@@ -475,10 +505,13 @@ def test_a_real_int8_piece_is_timed_quantized_with_its_conversions_apart():
     p = layer_piece("sr", "conv3x3@int8", 16, 16, False, (32, 32))
     assert t.ms(p) > 0
     assert t.ms(p.conversion("in")) >= 0 and t.ms(p.conversion("out")) >= 0
-    assert 0 < t._context_shares[p.key] < 1  # its own time was read inside a chain of int8 layers
+    assert 0 < t._context_shares[f"{p.key}|int8"] < 1  # its own time was read inside a chain of int8 layers
+    # and its ends between float layers: the float convs' span around it covers its own time too
+    assert 0 < t._context_shares[f"{p.key}|float"] < 1
     t8 = LatencyTable("ort-int8", 1, rounds=1)
     q = layer_piece("sr", "resblock", 16, 16, False, (32, 32))
-    assert t8.ms(q) > 0 and 0 < t8._context_shares[q.key] < 1
+    assert t8.ms(q) > 0 and 0 < t8._context_shares[f"{q.key}|int8"] < 1
+    assert f"{q.key}|float" not in t8._context_shares  # a whole-int8 student has no float neighbours
     with pytest.raises(UserError, match="ONNX Runtime"):
         LatencyTable("torch", 1, rounds=1).ms(p)
 

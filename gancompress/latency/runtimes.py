@@ -152,6 +152,24 @@ def span_share(profile_events: list[dict], op: str, skip: int) -> float | None:
     return sorted(shares)[len(shares) // 2] if shares else None
 
 
+def gap_share(profile_events: list[dict], ops: tuple, after: int, expect: int) -> float | None:
+    """The share of a model run spent between its `after`-th node of a type in `ops` and the next
+    one: what a layer of another kind costs between such layers, its conversions included (an int8
+    layer between float convs: the float side's reorders out of and back into the blocked layout,
+    the quantization, the int8 kernels' transposes, the dequantization). The median over the
+    profiled runs; None when a run has not exactly `expect` such nodes (the chain did not come
+    out as expected)."""
+    shares, nodes = [], kernel_events(profile_events)
+    for run in (e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"):
+        t0, t1 = run["ts"], run["ts"] + run["dur"]
+        inside = sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
+        at = [i for i, e in enumerate(inside) if e.get("args", {}).get("op_name") in ops]
+        if len(at) != expect or not 0 < after < expect or run["dur"] <= 0:
+            return None
+        shares.append(sum(e["dur"] for e in inside[at[after - 1] + 1:at[after]]) / run["dur"])
+    return sorted(shares)[len(shares) // 2] if shares else None
+
+
 def boundary_reorder_share(profile_events: list[dict]) -> float:
     """The share of a run spent converting a float piece's input into and its output out of
     ONNX Runtime's blocked conv layout (NCHWc), which a chain of such pieces pays once at its
@@ -193,10 +211,10 @@ def ort_boundary_share(model_bytes: bytes, x: torch.Tensor, threads: int, runs: 
     return boundary_reorder_share(ort_profile(model_bytes, x, threads, runs))
 
 
-def int8_onnx_bytes(module: nn.Module, x: torch.Tensor, task: str) -> bytes:
+def int8_onnx_bytes(module: nn.Module, x: torch.Tensor, task: str, only_layers: list[str] | None = None) -> bytes:
     """The module quantized as `gancompress export --int8` quantizes a student's layers (the
     task's default recipe; calibrated on two random inputs: run time does not depend on the
-    scales)."""
+    scales); with `only_layers` (module names) just those, as it does a mixed-precision student."""
     import os
     import tempfile
     from pathlib import Path
@@ -209,7 +227,8 @@ def int8_onnx_bytes(module: nn.Module, x: torch.Tensor, task: str) -> bytes:
         out = Path(tmp) / "piece_int8.onnx"
         with warnings.catch_warnings(), open(os.devnull, "w"):
             warnings.simplefilter("ignore")
-            quantize_onnx_int8(fp32, out, [torch.rand_like(x), torch.rand_like(x)], task=task)
+            quantize_onnx_int8(fp32, out, [torch.rand_like(x), torch.rand_like(x)], task=task,
+                               only_layers=only_layers)
         return out.read_bytes()
 
 

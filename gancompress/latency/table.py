@@ -10,7 +10,10 @@ profile of each piece gives that share and, for a piece blocked from end to end 
 residual layers; not translation's conv + instance norm, which leaves the layout inside), it is
 taken off (`runtimes.boundary_reorder_share`). An int8 cell layer is timed inside a short chain of
 int8 layers instead (`context_chain`): on a CPU with AMX its uneven-width int8 convs ran up to 1.8x
-slower in a network than alone, while fp32 ones did not.
+slower in a network than alone, while fp32 ones did not. Where an int8 layer meets float layers
+(`--search-int8`), what it costs there besides its own time is read from the same chain with only
+that layer quantized: the float side's reorders out of and back into the blocked layout, which no
+piece timed alone pays, made the int8 layers of mixed students cost 1.5x what the table charged.
 
 Under torchrun only rank 0 times anything; every rank starts from rank 0's entries and asks for
 the same pieces in the same order, so each measurement is one broadcast that all ranks join, and
@@ -48,16 +51,18 @@ from ..distributed import broadcast_object, is_main
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .runtimes import (LEAD_OPS, ORT_RUNTIMES, RUNTIMES, TRAIL_OPS, boundary_reorder_share, boundary_shares,
-                       busy_clock, int8_onnx_bytes, onnx_bytes, ort_profile, runner, span_share)
+                       busy_clock, gap_share, int8_onnx_bytes, onnx_bytes, ort_profile, runner, span_share)
 
 # 2: a fixed number of repeats; 3: normalised by a canary; 4: rounds as separate passes; 5: a
 # canary the size of a student layer, timed before and after; 6: pieces less their boundary
 # layout conversions (ort), and int8 pieces; 7: the CPU's int8 and vector extensions in the key;
 # 8: at 1 thread, the thread's CPU time (runtimes.busy_clock); 9: int8 layers timed inside a chain
-# of int8 layers (`_in_context`)
-TABLE_VERSION = 9
+# of int8 layers (`_in_context`); 10: an int8 layer's conversions timed between float layers
+TABLE_VERSION = 10
 # an int8 layer is timed after this many int8 layers of random widths (and before one more)
 CONTEXT_BEFORE = 3
+# ONNX Runtime's float conv nodes (plain or blocked, with a fused activation or not)
+FLOAT_CONV_OPS = ("Conv", "FusedConv")
 # the CPU flags int8 and fp32 kernel speed depends on: the same "AMD EPYC" name ran ONNX Runtime's
 # int8 convs at 0.82-1.25x fp32 without VNNI and 0.30-0.55x with it (BENCHMARKS.md)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
@@ -213,7 +218,8 @@ class LatencyTable:
         piece is quantized as `export --int8` does it, and its ends (quantize, dequantize, the int8
         kernels' layout) become two more entries, `#in` and `#out`, charged only where it meets a
         float layer (`arch.pieces.spec_pieces`); an int8 cell layer's own time is taken inside a
-        chain of int8 layers (`_in_context`)."""
+        chain of int8 layers, and on `ort` its ends between float layers (`_in_context`), split
+        between `#in` and `#out` as the layer timed alone splits them."""
         piece = piece.whole()
         with torch.random.fork_rng():  # a run's random stream does not depend on what was cached
             torch.manual_seed(0)
@@ -239,26 +245,43 @@ class LatencyTable:
                 core = self._in_context(piece, rounds) or core
         out = {piece.key: core}
         if piece.int8:
-            out[piece.conversion("in").key] = t * lead
-            out[piece.conversion("out").key] = t * trail
+            ends = t * (lead + trail)  # as timed alone; between float layers where that chain reads
+            if self.runtime == "ort" and piece.kind == "layer" and self._timer is None:
+                between = self._in_context(piece, rounds, neighbours="float")
+                ends = ends if between is None else max(between - core, 0.0)
+            lead_part = lead / (lead + trail) if lead + trail > 0 else 0.5
+            out[piece.conversion("in").key] = ends * lead_part
+            out[piece.conversion("out").key] = ends * (1.0 - lead_part)
         return out
 
-    def _in_context(self, piece: Piece, rounds: int | None) -> float | None:
-        """An int8 layer's time inside a network: timed as the fourth layer of a chain of int8
-        conv layers (three before it of random widths, seeded by its key, one after), its share of
-        the chain read from a profile. Why: on an Intel Xeon with AMX, ONNX Runtime's int8 convs of
+    def _in_context(self, piece: Piece, rounds: int | None, neighbours: str = "int8") -> float | None:
+        """An int8 layer's time inside a network, read from a profile of the chain `context_chain`
+        (three layers of random widths before it, seeded by its key, one after).
+
+        neighbours="int8", the whole chain quantized: the layer's own time among int8 layers, from
+        its conv up to the next one. Why: on an Intel Xeon with AMX, ONNX Runtime's int8 convs of
         uneven widths ran 1.1-1.8x slower inside a network than alone (fp32 convs: within 9 %), so
         a table of layers timed alone under-predicted AGD-like and pruned int8 students by 10-23 %
         (BENCHMARKS.md, "int8 layers inside a network"; pruned ones stay under-predicted, less).
+
+        neighbours="float", only the layer quantized: its time between float layers, from the float
+        conv before it up to the one after, conversions included (the float side's reorders out of
+        and into the blocked layout, quantize, the int8 kernels' transposes, dequantize); its ends
+        are that less its own time. On that Xeon they were 1.5x what the layer timed alone paid at
+        its ends plus its core (BENCHMARKS.md, "int8 layers between float layers").
+
         None if the chain's profile does not show the layer."""
+        key = f"{piece.key}|{neighbours}"
         model, x = context_chain(piece)
-        if piece.key not in self._context_bytes:  # quantized once, timed every round
-            self._context_bytes[piece.key] = int8_onnx_bytes(model, x, piece.task)
-        data = self._context_bytes[piece.key]
-        if piece.key not in self._context_shares:
-            self._context_shares[piece.key] = span_share(ort_profile(data, x, self.threads), "QLinearConv",
-                                                         CONTEXT_BEFORE)
-        share = self._context_shares[piece.key]
+        if key not in self._context_bytes:  # quantized once, timed every round
+            only = [str(CONTEXT_BEFORE)] if neighbours == "float" else None
+            self._context_bytes[key] = int8_onnx_bytes(model, x, piece.task, only_layers=only)
+        data = self._context_bytes[key]
+        if key not in self._context_shares:
+            events = ort_profile(data, x, self.threads)
+            self._context_shares[key] = (gap_share(events, FLOAT_CONV_OPS, CONTEXT_BEFORE, CONTEXT_BEFORE + 1)
+                                         if neighbours == "float" else span_share(events, "QLinearConv", CONTEXT_BEFORE))
+        share = self._context_shares[key]
         return None if share is None else self.time_whole(data, x, rounds) * share
 
     def _whole_int8(self, piece: Piece, model, x) -> bytes:
