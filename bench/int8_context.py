@@ -11,8 +11,13 @@ Two parts, both ONNX Runtime at --threads, --size x --size, kernel times from OR
    `--seed`): each int8 conv's kernel time inside the whole int8 student against the same layer
    exported and timed alone and inside the chain the latency table times it in (`table.context_chain`),
    and the ort-int8 table's prediction against the student measured whole.
+3. between (not in "both"): the int8 layers of a `mixed int8 sr` student (`--search-int8`'s kind,
+   `--seed`) between float layers: what the fp32 table charges (its time among int8 layers plus
+   its ends as it pays them timed alone, TABLE_VERSION 9), the span it takes between float convs
+   (`LatencyTable._in_context(..., neighbours="float")`, TABLE_VERSION 10) and its float twin.
 
     python bench/int8_context.py --layers 16x16,32x32,30x15,32x18,20x30 --trials 5 --seed 0
+    python bench/int8_context.py --part between --seed 0
 """
 
 from __future__ import annotations
@@ -114,6 +119,32 @@ def student(a) -> None:
     print(f"ort-int8 table: predicted {pred:.1f} ms, measured whole {meas:.1f} ms ({100 * (pred / meas - 1):+.1f} %)")
 
 
+def between(a) -> None:
+    from latency_table_error import mixed_sr
+
+    from gancompress.arch.pieces import Piece, spec_pieces
+    from gancompress.latency.runtimes import LEAD_OPS, TRAIL_OPS, boundary_shares
+    from gancompress.latency.table import LatencyTable
+
+    table = LatencyTable("ort", a.threads, cache_dir=None)
+    pieces = {p.key: p for p in spec_pieces(mixed_sr(random.Random(a.seed)), (a.size, a.size)) if p.int8 and not p.part}
+    sums = collections.Counter()
+    for p in pieces.values():
+        torch.manual_seed(0)
+        data, x = int8_onnx_bytes(p.build(), p.input(), "sr"), p.input()
+        lead, trail = boundary_shares(ort_profile(data, x, a.threads), LEAD_OPS, TRAIL_OPS)
+        ends_alone = table.time_whole(data, x) * (lead + trail)
+        core, span = table._in_context(p, None), table._in_context(p, None, neighbours="float")
+        twin = table.ms(Piece(p.task, p.kind, p.cin, p.cout, p.h, p.w,
+                              tuple((k, str(v).replace("@int8", "") if k == "op" else v) for k, v in p.extra)))
+        sums.update({"v9": core + ends_alone, "span": span or 0.0, "twin": twin})
+        print(f"{p.cin:2d} -> {p.cout:2d} {p.option('op'):15s}: among int8 {core:6.2f} + ends alone {ends_alone:5.2f} = "
+              f"{core + ends_alone:6.2f} ms (v9); between float layers {span or float('nan'):6.2f} ms (v10); "
+              f"float twin {twin:6.2f} ms")
+    print(f"mixed sr (seed {a.seed}), {len(pieces)} int8 layers summed: v9 {sums['v9']:.1f} ms, between float layers "
+          f"{sums['span']:.1f} ms, float twins {sums['twin']:.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", default="16x16,32x32,30x15,32x18,20x30", help="CINxCOUT,... for the context part")
@@ -121,12 +152,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--part", choices=("context", "student", "both"), default="both")
+    ap.add_argument("--part", choices=("context", "student", "both", "between"), default="both")
     a = ap.parse_args()
     if a.part in ("context", "both"):
         context(a, random.Random(a.seed))
     if a.part in ("student", "both"):
         student(a)
+    if a.part == "between":
+        between(a)
 
 
 if __name__ == "__main__":
