@@ -13,7 +13,7 @@ int8 layers instead (`context_chain`): on a CPU with AMX its uneven-width int8 c
 slower in a network than alone, while fp32 ones did not. Where an int8 layer meets float layers
 (`--search-int8`), what it costs there besides its own time is read from the same chain with only
 that layer quantized: the float side's reorders out of and back into the blocked layout, which no
-piece timed alone pays, made the int8 layers of mixed students cost 1.5x what the table charged.
+piece timed alone pays, made the int8 layers of a mixed student cost 1.4x what the table charged.
 
 Under torchrun only rank 0 times anything; every rank starts from rank 0's entries and asks for
 the same pieces in the same order, so each measurement is one broadcast that all ranks join, and
@@ -267,8 +267,9 @@ class LatencyTable:
         neighbours="float", only the layer quantized: its time between float layers, from the float
         conv before it up to the one after, conversions included (the float side's reorders out of
         and into the blocked layout, quantize, the int8 kernels' transposes, dequantize); its ends
-        are that less its own time. On that Xeon they were 1.5x what the layer timed alone paid at
-        its ends plus its core (BENCHMARKS.md, "int8 layers between float layers").
+        are that less its own time. On that Xeon a mixed student's 10 int8 layers took 1.4x there
+        what their own times plus their ends timed alone summed to (BENCHMARKS.md, "int8 layers
+        between float layers").
 
         None if the chain's profile does not show the layer."""
         key = f"{piece.key}|{neighbours}"
