@@ -210,13 +210,23 @@ def test_int8_ends_between_float_layers_are_what_the_span_costs_beyond_the_layer
 
     t = LatencyTable("ort", 1, rounds=1)
     p = layer_piece("sr", "conv3x3@int8", 16, 16, False, (32, 32))
-    monkeypatch.setattr(t, "_in_context", lambda piece, rounds, neighbours="int8": 9.0 if neighbours == "float" else 5.0)
+    asked = []
+
+    def in_context(piece, rounds, neighbours="int8"):
+        asked.append((piece.task, neighbours))
+        return 9.0 if neighbours == "float" else 5.0
+
+    monkeypatch.setattr(t, "_in_context", in_context)
     t.ensure([p])
     assert t.ms(p) == pytest.approx(5.0)
     lead, trail = t._shares[p.key]
     assert t.ms(p.conversion("in")) + t.ms(p.conversion("out")) == pytest.approx(4.0)
     if lead + trail > 0:
         assert t.ms(p.conversion("in")) == pytest.approx(4.0 * lead / (lead + trail))
+    # translation's float layers (conv, instance norm, ReLU) are not one node: its ends stay as timed alone
+    q = layer_piece("translate", "conv3x3@int8", 16, 16, False, (32, 32))
+    t.ensure([q])
+    assert ("translate", "float") not in asked and ("sr", "float") in asked
 
 
 def test_a_real_ort_piece_is_priced_below_its_isolated_time_by_its_reorders():
@@ -503,7 +513,9 @@ def test_a_real_int8_piece_is_timed_quantized_with_its_conversions_apart():
 
     t = LatencyTable("ort", 1, rounds=1)
     p = layer_piece("sr", "conv3x3@int8", 16, 16, False, (32, 32))
+    state = torch.get_rng_state()
     assert t.ms(p) > 0
+    assert torch.equal(torch.get_rng_state(), state)  # a run's random stream does not depend on the cache
     assert t.ms(p.conversion("in")) >= 0 and t.ms(p.conversion("out")) >= 0
     assert 0 < t._context_shares[f"{p.key}|int8"] < 1  # its own time was read inside a chain of int8 layers
     # and its ends between float layers: the float convs' span around it covers its own time too

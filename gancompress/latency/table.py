@@ -144,8 +144,9 @@ class LatencyTable:
         self._timer = timer
         self._canary = None  # () -> ms of the canary, prepared once
         self._shares: dict[str, tuple] = {}  # piece key -> (lead, trail) shares of its ends (ort), profiled once
-        self._context_shares: dict[str, float | None] = {}  # int8 layer key -> its share of its chain (ort)
-        self._context_bytes: dict[str, bytes] = {}  # int8 layer key -> its chain as int8 ONNX (small)
+        # "layer key|int8" or "|float" (`_in_context`) -> its share of its chain, and the chain's int8 ONNX (small)
+        self._context_shares: dict[str, float | None] = {}
+        self._context_bytes: dict[str, bytes] = {}
         self.entries: dict[str, float] = {}
         self.measured = 0  # pieces timed by this object (the rest came from the cache)
         self._load()
@@ -218,8 +219,8 @@ class LatencyTable:
         piece is quantized as `export --int8` does it, and its ends (quantize, dequantize, the int8
         kernels' layout) become two more entries, `#in` and `#out`, charged only where it meets a
         float layer (`arch.pieces.spec_pieces`); an int8 cell layer's own time is taken inside a
-        chain of int8 layers, and on `ort` its ends between float layers (`_in_context`), split
-        between `#in` and `#out` as the layer timed alone splits them."""
+        chain of int8 layers, and on `ort` an SR layer's ends between float layers (`_in_context`),
+        split between `#in` and `#out` as the layer timed alone splits them."""
         piece = piece.whole()
         with torch.random.fork_rng():  # a run's random stream does not depend on what was cached
             torch.manual_seed(0)
@@ -243,15 +244,18 @@ class LatencyTable:
             core = t * (1.0 - lead - trail)
             if piece.kind == "layer" and (piece.int8 or self.runtime == "ort-int8") and self._timer is None:
                 core = self._in_context(piece, rounds) or core
-        out = {piece.key: core}
-        if piece.int8:
-            ends = t * (lead + trail)  # as timed alone; between float layers where that chain reads
-            if self.runtime == "ort" and piece.kind == "layer" and self._timer is None:
-                between = self._in_context(piece, rounds, neighbours="float")
-                ends = ends if between is None else max(between - core, 0.0)
-            lead_part = lead / (lead + trail) if lead + trail > 0 else 0.5
-            out[piece.conversion("in").key] = ends * lead_part
-            out[piece.conversion("out").key] = ends * (1.0 - lead_part)
+            out = {piece.key: core}
+            if piece.int8:
+                ends = t * (lead + trail)  # as timed alone; between float layers where that chain reads
+                # SR only: there a float layer is one fused conv node, so the span between two holds
+                # the int8 layer and its conversions alone; translation's float layers run their
+                # instance norm and ReLU after the conv, which the span would charge again
+                if self.runtime == "ort" and piece.task == "sr" and piece.kind == "layer" and self._timer is None:
+                    between = self._in_context(piece, rounds, neighbours="float")
+                    ends = ends if between is None else max(between - core, 0.0)
+                lead_part = lead / (lead + trail) if lead + trail > 0 else 0.5  # none seen: halves
+                out[piece.conversion("in").key] = ends * lead_part
+                out[piece.conversion("out").key] = ends * (1.0 - lead_part)
         return out
 
     def _in_context(self, piece: Piece, rounds: int | None, neighbours: str = "int8") -> float | None:
@@ -271,7 +275,8 @@ class LatencyTable:
         what their own times plus their ends timed alone summed to (BENCHMARKS.md, "int8 layers
         between float layers").
 
-        None if the chain's profile does not show the layer."""
+        None if the chain's profile does not come out as expected (its int8 convs, or its float convs
+        around the layer, not where they should be): the caller keeps the layer timed alone."""
         key = f"{piece.key}|{neighbours}"
         model, x = context_chain(piece)
         if key not in self._context_bytes:  # quantized once, timed every round
