@@ -10,7 +10,7 @@ profile of each piece gives that share and, for a piece blocked from end to end 
 residual layers; not translation's conv + instance norm, which leaves the layout inside), it is
 taken off (`runtimes.boundary_reorder_share`). An int8 cell layer is timed inside a short chain of
 int8 layers instead (`context_chain`): on a CPU with AMX its uneven-width int8 convs ran up to 1.8x
-slower in a network than alone, while fp32 ones did not. Where an int8 layer meets float layers
+slower in a network than alone, while fp32 ones did not. Where an SR int8 layer meets float layers
 (`--search-int8`), what it costs there besides its own time is read from the same chain with only
 that layer quantized: the float side's reorders out of and back into the blocked layout, which no
 piece timed alone pays, made the int8 layers of a mixed student cost 1.4x what the table charged.
