@@ -106,6 +106,18 @@ def kernel_events(profile_events: list[dict]) -> list[dict]:
     return [e for e in profile_events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
 
 
+def run_nodes(profile_events: list[dict]):
+    """(run duration, its kernel events in execution order) for each model run of the profile."""
+    nodes = kernel_events(profile_events)
+    for run in (e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"):
+        t0, t1 = run["ts"], run["ts"] + run["dur"]
+        yield run["dur"], sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("ReorderOutput",)) -> tuple:
     """(lead, trail): the shares of a model run spent in the nodes of type `lead` that run first
     and of type `trail` that run last, from an ONNX Runtime profile (`enable_profiling`).
@@ -114,13 +126,9 @@ def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("
     same layout and precision pays them once. A node of those types inside the piece (a reorder
     before a pixel shuffle, say) is paid in the network too and is not counted. Each share is the
     median over the profiled runs; 0 where there is none (a CPU without NCHWc kernels)."""
-    runs = [e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    nodes = kernel_events(profile_events)
     leads, trails = [], []
-    for run in runs:
-        t0, t1 = run["ts"], run["ts"] + run["dur"]
-        inside = sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
-        if not inside or run["dur"] <= 0:
+    for dur, inside in run_nodes(profile_events):
+        if not inside or dur <= 0:
             continue
         op = [e.get("args", {}).get("op_name") for e in inside]
         i = 0
@@ -129,11 +137,11 @@ def boundary_shares(profile_events: list[dict], lead=("ReorderInput",), trail=("
         j = len(inside)
         while j - 1 > i and op[j - 1] in trail:
             j -= 1
-        leads.append(min(sum(e["dur"] for e in inside[:i]) / run["dur"], 1.0))
-        trails.append(min(sum(e["dur"] for e in inside[j:]) / run["dur"], 1.0))
+        leads.append(min(sum(e["dur"] for e in inside[:i]) / dur, 1.0))
+        trails.append(min(sum(e["dur"] for e in inside[j:]) / dur, 1.0))
     if not leads:
         return 0.0, 0.0
-    return tuple(sorted(v)[len(v) // 2] for v in (leads, trails))
+    return _median(leads), _median(trails)
 
 
 def span_share(profile_events: list[dict], op: str, skip: int) -> float | None:
@@ -141,15 +149,13 @@ def span_share(profile_events: list[dict], op: str, skip: int) -> float | None:
     its last one: the middle layer of a chain `skip` layers of one `op` each, the layer, one more
     layer (`LatencyTable._in_context`). The median over the profiled runs; None when a run has
     fewer than skip + 2 such nodes (the chain did not come out as expected)."""
-    shares, nodes = [], kernel_events(profile_events)
-    for run in (e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"):
-        t0, t1 = run["ts"], run["ts"] + run["dur"]
-        inside = sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
+    shares = []
+    for dur, inside in run_nodes(profile_events):
         at = [i for i, e in enumerate(inside) if e.get("args", {}).get("op_name") == op]
-        if len(at) < skip + 2 or run["dur"] <= 0:
+        if len(at) < skip + 2 or dur <= 0:
             return None
-        shares.append(sum(e["dur"] for e in inside[at[skip]:at[-1]]) / run["dur"])
-    return sorted(shares)[len(shares) // 2] if shares else None
+        shares.append(sum(e["dur"] for e in inside[at[skip]:at[-1]]) / dur)
+    return _median(shares) if shares else None
 
 
 def gap_share(profile_events: list[dict], ops: tuple, after: int, expect: int) -> float | None:
@@ -159,15 +165,13 @@ def gap_share(profile_events: list[dict], ops: tuple, after: int, expect: int) -
     the quantization, the int8 kernels' transposes, the dequantization). The median over the
     profiled runs; None when a run has not exactly `expect` such nodes (the chain did not come
     out as expected)."""
-    shares, nodes = [], kernel_events(profile_events)
-    for run in (e for e in profile_events if e.get("cat") == "Session" and e.get("name") == "model_run"):
-        t0, t1 = run["ts"], run["ts"] + run["dur"]
-        inside = sorted((e for e in nodes if t0 <= e["ts"] <= t1), key=lambda e: e["ts"])
+    shares = []
+    for dur, inside in run_nodes(profile_events):
         at = [i for i, e in enumerate(inside) if e.get("args", {}).get("op_name") in ops]
-        if len(at) != expect or not 0 < after < expect or run["dur"] <= 0:
+        if len(at) != expect or not 0 < after < expect or dur <= 0:
             return None
-        shares.append(sum(e["dur"] for e in inside[at[after - 1] + 1:at[after]]) / run["dur"])
-    return sorted(shares)[len(shares) // 2] if shares else None
+        shares.append(sum(e["dur"] for e in inside[at[after - 1] + 1:at[after]]) / dur)
+    return _median(shares) if shares else None
 
 
 def boundary_reorder_share(profile_events: list[dict]) -> float:
