@@ -43,7 +43,8 @@ class CompressConfig:
     method: str | None = None  # None: the task's default (DEFAULT_METHOD)
     search: SpaceConfig = field(default_factory=SpaceConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
-    init: str = "supernet"  # retrain start: "supernet" (sliced weights) or "scratch"
+    init: str = "supernet"  # retrain start: "supernet" (sliced weights), "scratch" or "wide" (methods/wide_start.py)
+    init_steps: int = 500  # --init wide: distillation steps of the wide twin before the cut
     perceptual_weights: str | None = None  # VGG19 weights; enables the perceptual term (retrain.perceptual_weight)
     seed: int = 0
     latency_size: int = 256
@@ -114,7 +115,7 @@ class CompressConfig:
         d = asdict(self)
         del d["auto_nf"], d["trust_teacher_code"], d["method_options"]
         omit_defaults(d, {"pair_aug": True, "crop_align": 1, "budget_size": "256x256", "train_instances": None,
-                          "eval_instances": None})
+                          "eval_instances": None, "init_steps": 500})
         if budget_unit(self.budget) != "ms":  # the latency options only matter to a latency budget
             del d["latency_runtime"], d["latency_threads"]
         d["search"] = self.search.to_dict()
@@ -273,8 +274,18 @@ def validate_options(cfg: CompressConfig) -> None:
     if cfg.retrain.qat and cfg.task == "label2image":
         raise UserError("--qat is not available for --task label2image yet (SPADE students are 32-bit specs); "
                         "compress in float, then `gancompress export RUN --int8`")
-    if cfg.init not in ("supernet", "scratch"):
-        raise UserError(f"--init must be 'supernet' or 'scratch', got {cfg.init!r}")
+    if cfg.init not in ("supernet", "scratch", "wide"):
+        raise UserError(f"--init must be 'supernet', 'scratch' or 'wide', got {cfg.init!r}")
+    if cfg.init == "wide":
+        from .methods.wide_start import refusal
+
+        why = refusal(cfg)
+        if why:
+            raise UserError(why)
+    if cfg.init_steps < 0:
+        raise UserError(f"--init-steps must be >= 0, got {cfg.init_steps}")
+    if cfg.init_steps != 500 and cfg.init != "wide":
+        raise UserError("--init-steps sets how long --init wide distils the wide twin; add --init wide (or drop it)")
     for name, v in (("--patch", cfg.retrain.patch), ("--batch", cfg.retrain.batch),
                     ("--search-patch", cfg.search.patch), ("--search-batch", cfg.search.batch),
                     ("--nf", cfg.search.nf), ("--cells", cfg.search.n_cells), ("--layers", cfg.search.n_layers)):

@@ -5,6 +5,7 @@ every method (methods/registry.py):
   search    the method's: AGD search + derive; GAN Compression's once-for-all supernet + evolution;
             GAN Slimming's joint distillation + pruning; the uniform width at the budget; ...
   retrain   the method's: train the derived student, from the search's weights unless --init scratch
+            (or --init wide: its distilled wide twin's strongest filters, methods/wide_start.py)
   evaluate  quality on held-out images, MACs/params/size, latency vs the teacher
   int8      an int8 ONNX export, measured, when the student was trained for int8
   report    report.md with the table and side-by-side crops
@@ -244,7 +245,11 @@ def retrain_stage(ctx: RunContext, method, spec, init_state):
     if run.done("retrain"):
         return load_student(run / "student")[0]
     student = build_student(spec)
-    if init_state is not None and ctx.cfg.init == "supernet":
+    if ctx.cfg.init == "wide":
+        from .methods.wide_start import wide_start
+
+        student.load_state_dict(wide_start(ctx, spec))
+    elif init_state is not None and ctx.cfg.init == "supernet":
         load_sliced(student, init_state)
     if ctx.cfg.retrain.qat:  # before the method's own fake quantization (a layer is quantized once)
         from .quant.fake import enable_export_qat
