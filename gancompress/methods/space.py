@@ -240,6 +240,10 @@ class WidthSpace:
 
     def config_of(self, spec: ArchSpec) -> tuple[int, ...]:
         """The config naming `spec` (which must come from this space)."""
+        return self.parse(self.format(self.widths_in(spec)))
+
+    def widths_in(self, spec: ArchSpec) -> list[int]:
+        """`spec`'s width at every position, whether or not it is one of the space's choices."""
         vals = {"nf": spec.nf}
         if spec.spade is not None:
             vals = {"trunk": spec.spade.fc}
@@ -253,7 +257,7 @@ class WidthSpace:
             for li, layer in enumerate(cell[:-1]):
                 vals[f"cell{c}.layer{li}"] = layer.width
         try:
-            return self.parse(self.format(vals[n] for n in self.names))
+            return [vals[n] for n in self.names]
         except KeyError as e:
             raise UserError(f"spec does not fit this space (missing {e})") from None
 

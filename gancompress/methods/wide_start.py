@@ -56,19 +56,6 @@ class _SpecSpace(WidthSpace):
         return s.validate()
 
 
-def widths_of_spec(space: WidthSpace, spec: ArchSpec) -> list[int]:
-    """The spec's width at every position of `space` (any width, not only the space's choices)."""
-    vals = {"nf": spec.nf}
-    if spec.task == "translate":
-        vals.update(stem=spec.frame.stem, down=spec.frame.down[0], up0=spec.frame.up[0], up1=spec.frame.up[1])
-    elif "up" in space.names:
-        vals["up"] = spec.upsampler.width
-    for c, cell in enumerate(spec.cells):
-        for li, layer in enumerate(cell[:-1]):
-            vals[f"cell{c}.layer{li}"] = layer.width
-    return [vals[n] for n in space.names]
-
-
 def wide_space(cfg, spec: ArchSpec) -> WidthSpace:
     """The space whose widest network is the spec's wide twin (refuses a spec it cannot cut)."""
     from ..data.label_maps import label_channels
@@ -85,7 +72,7 @@ def wide_space(cfg, spec: ArchSpec) -> WidthSpace:
     s = replace(cfg.search, nf=max(cfg.search.nf, spec.nf))
     template = frame_template(s, cfg.task, cfg.scale, label_channels(cfg))
     space = _SpecSpace(template, spec, s.width_ratios)
-    for name, w, top in zip(space.names, widths_of_spec(space, spec), space.max_config()):
+    for name, w, top in zip(space.names, space.widths_in(spec), space.max_config()):
         if w > top:
             raise UserError(f"--init wide: the network is wider than the space at {name} ({w} > {top}), so there is "
                             f"no wider twin to cut from; raise --nf or use --init supernet")
@@ -115,7 +102,7 @@ def wide_start(ctx, spec: ArchSpec) -> dict:
     torch.manual_seed(cfg.seed)
     twin = GatedStudent(space)
     widest = space.max_config()
-    widths = widths_of_spec(space, spec)
+    widths = space.widths_in(spec)
     if list(widest) == widths:
         ctx.log(f"note: the network is already the widest of the space (nf {max(widest)}), so --init wide only "
                 "distils it first; raise --nf for a wider twin to cut from")
