@@ -189,12 +189,13 @@ def _add_retrain_options(p, demo: bool) -> None:
                    help="retrain quantization-aware for whole-model int8: every conv the int8 export quantizes sees "
                         "int8 weights and inputs while training, and the run ends with the int8 export "
                         "(RUN/int8.json); the budget is still priced in fp32, so the int8 model runs under it")
-    t.add_argument("--init", default=c.init, choices=["supernet", "scratch", "wide"],
+    t.add_argument("--init", default=None, choices=["supernet", "scratch", "wide"],
                    help="start retraining from the search's weights (supernet), from scratch, or (wide) from the "
                         "strongest filters of the derived network's wide twin, distilled --init-steps steps first: "
-                        "magnitude pruning's start, for uniform, agd and ofa (methods/wide_start.py)")
+                        "magnitude pruning's start, for uniform, agd and ofa (methods/wide_start.py). Default: wide "
+                        "for agd on SR (measured better), else supernet")
     t.add_argument("--init-steps", type=int, default=c.init_steps, metavar="N",
-                   help=f"--init wide: distillation steps of the wide twin before the cut (default {c.init_steps})")
+                   help=f"distillation steps of the wide twin before the cut, with --init wide (default {c.init_steps})")
     t.add_argument("--perceptual-weights", default=None,
                    help="VGG19 state dict (torchvision layout) to add a perceptual loss; none is downloaded")
     t.add_argument("--perceptual-weight", type=float, default=None,

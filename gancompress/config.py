@@ -43,7 +43,8 @@ class CompressConfig:
     method: str | None = None  # None: the task's default (DEFAULT_METHOD)
     search: SpaceConfig = field(default_factory=SpaceConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
-    init: str = "supernet"  # retrain start: "supernet" (sliced weights), "scratch" or "wide" (methods/wide_start.py)
+    init: str | None = None  # retrain start: "supernet" (sliced weights), "scratch" or "wide" (methods/wide_start.py);
+    # None: the method's default for the task (wide_start.default_init)
     init_steps: int = 500  # --init wide: distillation steps of the wide twin before the cut
     perceptual_weights: str | None = None  # VGG19 weights; enables the perceptual term (retrain.perceptual_weight)
     seed: int = 0
@@ -95,6 +96,10 @@ class CompressConfig:
 
         self.method = self.method or DEFAULT_METHOD.get(self.task, "agd")
         self.method = ALIASES.get(self.method, self.method)  # the name config.json keeps
+        if self.init is None:
+            from .methods.wide_start import default_init
+
+            self.init = default_init(self)
         if self.method_options is None and self.method in METHODS:  # an unknown name: validate_options says so
             self.method_options = METHODS[self.method].default_options()
 
@@ -116,6 +121,8 @@ class CompressConfig:
         del d["auto_nf"], d["trust_teacher_code"], d["method_options"]
         omit_defaults(d, {"pair_aug": True, "crop_align": 1, "budget_size": "256x256", "train_instances": None,
                           "eval_instances": None, "init_steps": 500})
+        if self.init != "wide":  # only the wide start distils first
+            d.pop("init_steps", None)
         if budget_unit(self.budget) != "ms":  # the latency options only matter to a latency budget
             del d["latency_runtime"], d["latency_threads"]
         d["search"] = self.search.to_dict()
@@ -284,8 +291,6 @@ def validate_options(cfg: CompressConfig) -> None:
             raise UserError(why)
     if cfg.init_steps < 0:
         raise UserError(f"--init-steps must be >= 0, got {cfg.init_steps}")
-    if cfg.init_steps != 500 and cfg.init != "wide":
-        raise UserError("--init-steps sets how long --init wide distils the wide twin; add --init wide (or drop it)")
     for name, v in (("--patch", cfg.retrain.patch), ("--batch", cfg.retrain.batch),
                     ("--search-patch", cfg.search.patch), ("--search-batch", cfg.search.batch),
                     ("--nf", cfg.search.nf), ("--cells", cfg.search.n_cells), ("--layers", cfg.search.n_layers)):

@@ -53,7 +53,7 @@ def tiny_config(teacher, train, evald, out, **kw):
                              eval_every=2)
     retrain = TrainConfig(steps=10, patch=8, batch=2)
     args = dict(teacher=teacher, train_data=train, eval_data=evald, budget="1/4", search=search,
-                retrain=retrain, out=str(out), latency_size=32, latency_repeats=1, quiet=True)
+                retrain=retrain, out=str(out), latency_size=32, latency_repeats=1, quiet=True, init_steps=5)
     args.update(kw)
     return CompressConfig(**args)
 

@@ -28,7 +28,7 @@ def compress_args(teacher, train, evald, out):
     return ["compress", "--teacher", teacher, "--train-data", train, "--eval-data", evald, "--budget", "1/4",
             "--nf", "8", "--cells", "2", "--layers", "2", "--search-patch", "8", "--search-batch", "2",
             "--warmup-steps", str(WARMUP), "--search-steps", str(SEARCH), "--retrain-steps", str(RETRAIN),
-            "--patch", "8", "--batch", "2", "--latency-size", "32", "--latency-repeats", "1", "--quiet",
+            "--patch", "8", "--batch", "2", "--latency-size", "32", "--latency-repeats", "1", "--quiet", "--init-steps", "3",
             "--threads", "1", "--out", str(out)]
 
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 TINY = dict(nf=8, cells=2, layers=2, search_patch=8, search_batch=2, warmup_steps=3, search_steps=6,
-            retrain_steps=10, patch=8, batch=2, budget="1/4", latency_size=32, latency_repeats=1, quiet=True)
+            retrain_steps=10, patch=8, batch=2, budget="1/4", latency_size=32, latency_repeats=1, quiet=True,
+            init_steps=3)
 
 
 class TinyUpscaler(nn.Module):

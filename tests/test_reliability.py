@@ -18,7 +18,7 @@ from gancompress.errors import UserError
 
 TINY = ["--nf", "8", "--cells", "2", "--layers", "2", "--search-patch", "8", "--search-batch", "2",
         "--warmup-steps", "1", "--search-steps", "2", "--retrain-steps", "2", "--patch", "8", "--batch", "2",
-        "--latency-size", "32", "--latency-repeats", "1", "--quiet"]
+        "--latency-size", "32", "--latency-repeats", "1", "--quiet", "--init-steps", "3"]
 
 
 def error_lines(err):

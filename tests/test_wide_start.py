@@ -60,10 +60,18 @@ def test_refusals_name_the_layer_or_the_method():
     for method in ("prune", "slim"):
         with pytest.raises(UserError, match=f"does not apply to --method {method}"):
             validate_options(_cfg(method=method))
-    with pytest.raises(UserError, match="add --init wide"):
-        validate_options(CompressConfig(init_steps=100))
     validate_options(_cfg(method="agd"))
-    assert "init_steps" not in CompressConfig().to_dict()  # runs made before the option still resume
+
+
+def test_the_default_start_is_wide_for_agd_on_sr_only():
+    assert CompressConfig().init == "wide" and CompressConfig(method="agd", task="sr").init == "wide"
+    assert CompressConfig(method="uniform").init == "supernet" and CompressConfig(task="translate").init == "supernet"
+    assert CompressConfig(search=SpaceConfig(ops=("conv3x3", "irb"))).init == "supernet"  # irb cannot be cut
+    assert CompressConfig(init="supernet").init == "supernet"
+    # the twin's steps are written only where they matter: other runs made before the option still resume
+    assert "init_steps" not in CompressConfig(method="uniform").to_dict()
+    assert CompressConfig().to_dict()["init"] == "wide" and "init_steps" not in CompressConfig().to_dict()
+    assert CompressConfig(init_steps=40).to_dict()["init_steps"] == 40
 
 
 def test_uniform_with_a_wide_start_end_to_end(tiny_teacher, tiny_data, tmp_path):

@@ -31,6 +31,16 @@ NOT_FOR = {"prune": "magnitude pruning already starts from a distilled wide netw
            "slim": "GAN Slimming already starts from the network it slimmed"}
 
 
+def default_init(cfg) -> str:
+    """The retrain start when --init is not given: "wide" for AGD on SR, where it was measured to pay
+    (BENCHMARKS.md, "AGD from its wide twin"), when every operator of --ops can be cut; else the
+    search's weights ("supernet"; for a method without them, such as uniform, scratch)."""
+    ops = getattr(getattr(cfg, "search", None), "ops", ())
+    if cfg.method == "agd" and cfg.task == "sr" and all(OPS[o].base in CUTTABLE_OPS for o in ops if o in OPS):
+        return "wide"
+    return "supernet"
+
+
 def refusal(cfg) -> str | None:
     """Why `--init wide` cannot apply to this run (None: it can)."""
     if cfg.method in NOT_FOR:
