@@ -193,7 +193,7 @@ def _add_retrain_options(p, demo: bool) -> None:
                    help="start retraining from the search's weights (supernet), from scratch, or (wide) from the "
                         "strongest filters of the derived network's wide twin, distilled --init-steps steps first: "
                         "magnitude pruning's start, for uniform, agd and ofa (methods/wide_start.py). Default: wide "
-                        "for agd on SR (measured better), else supernet")
+                        "for agd on SR (better at demo scale, a tie at SRGAN scale: BENCHMARKS.md), else supernet")
     t.add_argument("--init-steps", type=int, default=c.init_steps, metavar="N",
                    help=f"distillation steps of the wide twin before the cut, with --init wide (default {c.init_steps})")
     t.add_argument("--perceptual-weights", default=None,
