@@ -160,6 +160,10 @@ def _add_agd_options(p, demo: bool) -> None:
     a.add_argument("--band", type=float, default=s.band,
                    help="AGD keeps derived networks costing between BAND x budget and the budget "
                         f"(default {s.band})")
+    a.add_argument("--spend-capacity", action="store_true",
+                   help="AGD, latency budget: after the search, move layers to the choices that add the most MACs "
+                        "per millisecond the latency table charges, up to the budget (ORT's kernels charge channels in "
+                        "blocks, so narrow layers save less time than capacity)")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
     a.add_argument("--search-int8", action="store_true",
                    help="AGD also chooses int8 or fp32 per cell layer (int8 layers train with fake quantization, "
@@ -282,7 +286,7 @@ def _space_config(args) -> SpaceConfig:
                        width_ratios=_parse_ratios(args.widths), frame_ratios=frame, upsampler=args.upsampler,
                        up_width=args.up_width, unshuffle=args.unshuffle, patch=args.search_patch, batch=args.search_batch,
                        warmup_steps=args.warmup_steps, search_steps=args.search_steps, lr_arch=args.lr_arch,
-                       arch_weight_decay=args.arch_weight_decay, band=args.band,
+                       arch_weight_decay=args.arch_weight_decay, band=args.band, spend_capacity=args.spend_capacity,
                        lr_weights=args.lr_weights, seed=args.seed, int8_search=args.search_int8,
                        int8_cost=args.int8_cost)
 

@@ -46,8 +46,8 @@ from ..distributed import average_gradients, broadcast_parameters, is_main
 from ..data.label_maps import label_channels
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from .agd_supernet import (Supernet, drop_useless_int8, fill_to_band, repair_to_budget, student_state_from_supernet,
-                           widen_free)
+from .agd_supernet import (Supernet, drop_useless_int8, fill_to_band, repair_to_budget, spend_on_capacity,
+                           student_state_from_supernet, widen_free)
 from .base import Method, RunContext, distill_student
 from .space import SpaceConfig, budget_meta, frame_template, smaller_space_hint
 
@@ -190,6 +190,9 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     if not state["best_ws"]:  # a search too short to reach the selection phase
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
+    if cfg.spend_capacity and budget.unit == "ms":  # the chosen candidate's ms spent on MACs (its val_loss is from before)
+        no_int8 = (lambda o: OPS[net.op_names[o]].bits != 8) if timed_int8 else None  # noqa: E731
+        ops, ws = spend_on_capacity(net, ops, ws, hi, op_ok=no_int8)
     meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), "val_loss": state["best_loss"]}
     if cfg.int8_search and budget.unit == "MACs":  # a latency budget prices int8 layers by the table
         meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))

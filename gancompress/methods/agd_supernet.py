@@ -29,7 +29,7 @@ from torch import nn
 from dataclasses import replace
 
 from ..arch.build import build_student
-from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, translate_frame_macs
+from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, spec_macs, translate_frame_macs
 from ..arch.ops import OPS, OpStyle
 from ..arch.pieces import add_piece, frame_pieces, layer_piece
 from ..arch.spec import ArchSpec, LayerSpec
@@ -464,6 +464,47 @@ def widen_free(net: Supernet, op_idx, w_idx, hw=None) -> list[int]:
     budget nothing moves; the int8 searches at 1/80:ms took 5-, 8-, 11- and 13-wide layers that
     were both slower and narrower than 16 (BENCHMARKS.md, session 36)."""
     return widen_while_free(net.all_widths, w_idx, lambda ws: net.cost(net.spec_from_indices(op_idx, ws), hw))
+
+
+def spend_on_capacity(net: Supernet, op_idx, w_idx, budget: float, op_ok=None):
+    """Under a latency budget: move layers, one at a time, to the (operator, width) choices that
+    add the most MACs per millisecond the table charges (moves that add MACs for no time first),
+    while the predicted cost stays within `budget`. Why: the search's resource term prices a
+    narrow layer cheaper, but ONNX Runtime's CPU kernels charge channels in blocks, so a derived
+    network can spend its milliseconds on capacity it does not get (SRGAN x4 at 1/32:ms: 5-wide
+    layers and 5-wide residual blocks, 1.9 GMACs at the latency of the 16-wide uniform network's
+    4.4; a 5-wide residual block costs more than a 16-wide conv 3x3). MACs are the capacity proxy
+    (`op_ok(o)` False keeps a layer from moving to operator o)."""
+    op_idx, w_idx = list(op_idx), list(w_idx)
+    n_ops = len(op_idx)
+
+    def measure(ops, ws):
+        spec = net.spec_from_indices(ops, ws)
+        return net.cost(spec), spec_macs(spec)
+
+    cost, macs = measure(op_idx, w_idx)
+    while True:
+        best = None
+        for i, widths in enumerate(net.all_widths):
+            for o in (range(len(net.op_names)) if i < n_ops else [None]):
+                if o is not None and o != op_idx[i] and op_ok is not None and not op_ok(o):
+                    continue
+                for w in range(len(widths)):
+                    if (o if o is not None else 0, w) == (op_idx[i] if i < n_ops else 0, w_idx[i]):
+                        continue
+                    trial_o, trial_w = op_idx.copy(), w_idx.copy()
+                    if o is not None:
+                        trial_o[i] = o
+                    trial_w[i] = w
+                    c, m = measure(trial_o, trial_w)
+                    if m <= macs or c > budget:
+                        continue
+                    key = (1, m - macs) if c <= cost else (0, (m - macs) / (c - cost))
+                    if best is None or key > best[0]:
+                        best = (key, trial_o, trial_w, c, m)
+        if best is None:
+            return op_idx, w_idx
+        _, op_idx, w_idx, cost, macs = best
 
 
 def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=None, narrow_ok=True):

@@ -60,6 +60,8 @@ class SpaceConfig:
     tau_start: float = 2.0
     tau_end: float = 0.5
     band: float = 0.85
+    # latency budgets: spend the derived network's milliseconds on MACs (agd_supernet.spend_on_capacity)
+    spend_capacity: bool = False
     penalty_init: float = 0.01
     penalty_growth: float = 1.1
     select_after: float = 0.3
