@@ -463,6 +463,34 @@ def test_a_candidate_is_widened_where_a_wider_layer_costs_no_more():
     assert widen_free(macs, [0] * len(macs.layer_widths), ws) == ws
 
 
+def test_spend_on_capacity_adds_macs_within_the_latency_budget_until_no_move_is_left():
+    """`--spend-capacity`: from a narrow candidate, the pass ends within the budget with more MACs,
+    and at a fixed point (no single operator or width move adds MACs without breaking the budget);
+    a budget already spent leaves only the moves that add MACs for no time."""
+    from gancompress.methods.agd import make_supernet
+    from gancompress.methods.agd_supernet import spend_on_capacity
+    from gancompress.methods.space import SpaceConfig, frame_template
+
+    cfg = SpaceConfig(nf=16, n_cells=2, n_layers=3, ops=("conv3x3", "resblock"))
+    b = Budget("ms", 1e9, (16, 16), "1e9ms", LatencyTable("ort", 1, timer=blocked_ms, rounds=1))
+    net = make_supernet(cfg, frame_template(cfg, "sr", 4), b)
+    ops, ws = [0] * len(net.layer_widths), [0] * len(net.all_widths)
+    floor = b.cost(net.spec_from_indices(ops, ws))
+    budget = floor * 1.3
+    o2, w2 = spend_on_capacity(net, ops, ws, budget)
+    spec = net.spec_from_indices(o2, w2)
+    assert b.cost(spec) <= budget and spec_macs(spec) > spec_macs(net.spec_from_indices(ops, ws))
+    for i, widths in enumerate(net.all_widths):
+        for o in range(len(net.op_names)):
+            for w in range(len(widths)):
+                t_o, t_w = o2.copy(), w2.copy()
+                t_o[i], t_w[i] = o, w
+                trial = net.spec_from_indices(t_o, t_w)
+                assert spec_macs(trial) <= spec_macs(spec) or b.cost(trial) > budget
+    o3, w3 = spend_on_capacity(net, ops, ws, floor)  # no room: only free moves
+    assert b.cost(net.spec_from_indices(o3, w3)) <= floor
+
+
 def test_gan_compressions_evolution_scores_only_configs_no_free_widening_improves():
     """Under a latency budget the evolution's candidates are repaired before they are scored: no
     position is left narrower than a width the table prices no dearer (random draws do have such

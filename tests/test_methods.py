@@ -43,6 +43,8 @@ def test_options_not_given_take_the_dataclass_defaults_and_given_ones_arrive():
                                       "--stop-at-budget"])
     o = config_from_args(args).method_options
     assert o.lambda_gan == 0.5 and o.stop_at_budget
+    assert config_from_args(build_parser().parse_args(["compress", "--out", "x"])).search.spend_capacity
+    assert not config_from_args(build_parser().parse_args(["compress", "--out", "x", "--no-spend-capacity"])).search.spend_capacity
 
 
 def test_a_method_config_section_is_written_only_for_its_own_runs():

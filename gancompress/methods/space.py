@@ -60,8 +60,9 @@ class SpaceConfig:
     tau_start: float = 2.0
     tau_end: float = 0.5
     band: float = 0.85
-    # latency budgets: spend the derived network's milliseconds on MACs (agd_supernet.spend_on_capacity)
-    spend_capacity: bool = False
+    # latency budgets: spend the derived network's milliseconds on MACs (agd_supernet.spend_on_capacity;
+    # BENCHMARKS.md, "AGD in milliseconds at the uniform student's latency")
+    spend_capacity: bool = True
     penalty_init: float = 0.01
     penalty_growth: float = 1.1
     select_after: float = 0.3
