@@ -476,7 +476,6 @@ def spend_on_capacity(net: Supernet, op_idx, w_idx, budget: float, op_ok=None):
     4.4; a 5-wide residual block costs more than a 16-wide conv 3x3). MACs are the capacity proxy
     (`op_ok(o)` False keeps a layer from moving to operator o)."""
     op_idx, w_idx = list(op_idx), list(w_idx)
-    n_ops = len(op_idx)
 
     def measure(ops, ws):
         spec = net.spec_from_indices(ops, ws)
@@ -485,26 +484,37 @@ def spend_on_capacity(net: Supernet, op_idx, w_idx, budget: float, op_ok=None):
     cost, macs = measure(op_idx, w_idx)
     while True:
         best = None
-        for i, widths in enumerate(net.all_widths):
-            for o in (range(len(net.op_names)) if i < n_ops else [None]):
-                if o is not None and o != op_idx[i] and op_ok is not None and not op_ok(o):
-                    continue
-                for w in range(len(widths)):
-                    if (o if o is not None else 0, w) == (op_idx[i] if i < n_ops else 0, w_idx[i]):
-                        continue
-                    trial_o, trial_w = op_idx.copy(), w_idx.copy()
-                    if o is not None:
-                        trial_o[i] = o
-                    trial_w[i] = w
-                    c, m = measure(trial_o, trial_w)
-                    if m <= macs or c > budget:
-                        continue
-                    key = (1, m - macs) if c <= cost else (0, (m - macs) / (c - cost))
-                    if best is None or key > best[0]:
-                        best = (key, trial_o, trial_w, c, m)
+        for _, _, _, trial_o, trial_w in _single_moves(net, op_idx, w_idx, op_ok):
+            c, m = measure(trial_o, trial_w)
+            if m <= macs or c > budget:
+                continue
+            key = (1, m - macs) if c <= cost else (0, (m - macs) / (c - cost))
+            if best is None or key > best[0]:
+                best = (key, trial_o, trial_w, c, m)
         if best is None:
             return op_idx, w_idx
         _, op_idx, w_idx, cost, macs = best
+
+
+def _single_moves(net, op_idx, w_idx, op_ok=None, narrow_ok=True, choices=None):
+    """Every network one layer away: (layer, op, width, op indices, width indices), over
+    `net.choices()` (cell layers: operators x widths; frame or SPADE positions: widths only, op 0).
+    `op_ok(o)` False keeps a layer from moving to operator o; `narrow_ok` False: never to a
+    narrower width."""
+    n_ops = len(op_idx)
+    for i, (pops, pws) in enumerate(choices if choices is not None else net.choices()):
+        now = op_idx[i] if i < n_ops else 0
+        for o in range(len(pops)):
+            if o != now and op_ok is not None and not op_ok(o):
+                continue
+            for w in range(len(pws)):
+                if (o, w) == (now, w_idx[i]) or (not narrow_ok and w < w_idx[i]):
+                    continue
+                trial_o, trial_w = list(op_idx), list(w_idx)
+                if i < n_ops:
+                    trial_o[i] = o
+                trial_w[i] = w
+                yield i, o, w, trial_o, trial_w
 
 
 def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=None, narrow_ok=True):
@@ -515,34 +525,22 @@ def _greedy_moves(net, op_idx, w_idx, hw, until, sign: float, allowed, op_ok=Non
     choices = net.choices()  # cell layers (op, width), then frame layers (width only: op list [1.0])
     n_ops = len(op_idx)
 
-    def op_of(ops, i):
-        return ops[i] if i < n_ops else 0
+    def log_p(i, o, w):
+        pops, pws = choices[i]
+        return math.log(pops[o] + 1e-12) + math.log(pws[w] + 1e-12)
 
     cost = net.cost(net.spec_from_indices(op_idx, w_idx), hw)
     while not until(cost):
         best = None
-        for i, (pops, pws) in enumerate(choices):
-            base = math.log(pops[op_of(op_idx, i)] + 1e-12) + math.log(pws[w_idx[i]] + 1e-12)
-            for o in range(len(pops)):
-                for w in range(len(pws)):
-                    if (o, w) == (op_of(op_idx, i), w_idx[i]):
-                        continue
-                    if op_ok is not None and i < n_ops and o != op_idx[i] and not op_ok(o):
-                        continue
-                    if not narrow_ok and w < w_idx[i]:
-                        continue
-                    trial_o, trial_w = op_idx.copy(), w_idx.copy()
-                    if i < n_ops:
-                        trial_o[i] = o
-                    trial_w[i] = w
-                    m = net.cost(net.spec_from_indices(trial_o, trial_w), hw)
-                    moved = sign * (m - cost)
-                    if moved <= 0 or not allowed(m):
-                        continue
-                    loss = base - (math.log(pops[o] + 1e-12) + math.log(pws[w] + 1e-12))
-                    key = max(loss, 0.0) / moved
-                    if best is None or key < best[0]:
-                        best = (key, i, o, w, m)
+        for i, o, w, trial_o, trial_w in _single_moves(net, op_idx, w_idx, op_ok, narrow_ok, choices):
+            m = net.cost(net.spec_from_indices(trial_o, trial_w), hw)
+            moved = sign * (m - cost)
+            if moved <= 0 or not allowed(m):
+                continue
+            loss = log_p(i, op_idx[i] if i < n_ops else 0, w_idx[i]) - log_p(i, o, w)
+            key = max(loss, 0.0) / moved
+            if best is None or key < best[0]:
+                best = (key, i, o, w, m)
         if best is None:
             break
         _, i, o, w, cost = best
