@@ -102,6 +102,8 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     # int8 layers priced by measured latency: one may cost more than its float twin, so a candidate
     # keeps only those that pay (drop_useless_int8)
     timed_int8 = budget.unit == "ms" and any(OPS[o].bits == 8 for o in net.op_names)
+    # there, greedy moves add no int8 layer: only drop_useless_int8 decides which stay
+    float_only = (lambda o: OPS[net.op_names[o]].bits != 8) if timed_int8 else None  # noqa: E731
     state = {"penalty": cfg.penalty_init, "best_loss": math.inf, "best_ops": [], "best_ws": [],
              "best_macs": 0, "history": []}
 
@@ -140,10 +142,8 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     @torch.no_grad()
     def consider(step: int):
         ops, ws = net.argmax_indices()
-        op_ok = None
         if timed_int8:  # keep only the int8 layers that make the student faster, and do not add others
             ops = drop_useless_int8(net, ops, ws)
-            op_ok = lambda o: OPS[net.op_names[o]].bits != 8  # noqa: E731
         if net.cost(net.spec_from_indices(ops, ws)) > hi:
             ops, ws = repair_to_budget(net, ops, ws, hi)
         widen = budget.unit == "ms"  # latency: a wider layer the table prices no dearer (MACs, MB: none is)
@@ -151,7 +151,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         for _ in range(3):  # below the band (or repaired or widened below it): fill it, then widen again
             if net.cost(net.spec_from_indices(ops, ws)) >= lo:
                 break
-            ops, ws = fill_to_band(net, ops, ws, lo, hi, op_ok=op_ok)  # where the preferences lose least
+            ops, ws = fill_to_band(net, ops, ws, lo, hi, op_ok=float_only)  # where the preferences lose least
             if not widen:
                 break
             ws = widen_free(net, ops, ws)
@@ -194,8 +194,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
     if cfg.spend_capacity and budget.unit == "ms":  # the chosen candidate's ms spent on MACs (its val_loss is from before)
-        no_int8 = (lambda o: OPS[net.op_names[o]].bits != 8) if timed_int8 else None  # noqa: E731
-        ops, ws = spend_on_capacity(net, ops, ws, hi, op_ok=no_int8)
+        ops, ws = spend_on_capacity(net, ops, ws, hi, op_ok=float_only)
     meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), "val_loss": state["best_loss"]}
     if cfg.int8_search and budget.unit == "MACs":  # a latency budget prices int8 layers by the table
         meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))
