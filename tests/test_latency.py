@@ -573,9 +573,23 @@ def test_agd_search_steers_into_a_latency_budget(tmp_path):
     torch.manual_seed(0)
     pairs = [(torch.rand(3, 16, 16), torch.rand(3, 64, 64)) for _ in range(2)]
     samplers = [PatchSampler(pairs, 8, 4, 2, seed=s) for s in (0, 1, 2)]
-    res = search(cfg, template, samplers[0], samplers[1], samplers[2].next_batch(), b, tmp_path, l1_loss, quiet=True)
+    val = samplers[2].next_batch()
+    res = search(cfg, template, samplers[0], samplers[1], val, b, tmp_path, l1_loss, quiet=True)
     assert b.cost(res.spec) <= b.limit
     assert res.spec.meta["budget"]["unit"] == "ms" and res.spec.meta["cost"] <= b.limit
+    # the same search (resumed from its finished checkpoint) without the capacity pass: the pass
+    # only adds MACs, and the val_loss in the spec is the shipped network's, not the candidate's
+    from dataclasses import replace
+
+    plain = search(replace(cfg, spend_capacity=False), template, samplers[0], samplers[1], val, b, tmp_path,
+                   l1_loss, quiet=True)
+    assert res.spec.meta["macs"] > plain.spec.meta["macs"]  # here (0.39 -> 0.45 GMACs) the pass moves layers
+    assert res.spec.meta["val_loss_before_capacity"] == pytest.approx(plain.spec.meta["val_loss"])
+    net.load_state_dict(res.supernet_state)
+    lr, tgt = val
+    with torch.no_grad():
+        shipped = l1_loss(net(lr, "fixed", "fixed", fixed_widths=res.w_idx, fixed_ops=res.op_idx), tgt).item()
+    assert res.spec.meta["val_loss"] == pytest.approx(shipped)
 
 
 def test_evolution_and_pruning_threshold_respect_a_latency_budget(tmp_path):

@@ -77,6 +77,7 @@ class SearchResult:
     supernet_state: dict
     op_idx: list
     history: list = field(default_factory=list)
+    w_idx: list = field(default_factory=list)
 
 
 def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, val_batch, budget,
@@ -140,6 +141,12 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
         return d_loss.item(), derived
 
     @torch.no_grad()
+    def val_loss(ops, ws) -> float:
+        """The candidate's distillation loss on the held-out batch, with the supernet's weights."""
+        lr, tgt = to_dev(val_batch)
+        return distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
+
+    @torch.no_grad()
     def consider(step: int):
         ops, ws = net.argmax_indices()
         if timed_int8:  # keep only the int8 layers that make the student faster, and do not add others
@@ -156,8 +163,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
                 break
             ws = widen_free(net, ops, ws)
         macs = net.cost(net.spec_from_indices(ops, ws))
-        lr, tgt = to_dev(val_batch)
-        vloss = distill_loss(net(lr, "fixed", "fixed", fixed_widths=ws, fixed_ops=ops), tgt).item()
+        vloss = val_loss(ops, ws)
         in_band = lo <= macs <= hi
         entry = {"step": step, "macs": int(macs), "val_loss": vloss, "in_band": in_band,
                  "penalty": float(state["penalty"])}  # the resource term's adaptive weight
@@ -193,9 +199,13 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
     if not state["best_ws"]:  # a search too short to reach the selection phase
         consider(total)
     ops, ws = list(state["best_ops"]), list(state["best_ws"])
-    if cfg.spend_capacity and budget.unit == "ms":  # the chosen candidate's ms spent on MACs (its val_loss is from before)
-        ops, ws = spend_on_capacity(net, ops, ws, hi, op_ok=float_only)
-    meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), "val_loss": state["best_loss"]}
+    chosen_loss = {"val_loss": state["best_loss"]}
+    if cfg.spend_capacity and budget.unit == "ms":  # the chosen candidate's ms spent on MACs
+        spent = spend_on_capacity(net, ops, ws, hi, op_ok=float_only)
+        if spent != (ops, ws):  # the network that ships is scored too, on the same batch and weights
+            chosen_loss = {"val_loss": val_loss(*spent), "val_loss_before_capacity": state["best_loss"]}
+            ops, ws = spent
+    meta = {"method": "agd", **budget_meta(budget, net.spec_from_indices(ops, ws)), **chosen_loss}
     if cfg.int8_search and budget.unit == "MACs":  # a latency budget prices int8 layers by the table
         meta.update(int8_cost=cfg.int8_cost, cost=float(net.cost(net.spec_from_indices(ops, ws))))
     spec = net.spec_from_indices(ops, ws, meta=meta)
@@ -204,7 +214,7 @@ def search(cfg: SpaceConfig, template: ArchSpec, weight_sampler, arch_sampler, v
 
         info(f"derived architecture ({budget.fmt(net.cost(spec))}, {fmt_macs(spec.meta['macs'])}MACs; "
              f"budget {budget}):\n{spec.summary()}")
-    return SearchResult(spec, net.state_dict(), ops, list(state["history"]))
+    return SearchResult(spec, net.state_dict(), ops, list(state["history"]), ws)
 
 
 def l1_loss(out, target):
