@@ -7,7 +7,8 @@ Methods: agd (MACs budget), agd-ms (the same budget in milliseconds of ONNX Runt
 agd-ms-int8 (agd-ms with `--search-int8`: int8 layers priced by their measured latency), ofa
 (GAN Compression), slim (GAN Slimming), uniform (the baseline), prune (one-shot magnitude pruning),
 agd-wide (agd with `--init wide`: its retrain starts from the strongest filters of the derived
-network's distilled wide twin; not in the default set).
+network's distilled wide twin; not in the default set), ofa-ms (ofa with the budget in milliseconds:
+the evolution keeps candidates under the latency table's prediction; not in the default set).
 
     python bench/pareto.py srgan:../shared/teachers/srgan_x4.pth --budgets 1/5,1/10,1/20 --seeds 0,1,2 \\
         --out bench/out/pareto/srgan --benchmarks BENCHMARKS.md --name "SRGAN x4"
@@ -33,7 +34,7 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 METHODS = {"agd": ("agd", "", []), "agd-ms": ("agd", ":ms", []), "agd-ms-int8": ("agd", ":ms", ["--search-int8"]),
            "ofa": ("ofa", "", []), "slim": ("slim", "", []), "uniform": ("uniform", "", []), "prune": ("prune", "", []),
-           "agd-wide": ("agd", "", ["--init", "wide"])}
+           "agd-wide": ("agd", "", ["--init", "wide"]), "ofa-ms": ("ofa", ":ms", [])}
 # --quick: the suite's plumbing end to end in minutes (numbers not comparable to full runs)
 QUICK = ["--warmup-steps", "10", "--search-steps", "20", "--retrain-steps", "60", "--ofa-steps", "40",
          "--population", "8", "--generations", "2", "--slim-steps", "30", "--prune-steps", "30", "--latency-repeats", "2",
