@@ -161,9 +161,9 @@ def _add_agd_options(p, demo: bool) -> None:
                    help="AGD keeps derived networks costing between BAND x budget and the budget "
                         f"(default {s.band})")
     a.add_argument("--spend-capacity", action=argparse.BooleanOptionalAction, default=s.spend_capacity,
-                   help="AGD, latency budget: after the search, move layers to the choices that add the most MACs "
-                        "per millisecond the latency table charges, up to the budget (ORT's kernels charge channels in "
-                        "blocks, so narrow layers save less time than capacity; default on)")
+                   help="AGD and GAN Compression, latency budget: after the search, move layers to the choices that add "
+                        "the most MACs per millisecond the latency table charges, up to the budget (ORT's kernels charge "
+                        "channels in blocks, so narrow layers save less time than capacity; default on)")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
     a.add_argument("--search-int8", action="store_true",
                    help="AGD also chooses int8 or fp32 per cell layer (int8 layers train with fake quantization, "

@@ -519,6 +519,64 @@ def test_gan_compressions_evolution_scores_only_configs_no_free_widening_improve
     assert space.widen_free(c, lambda w: macs.cost(space.spec(w))) == c
 
 
+def test_width_spend_on_capacity_adds_macs_within_the_budget_to_a_fixed_point():
+    """GAN Compression's capacity pass (widths only): from the smallest config it ends within the
+    budget with more MACs, no single wider width then adds MACs within the budget, and a budget
+    with no room leaves the config as it was."""
+    from gancompress.methods.space import SpaceConfig, WidthSpace, frame_template
+
+    space = WidthSpace(frame_template(SpaceConfig(nf=24), "sr", 4), 2, 2, "conv3x3")
+    table = LatencyTable("ort", 1, timer=blocked_ms, rounds=1)
+    probe = Budget("ms", 1e9, (16, 16), "1e9ms", table)
+    lo, hi = (probe.cost(space.spec(c)) for c in (space.min_config(), space.max_config()))
+    limit = lo + 0.4 * (hi - lo)
+
+    def cost(c):
+        return probe.cost(space.spec(c))
+
+    start = space.min_config()
+    spent = space.spend_on_capacity(start, cost, limit)
+    assert cost(spent) <= limit and spec_macs(space.spec(spent)) > spec_macs(space.spec(start))
+    for i, ch in enumerate(space.choices):
+        for w in ch:
+            if w > spent[i]:
+                trial = spent[:i] + (w,) + spent[i + 1:]
+                assert cost(trial) > limit or spec_macs(space.spec(trial)) <= spec_macs(space.spec(spent))
+    assert space.spend_on_capacity(start, cost, cost(start)) == start  # no room (no free move at the floor here)
+
+
+def test_gan_compression_takes_the_trunk_that_buys_the_most_macs_under_a_latency_budget():
+    """Under a latency budget GAN Compression's trunk (auto --nf) is the one whose width grid buys
+    the most MACs within the budget, not the widest whose smallest network leaves the band free:
+    with channel-blocked kernels the two differ (SRGAN x4 at 1/32:ms: nf 28 -> 2.3 G, nf 24 ->
+    4.3 G). Under a MACs budget the band rule is unchanged."""
+    from dataclasses import replace
+
+    from gancompress.config import task_config
+    from gancompress.methods.base import RunContext
+    from gancompress.methods.gan_compression import GANCompression
+    from gancompress.methods.space import adapt_trunk_width
+
+    cfg = task_config("sr", quiet=True)
+    cfg = replace(cfg, method="ofa", search=replace(cfg.search, n_cells=2, n_layers=2))
+    assert cfg.auto_nf and cfg.search.nf == 32
+    m = GANCompression()
+    b = Budget("ms", 6.0, (16, 16), "6ms", LatencyTable("ort", 1, timer=blocked_ms, rounds=1))
+    notes = []
+    ctx = RunContext(cfg, None, b)
+    ctx.log = notes.append
+    chosen = m.fit_to_budget(ctx).search.nf
+    band = adapt_trunk_width(cfg, b, m.smallest_network, log=lambda s: None).search.nf
+    fits = [nf for nf in range(32, 7, -4) if b.cost(m.smallest_network(cfg, nf)) <= b.limit]
+    caps = {nf: m.capacity_in_budget(replace(cfg, search=replace(cfg.search, nf=nf)), nf, b) for nf in fits}
+    assert caps[chosen] == max(caps.values()) and caps[chosen] > caps[band] and chosen != band
+    assert notes and f"--nf {chosen}" in notes[0]
+    macs = Budget.macs(0.4e9, (16, 16))
+    assert m.capacity_in_budget(cfg, 32, macs) is None
+    assert m.fit_to_budget(RunContext(cfg, None, macs)).search.nf == adapt_trunk_width(cfg, macs, m.smallest_network,
+                                                                                       log=lambda s: None).search.nf
+
+
 def test_the_trunk_narrowing_prices_the_float_floor_under_a_latency_budget():
     """With --search-int8, the smallest network priced in MACs is int8 everywhere (discounted), but
     in milliseconds its narrow layers are faster in float: the narrowing rule must use that floor,
@@ -749,8 +807,8 @@ def test_the_teachers_time_is_kept_by_content_not_path_or_mtime(tmp_path, monkey
     assert len(table.entries) == 2 and calls == [str(a), str(c)]
 
 
-@pytest.mark.parametrize("method, budget", [("agd", "1/3:ms"), ("uniform", "1/4"), ("ofa", "1/4"), ("slim", "1/4"),
-                                            ("prune", "1/4")])
+@pytest.mark.parametrize("method, budget", [("agd", "1/3:ms"), ("uniform", "1/4"), ("ofa", "1/4"), ("ofa", "1/3:ms"),
+                                            ("slim", "1/4"), ("prune", "1/4")])
 def test_every_method_compresses_an_unshuffled_student(method, budget, tiny_teacher, tiny_data, tmp_path, monkeypatch):
     """`--unshuffle 2`: each method's student runs its frame at half the LR side, is held to its
     budget (AGD: the predicted latency of that frame's pieces), and exports and evaluates at the
@@ -778,6 +836,10 @@ def test_every_method_compresses_an_unshuffled_student(method, budget, tiny_teac
         assert m["budget"]["student_measured"] > 0
         table = json.loads(next((tmp_path / "cache" / "latency").glob("ort-1t-*.json")).read_text())["entries"]
         assert any(k.startswith("sr/head/") and k.endswith("unshuffle=2") for k in table)
+    if method == "ofa" and budget.endswith(":ms"):  # the capacity pass: what shipped is what it widened to
+        info = json.loads((tmp_path / "run" / "search" / "ofa.json").read_text())
+        moved = info["capacity"]
+        assert moved is None or (moved["to"] == info["config"] and moved["to"] != moved["from"])
 
 
 def test_an_int8_latency_budget_prices_the_int8_export(tiny_teacher, tiny_data, tmp_path, monkeypatch):

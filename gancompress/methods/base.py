@@ -90,12 +90,18 @@ class Method:
         budget prices it in its own unit."""
         return None
 
+    def capacity_in_budget(self, cfg, nf: int, budget) -> float | None:
+        """The MACs of the most capacity the method's space at trunk width nf buys within a latency
+        budget, or None (the trunk is then narrowed by the band rule alone: `adapt_trunk_width`)."""
+        return None
+
     def fit_to_budget(self, ctx: RunContext):
         """The run's config fitted to the budget (narrower trunk, frame floor); may set ctx.start."""
         from .space import adapt_trunk_width
 
         floor = self.smallest_network if self.adapts_trunk else None
-        return adapt_trunk_width(ctx.cfg, ctx.budget, floor, log=ctx.log)
+        return adapt_trunk_width(ctx.cfg, ctx.budget, floor, log=ctx.log,
+                                 capacity=lambda cfg, nf: self.capacity_in_budget(cfg, nf, ctx.budget))
 
     def check_budget(self, ctx: RunContext) -> None:
         """Refuse a budget the method cannot meet, with the smallest that works."""

@@ -124,6 +124,17 @@ class GANCompression(Method):
         sp = ofa_space(replace(cfg, search=replace(cfg.search, nf=nf)))
         return sp.spec(sp.min_config())
 
+    def capacity_in_budget(self, cfg, nf: int, budget):
+        """Under a latency budget: the MACs of the space's smallest sub-network at trunk width nf
+        widened for the most MACs per millisecond within the budget (the table timed for the grid
+        first, cached). None for SPADE students, which are timed whole (one timing per candidate)."""
+        if budget.unit != "ms" or cfg.task == "label2image":
+            return None
+        space = ofa_space(cfg)
+        budget.table.ensure(space.pieces(budget.hw), f"latency table (width space, --nf {nf})")
+        best = space.spend_on_capacity(space.min_config(), lambda c: budget.cost(space.spec(c)), budget.limit)
+        return float(spec_macs(space.spec(best)))
+
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget
         space = ofa_space(cfg)
@@ -173,8 +184,13 @@ class GANCompression(Method):
             ctx.log(f"using --subnet {o.config} (no evolutionary search)")
         else:
             result = ofa.evolutionary_search(o, net, st.space, ctx.budget, held, calib, run / "search", cfg.device,
-                                             cfg.quiet)
+                                             cfg.quiet, spend_capacity=s.spend_capacity)
             best = result["best"]
+            if "capacity" in result:
+                m = result["capacity"]
+                ctx.log(f"latency budget: the evolution's {m['from']} ({o.score} {m['score_from']:.2f}) widened to "
+                        f"{m['to']} ({o.score} {m['score_to']:.2f}) to spend the budget on MACs "
+                        "(--no-spend-capacity keeps the evolution's)")
         t_evo = time.perf_counter() - t0
         key = st.space.format(best)
         spec = st.space.spec(best, meta={"method": "ofa", "config": key,
@@ -184,7 +200,7 @@ class GANCompression(Method):
         n = len(result["cache"])
         info = {"config": key, "candidates": n, "supernet_seconds": t_train, "evolution_seconds": t_evo,
                 "candidates_per_minute": 60.0 * n / max(t_evo, 1e-9) if n else None,
-                "history": result["history"], "score_kind": o.score,
+                "history": result["history"], "score_kind": o.score, "capacity": result.get("capacity"),
                 # every candidate the evolution scored, with its MACs: the report's Pareto front
                 "scored": [{"config": c, "score": v, "macs": int(spec_macs(st.space.spec(st.space.parse(c))))}
                            for c, v in result["cache"].items()] if is_main() else []}

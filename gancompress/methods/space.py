@@ -127,6 +127,34 @@ def widen_while_free(widths: list[list[int]], idx: list[int], cost) -> list[int]
         _, idx, current = best
 
 
+def spend_widths_on_capacity(widths: list[list[int]], idx: list[int], cost, macs, limit: float) -> list[int]:
+    """Indices into `widths` moved wider, one position at a time, each time the move that adds the
+    most MACs per unit of cost (moves that add MACs at no cost first), while `cost(indices)` stays
+    within `limit`. Under a latency budget this finds the most capacity a width grid can buy: ONNX
+    Runtime prices channels in blocks, so on SRGAN x4 at 1/32:ms the --nf 28 grid (9, 14, 19, ...)
+    reaches 2.3 GMACs and the --nf 24 grid (8, 12, 16, ...) 4.3 (BENCHMARKS.md, session 44)."""
+    idx = list(idx)
+    current, m_now = cost(idx), macs(idx)
+    while True:
+        best = None
+        for i, ws in enumerate(widths):
+            for w in range(idx[i] + 1, len(ws)):
+                trial = idx.copy()
+                trial[i] = w
+                c = cost(trial)
+                if c > limit:
+                    continue
+                m = macs(trial)
+                if m <= m_now:
+                    continue
+                key = (1, m - m_now) if c <= current else (0, (m - m_now) / (c - current))
+                if best is None or key > best[0]:
+                    best = (key, trial, c, m)
+        if best is None:
+            return idx
+        _, idx, current, m_now = best
+
+
 def width_choices(nf: int, ratios) -> list[int]:
     """Distinct channel counts for the ratios of nf, ascending (at least 1 channel)."""
     return sorted({max(1, int(round(r * nf))) for r in ratios})
@@ -193,6 +221,16 @@ class WidthSpace:
         idx = widen_while_free(self.choices, [ch.index(w) for ch, w in zip(self.choices, config)],
                                lambda ix: cost(tuple(ch[k] for ch, k in zip(self.choices, ix))))
         return tuple(ch[k] for ch, k in zip(self.choices, idx))
+
+    def spend_on_capacity(self, config, cost, limit: float) -> tuple[int, ...]:
+        """`config` widened position by position for the most MACs per unit of `cost(config)`
+        while the cost stays within `limit` (`spend_widths_on_capacity`)."""
+        def at(ix):
+            return tuple(ch[k] for ch, k in zip(self.choices, ix))
+
+        idx = spend_widths_on_capacity(self.choices, [ch.index(w) for ch, w in zip(self.choices, config)],
+                                       lambda ix: cost(at(ix)), lambda ix: spec_macs(self.spec(at(ix))), limit)
+        return at(idx)
 
     def sample(self, rng: random.Random) -> tuple[int, ...]:
         """Uniform per position."""
@@ -377,7 +415,7 @@ def uniform_frame_ratios(width_ratios, uniform_width: int, nf: int) -> tuple[tup
     return (r,) + tuple(x for x in width_ratios if x > r), (top if top > nf else 0)
 
 
-def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=info):
+def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=info, capacity=None):
     """The run's config fitted to the budget (a budget.Budget). With `frame_floor` (translation AGD
     without --frame-widths), the frame's narrowest choices are the uniform baseline's
     (uniform_frame_ratios) at each trunk width tried. With `floor(cfg, nf)` (the method's smallest
@@ -385,7 +423,13 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     search down from a trunk width) and `cfg.auto_nf`, the widest trunk (a multiple of 4, at most the
     configured nf) whose smallest network lies below the band the search aims at ([band * budget,
     budget]): above it every derived network is forced to the narrowest widths. The benchmarks picked
-    nf by hand at 1/20 (SRGAN: 24 for 32; demo translation teacher: 40 for 64); this rule gives 28 and 40."""
+    nf by hand at 1/20 (SRGAN: 24 for 32; demo translation teacher: 40 for 64); this rule gives 28 and 40.
+
+    Under a latency budget with `capacity(cfg, nf)` (the MACs of the most capacity the method's
+    space at trunk width nf can buy within the budget, or None), the trunk is the one whose space
+    buys the most MACs instead: a narrow layer is not cheaper in milliseconds unless its width
+    saves a channel block, and at SRGAN x4 1/32:ms the band rule's --nf 28 grid (9, 14, 19, 23, 28;
+    14 costs more than 16) capped GAN Compression at 2.3 GMACs where --nf 24's reaches 4.3."""
     uniform_width = None  # the frame floor's width; none without a floor or a uniform network in budget
     if frame_floor and cfg.task == "translate" and cfg.search.frame_ratios is None:
         try:
@@ -406,6 +450,8 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     if not cfg.auto_nf or floor is None:
         return start
     floor0 = budget.cost(floor(start, nf0))
+    if budget.unit == "ms" and capacity is not None:
+        return _trunk_with_most_capacity(budget, floor, capacity, at, nf0, start, floor0, log)
     share = cfg.search.band
     if floor0 <= share * budget.limit:
         return start
@@ -417,3 +463,24 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
                 f"room; using --nf {nf} (smallest network {budget.fmt(smallest)}). Give --nf to choose yourself.")
             return at(nf)
     return start  # nothing narrower helps: the budget check explains
+
+
+def _trunk_with_most_capacity(budget, floor, capacity, at, nf0: int, start, floor0: float, log):
+    """adapt_trunk_width under a latency budget: of nf0 and the multiples of 4 below it whose
+    smallest network fits, the trunk whose space buys the most MACs (the widest of equals)."""
+    best = None
+    for nf in [nf0] + list(range((nf0 - 1) // 4 * 4, 7, -4)):
+        c = start if nf == nf0 else at(nf)
+        if (floor0 if nf == nf0 else budget.cost(floor(c, nf))) > budget.limit:
+            continue
+        macs = capacity(c, nf)
+        if macs is not None and (best is None or macs > best[0]):
+            best = (macs, nf, c)
+    if best is None:
+        return start  # nothing fits: the budget check explains
+    macs, nf, c = best
+    if nf != nf0:
+        log(f"note: under the latency budget {budget} the --nf {nf} space buys the most capacity "
+            f"({macs / 1e9:.2f} GMACs within the budget; widths that save no channel block cost as much "
+            f"as wider ones); using --nf {nf}. Give --nf to choose yourself.")
+    return c
