@@ -114,17 +114,23 @@ def widen_while_free(widths: list[list[int]], idx: list[int], cost) -> list[int]
     current = cost(idx)
     while True:
         best = None
-        for i, ws in enumerate(widths):
-            for w in range(idx[i] + 1, len(ws)):
-                trial = idx.copy()
-                trial[i] = w
-                c = cost(trial)
-                gain = ws[w] - ws[idx[i]]
-                if c <= current and (best is None or (gain, -c) > best[0]):
-                    best = ((gain, -c), trial, c)
+        for i, w, trial in _widenings(widths, idx):
+            c = cost(trial)
+            gain = widths[i][w] - widths[i][idx[i]]
+            if c <= current and (best is None or (gain, -c) > best[0]):
+                best = ((gain, -c), trial, c)
         if best is None:
             return idx
         _, idx, current = best
+
+
+def _widenings(widths: list[list[int]], idx: list[int]):
+    """(position, width index, indices) for every index list one position wider than `idx`."""
+    for i, ws in enumerate(widths):
+        for w in range(idx[i] + 1, len(ws)):
+            trial = idx.copy()
+            trial[i] = w
+            yield i, w, trial
 
 
 def spend_widths_on_capacity(widths: list[list[int]], idx: list[int], cost, macs, limit: float) -> list[int]:
@@ -137,19 +143,14 @@ def spend_widths_on_capacity(widths: list[list[int]], idx: list[int], cost, macs
     current, m_now = cost(idx), macs(idx)
     while True:
         best = None
-        for i, ws in enumerate(widths):
-            for w in range(idx[i] + 1, len(ws)):
-                trial = idx.copy()
-                trial[i] = w
-                c = cost(trial)
-                if c > limit:
-                    continue
-                m = macs(trial)
-                if m <= m_now:
-                    continue
-                key = (1, m - m_now) if c <= current else (0, (m - m_now) / (c - current))
-                if best is None or key > best[0]:
-                    best = (key, trial, c, m)
+        for _, _, trial in _widenings(widths, idx):
+            c = cost(trial)
+            m = macs(trial) if c <= limit else m_now
+            if m <= m_now:
+                continue
+            key = (1, m - m_now) if c <= current else (0, (m - m_now) / (c - current))
+            if best is None or key > best[0]:
+                best = (key, trial, c, m)
         if best is None:
             return idx
         _, idx, current, m_now = best
