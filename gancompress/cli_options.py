@@ -125,8 +125,8 @@ def _add_space_options(p, demo: bool) -> None:
     s = SpaceConfig()
     a = p.add_argument_group("the space every method works in")
     a.add_argument("--nf", type=int, default=None, help=f"trunk width {_per_task('nf', demo)}; when not given, narrowed in steps of 4 until the "
-                        "space's smallest network lies below the budget band the search aims at (85%%); GAN Compression under a "
-                        "latency budget takes the width whose grid buys the most MACs within it")
+                        "space's smallest network lies below the budget band the search aims at (85%%); under a latency budget "
+                        "(AGD, GAN Compression) to the width whose space buys the most MACs within the budget")
     a.add_argument("--cells", type=int, default=None, help=f"searchable cells {_per_task('cells', demo)}")
     a.add_argument("--layers", type=int, default=None, help=f"layers per cell {_per_task('layers', demo)}")
     a.add_argument("--ops", default=",".join(s.ops),

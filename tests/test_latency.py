@@ -545,29 +545,35 @@ def test_width_spend_on_capacity_adds_macs_within_the_budget_to_a_fixed_point():
     assert space.spend_on_capacity(start, cost, cost(start)) == start  # no room (no free move at the floor here)
 
 
-def test_gan_compression_takes_the_trunk_that_buys_the_most_macs_under_a_latency_budget():
-    """Under a latency budget GAN Compression's trunk (auto --nf) is the one whose width grid buys
-    the most MACs within the budget, not the widest whose smallest network leaves the band free:
-    with channel-blocked kernels the two differ (SRGAN x4 at 1/32:ms: nf 28 -> 2.3 G, nf 24 ->
-    4.3 G). Under a MACs budget the band rule is unchanged."""
+@pytest.mark.parametrize("method, limit", [("ofa", 6.0), ("agd", 5.0)])
+def test_a_trunk_that_must_narrow_takes_the_width_that_buys_the_most_macs_in_milliseconds(method, limit):
+    """Under a latency budget a trunk the band rule would narrow (auto --nf) goes to the width whose
+    space buys the most MACs within the budget, not the widest whose smallest network leaves the
+    band free: with channel-blocked kernels the two differ (SRGAN x4, 1/32:ms, GAN Compression:
+    nf 28 -> 2.3 G, nf 24 -> 4.3 G; 1/53:ms --widths 1, AGD: nf 8 -> 0.9 G, nf 16 -> 2.2 G).
+    Under a MACs budget the band rule is unchanged."""
     from dataclasses import replace
 
     from gancompress.config import task_config
     from gancompress.methods.base import RunContext
-    from gancompress.methods.gan_compression import GANCompression
+    from gancompress.methods.registry import get_method
     from gancompress.methods.space import adapt_trunk_width
 
     cfg = task_config("sr", quiet=True)
-    cfg = replace(cfg, method="ofa", search=replace(cfg.search, n_cells=2, n_layers=2))
+    cfg = replace(cfg, method=method, search=replace(cfg.search, n_cells=2, n_layers=2))
     assert cfg.auto_nf and cfg.search.nf == 32
-    m = GANCompression()
-    b = Budget("ms", 6.0, (16, 16), "6ms", LatencyTable("ort", 1, timer=blocked_ms, rounds=1))
+    m = get_method(method)
+    b = Budget("ms", limit, (16, 16), f"{limit}ms", LatencyTable("ort", 1, timer=blocked_ms, rounds=1))
+
+    def floor(c, nf):
+        return m.smallest_network(c, nf, "ms") if method == "agd" else m.smallest_network(c, nf)
+
     notes = []
     ctx = RunContext(cfg, None, b)
     ctx.log = notes.append
     chosen = m.fit_to_budget(ctx).search.nf
-    band = adapt_trunk_width(cfg, b, m.smallest_network, log=lambda s: None).search.nf
-    fits = [nf for nf in range(32, 7, -4) if b.cost(m.smallest_network(cfg, nf)) <= b.limit]
+    band = adapt_trunk_width(cfg, b, floor, log=lambda s: None).search.nf
+    fits = [nf for nf in range(32, 7, -4) if b.cost(floor(cfg, nf)) <= b.limit]
     caps = {nf: m.capacity_in_budget(replace(cfg, search=replace(cfg.search, nf=nf)), nf, b) for nf in fits}
     assert caps[chosen] == max(caps.values()) and caps[chosen] > caps[band] and chosen != band
     assert notes and f"--nf {chosen}" in notes[0]

@@ -248,12 +248,31 @@ class AGD(Method):
         net = make_supernet(small, frame_template(small, cfg.task, cfg.scale, label_channels(cfg)))
         return _floor_spec(net.min_spec(), unit)
 
+    def capacity_in_budget(self, cfg, nf: int, budget):
+        """Under a latency budget: the MACs of the space's float floor at trunk width nf (`cfg` is
+        at that width) moved, one layer at a time, to the (operator, width) choices that add the
+        most MACs per millisecond, up to the budget (`spend_on_capacity`, the pass that ends the
+        search). None for SPADE students (timed whole), other units, or a floor over the budget."""
+        if budget.unit != "ms" or cfg.task == "label2image":
+            return None
+        net = make_supernet(cfg.search, frame_template(cfg.search, cfg.task, cfg.scale, label_channels(cfg)), budget)
+        floats = [o for o, name in enumerate(net.op_names) if OPS[name].bits != 8]
+        narrow = net.spec_from_indices([floats[0]] * len(net.layer_widths), [0] * len(net.all_widths))
+        ops = [min(floats, key=lambda o: net.op_cost(o, cin, layer.width, i))
+               for i, (_, _, cin, layer) in enumerate(narrow.layers())]
+        ws = [0] * len(net.all_widths)
+        if net.cost(net.spec_from_indices(ops, ws)) > budget.limit:
+            return None
+        ops, ws = spend_on_capacity(net, ops, ws, budget.limit, op_ok=lambda o: o in floats)
+        return float(spec_macs(net.spec_from_indices(ops, ws)))
+
     def fit_to_budget(self, ctx: RunContext):
         from .space import adapt_trunk_width
 
         unit = ctx.budget.unit
         return adapt_trunk_width(ctx.cfg, ctx.budget, lambda cfg, nf: self.smallest_network(cfg, nf, unit),
-                                 frame_floor=True, log=ctx.log)
+                                 frame_floor=True, log=ctx.log,
+                                 capacity=lambda cfg, nf: self.capacity_in_budget(cfg, nf, ctx.budget))
 
     def check_budget(self, ctx: RunContext) -> None:
         cfg, budget = ctx.cfg, ctx.budget

@@ -427,10 +427,12 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     nf by hand at 1/20 (SRGAN: 24 for 32; demo translation teacher: 40 for 64); this rule gives 28 and 40.
 
     Under a latency budget with `capacity(cfg, nf)` (the MACs of the most capacity the method's
-    space at trunk width nf can buy within the budget, or None), the trunk is the one whose space
-    buys the most MACs instead: a narrow layer is not cheaper in milliseconds unless its width
-    saves a channel block, and at SRGAN x4 1/32:ms the band rule's --nf 28 grid (9, 14, 19, 23, 28;
-    14 costs more than 16) capped GAN Compression at 2.3 GMACs where --nf 24's reaches 4.3."""
+    space at trunk width nf can buy within the budget, or None), a trunk that must narrow goes to
+    the width (nf itself included) whose space buys the most MACs instead: a narrow layer is not
+    cheaper in milliseconds unless its width saves a channel block. At SRGAN x4 1/32:ms the band
+    rule's --nf 28 grid (9, 14, 19, 23, 28; 14 costs more than 16) capped GAN Compression at 2.3
+    GMACs where --nf 24's reaches 4.3, and at 1/53:ms with --widths 1 it took AGD from nf 16
+    (2.2 GMACs within the budget) to nf 8 (0.9 G, -0.47 dB)."""
     uniform_width = None  # the frame floor's width; none without a floor or a uniform network in budget
     if frame_floor and cfg.task == "translate" and cfg.search.frame_ratios is None:
         try:
@@ -451,11 +453,11 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     if not cfg.auto_nf or floor is None:
         return start
     floor0 = budget.cost(floor(start, nf0))
-    if budget.unit == "ms" and capacity is not None:
-        return _trunk_with_most_capacity(budget, floor, capacity, at, nf0, start, floor0, log)
     share = cfg.search.band
     if floor0 <= share * budget.limit:
         return start
+    if budget.unit == "ms" and capacity is not None:
+        return _trunk_with_most_capacity(budget, floor, capacity, at, nf0, start, floor0, log)
     for nf in range((nf0 - 1) // 4 * 4, 7, -4):
         smallest = budget.cost(floor(at(nf), nf))
         if smallest <= share * budget.limit:
