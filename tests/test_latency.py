@@ -577,6 +577,8 @@ def test_a_trunk_that_must_narrow_takes_the_width_that_buys_the_most_macs_in_mil
     caps = {nf: m.capacity_in_budget(replace(cfg, search=replace(cfg.search, nf=nf)), nf, b) for nf in fits}
     assert caps[chosen] == max(caps.values()) and caps[chosen] > caps[band] and chosen != band
     assert notes and f"--nf {chosen}" in notes[0]
+    unknown = adapt_trunk_width(cfg, b, floor, log=lambda s: None, capacity=lambda c, nf: None)
+    assert unknown.search.nf == band  # no width's capacity known (SPADE students): the band rule decides
     macs = Budget.macs(0.4e9, (16, 16))
     assert m.capacity_in_budget(cfg, 32, macs) is None
     assert m.fit_to_budget(RunContext(cfg, None, macs)).search.nf == adapt_trunk_width(cfg, macs, m.smallest_network,

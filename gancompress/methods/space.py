@@ -432,7 +432,7 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     cheaper in milliseconds unless its width saves a channel block. At SRGAN x4 1/32:ms the band
     rule's --nf 28 grid (9, 14, 19, 23, 28; 14 costs more than 16) capped GAN Compression at 2.3
     GMACs where --nf 24's reaches 4.3, and at 1/53:ms with --widths 1 it took AGD from nf 16
-    (2.2 GMACs within the budget) to nf 8 (0.9 G, -0.47 dB)."""
+    (2.2 GMACs within the budget) to nf 8 (0.9 G, -0.46 dB Set5)."""
     uniform_width = None  # the frame floor's width; none without a floor or a uniform network in budget
     if frame_floor and cfg.task == "translate" and cfg.search.frame_ratios is None:
         try:
@@ -457,7 +457,9 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     if floor0 <= share * budget.limit:
         return start
     if budget.unit == "ms" and capacity is not None:
-        return _trunk_with_most_capacity(budget, floor, capacity, at, nf0, start, floor0, log)
+        chosen = _trunk_with_most_capacity(budget, floor, capacity, at, nf0, start, floor0, log)
+        if chosen is not None:
+            return chosen
     for nf in range((nf0 - 1) // 4 * 4, 7, -4):
         smallest = budget.cost(floor(at(nf), nf))
         if smallest <= share * budget.limit:
@@ -470,7 +472,8 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
 
 def _trunk_with_most_capacity(budget, floor, capacity, at, nf0: int, start, floor0: float, log):
     """adapt_trunk_width under a latency budget: of nf0 and the multiples of 4 below it whose
-    smallest network fits, the trunk whose space buys the most MACs (the widest of equals)."""
+    smallest network fits, the trunk whose space buys the most MACs (the widest of equals); None
+    when no width's capacity is known (the band rule then decides)."""
     best = None
     for nf in [nf0] + list(range((nf0 - 1) // 4 * 4, 7, -4)):
         c = start if nf == nf0 else at(nf)
@@ -480,7 +483,7 @@ def _trunk_with_most_capacity(budget, floor, capacity, at, nf0: int, start, floo
         if macs is not None and (best is None or macs > best[0]):
             best = (macs, nf, c)
     if best is None:
-        return start  # nothing fits: the budget check explains
+        return None
     macs, nf, c = best
     if nf != nf0:
         log(f"note: under the latency budget {budget} the --nf {nf} space buys the most capacity "
