@@ -33,7 +33,7 @@ from ..arch.cost import DEFAULT_HW, cells_area, frame_macs, spec_macs, translate
 from ..arch.ops import OPS, OpStyle
 from ..arch.pieces import add_piece, frame_pieces, layer_piece
 from ..arch.spec import ArchSpec, LayerSpec
-from .space import widen_while_free, width_choices
+from .space import most_capacity, widen_while_free, width_choices
 
 
 class MixedLayer(nn.Module):
@@ -475,25 +475,14 @@ def spend_on_capacity(net: Supernet, op_idx, w_idx, budget: float, op_ok=None):
     layers and 5-wide residual blocks, 1.9 GMACs at the latency of the 16-wide uniform network's
     4.4; a 5-wide residual block costs more than a 16-wide conv 3x3). MACs are the capacity proxy
     (`op_ok(o)` False keeps a layer from moving to operator o)."""
-    op_idx, w_idx = list(op_idx), list(w_idx)
-
-    def measure(ops, ws):
-        spec = net.spec_from_indices(ops, ws)
+    def measure(state):
+        spec = net.spec_from_indices(*state)
         return net.cost(spec), spec_macs(spec)
 
-    cost, macs = measure(op_idx, w_idx)
-    while True:
-        best = None
-        for _, _, _, trial_o, trial_w in _single_moves(net, op_idx, w_idx, op_ok):
-            c, m = measure(trial_o, trial_w)
-            if m <= macs or c > budget:
-                continue
-            key = (1, m - macs) if c <= cost else (0, (m - macs) / (c - cost))
-            if best is None or key > best[0]:
-                best = (key, trial_o, trial_w, c, m)
-        if best is None:
-            return op_idx, w_idx
-        _, op_idx, w_idx, cost, macs = best
+    def neighbours(state):
+        return ((trial_o, trial_w) for _, _, _, trial_o, trial_w in _single_moves(net, *state, op_ok))
+
+    return most_capacity((list(op_idx), list(w_idx)), neighbours, measure, budget)
 
 
 def _single_moves(net, op_idx, w_idx, op_ok=None, narrow_ok=True, choices=None):

@@ -133,27 +133,27 @@ def _widenings(widths: list[list[int]], idx: list[int]):
             yield i, w, trial
 
 
-def spend_widths_on_capacity(widths: list[list[int]], idx: list[int], cost, macs, limit: float) -> list[int]:
-    """Indices into `widths` moved wider, one position at a time, each time the move that adds the
-    most MACs per unit of cost (moves that add MACs at no cost first), while `cost(indices)` stays
-    within `limit`. Under a latency budget this finds the most capacity a width grid can buy: ONNX
-    Runtime prices channels in blocks, so on SRGAN x4 at 1/32:ms the --nf 28 grid (9, 14, 19, ...)
-    reaches 2.3 GMACs and the --nf 24 grid (8, 12, 16, ...) 4.3 (BENCHMARKS.md, session 44)."""
-    idx = list(idx)
-    current, m_now = cost(idx), macs(idx)
+def most_capacity(state, neighbours, measure, limit: float):
+    """`state` moved one step at a time to the neighbour (`neighbours(state)`: the states one move
+    away) that adds the most MACs per unit of cost (moves that add MACs at no cost first), while
+    the cost stays within `limit`; `measure(state) -> (cost, MACs)`. The capacity pass of AGD
+    (operators and widths) and GAN Compression (widths). Under a latency budget this finds the most
+    capacity a space can buy: ONNX Runtime prices channels in blocks, so on SRGAN x4 at 1/32:ms the
+    --nf 28 width grid (9, 14, 19, ...) reaches 2.3 GMACs and the --nf 24 grid (8, 12, 16, ...) 4.3
+    (BENCHMARKS.md, session 44)."""
+    current, m_now = measure(state)
     while True:
         best = None
-        for _, _, trial in _widenings(widths, idx):
-            c = cost(trial)
-            m = macs(trial) if c <= limit else m_now
-            if m <= m_now:
+        for trial in neighbours(state):
+            c, m = measure(trial)
+            if m <= m_now or c > limit:
                 continue
             key = (1, m - m_now) if c <= current else (0, (m - m_now) / (c - current))
             if best is None or key > best[0]:
                 best = (key, trial, c, m)
         if best is None:
-            return idx
-        _, idx, current, m_now = best
+            return state
+        _, state, current, m_now = best
 
 
 def width_choices(nf: int, ratios) -> list[int]:
@@ -225,12 +225,13 @@ class WidthSpace:
 
     def spend_on_capacity(self, config, cost, limit: float) -> tuple[int, ...]:
         """`config` widened position by position for the most MACs per unit of `cost(config)`
-        while the cost stays within `limit` (`spend_widths_on_capacity`)."""
+        while the cost stays within `limit` (`most_capacity`)."""
         def at(ix):
             return tuple(ch[k] for ch, k in zip(self.choices, ix))
 
-        idx = spend_widths_on_capacity(self.choices, [ch.index(w) for ch, w in zip(self.choices, config)],
-                                       lambda ix: cost(at(ix)), lambda ix: spec_macs(self.spec(at(ix))), limit)
+        idx = most_capacity([ch.index(w) for ch, w in zip(self.choices, config)],
+                            lambda ix: (trial for _, _, trial in _widenings(self.choices, ix)),
+                            lambda ix: (cost(at(ix)), spec_macs(self.spec(at(ix)))), limit)
         return at(idx)
 
     def sample(self, rng: random.Random) -> tuple[int, ...]:
