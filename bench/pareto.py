@@ -17,7 +17,10 @@ the evolution keeps candidates under the latency table's prediction; not in the 
 Latency ratios are the student's over the teacher's in the same process (the evaluate stage);
 the int8 ratio is the fp32 ratio times int8/fp32 measured by the export (two processes). Quality:
 SR, PSNR-Y on the eval set (Set5 from ../shared by default); other tasks, PSNR to the teacher.
-With several seeds a cell is "mean (spread max - min)".
+With several seeds a cell is "mean (spread max - min)". Every row records the machine (CPU name and
+the int8/vector extensions that set its kernels' speed); with --benchmarks the table's rows are also
+written beside the plot (bench/sheets/pareto_NAME.rows.jsonl, tracked), because run folders live in
+git-ignored bench/out and do not outlive a machine: `--from-rows --rows FILE` merges them back.
 """
 
 from __future__ import annotations
@@ -85,10 +88,29 @@ def one_run(a, method: str, budget: str, seed: int, extra: list[str]) -> dict | 
            "int8_delta_to_teacher": i8.get("delta_psnr_to_teacher"),
            "fid_to_teacher": m_.get("fid_to_teacher"),
            "minutes": sum((m_.get("stage_seconds") or {}).values()) / 60, "wall_minutes": (wall + wall8) / 60,
-           "peak_rss_mb": max(rss, rss8), "quick": a.quick, "extra": extra}
+           "peak_rss_mb": max(rss, rss8), "quick": a.quick, "extra": extra, "machine": machine_name()}
     with open(rows, "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
+
+
+def machine_name() -> str:
+    """The CPU, and the extensions its kernels' speed depends on: ratios from two machines do not mix."""
+    from gancompress.latency.table import machine_key
+
+    k = machine_key("ort", 1)
+    return f"{k['cpu']} ({', '.join(k['isa']) or 'no listed extensions'})"
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    """Rows of every file in `paths` that exists, the first file's row winning for a run name."""
+    rows: dict[str, dict] = {}
+    for path in paths:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                rows.setdefault(r["run"], r)
+    return list(rows.values())
 
 
 def cell(vals: list, fmt: str) -> str:
@@ -186,6 +208,9 @@ def main() -> None:
     ap.add_argument("--from-rows", action="store_true",
                     help="run nothing: table and plot from the finished runs in OUT/rows.jsonl of --budgets and "
                          "--methods, every seed (to merge calls with different --budgets / --seeds)")
+    ap.add_argument("--rows", action="append", default=[], metavar="FILE",
+                    help="with --from-rows: rows of runs made elsewhere to merge (e.g. a tracked "
+                         "bench/sheets/pareto_*.rows.jsonl); a run name already in OUT/rows.jsonl keeps OUT's row")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)  # after --: extra compress options
     a = ap.parse_args(argv[:cut])
@@ -200,9 +225,11 @@ def main() -> None:
     Path(a.out).mkdir(parents=True, exist_ok=True)
     rows = []
     if a.from_rows:
-        done = Path(a.out) / "rows.jsonl"
         budgets, methods = a.budgets.split(","), a.methods.split(",")
-        rows = [json.loads(x) for x in done.read_text().splitlines()] if done.is_file() else []
+        missing = [f for f in a.rows if not Path(f).is_file()]
+        if missing:
+            sys.exit(f"pareto: no rows file {missing[0]}; give the path of a rows.jsonl written by this script")
+        rows = read_rows([Path(a.out) / "rows.jsonl", *map(Path, a.rows)])
         for r in rows:  # rows written before the column existed: read it from the run
             if "to_teacher" not in r and (Path(a.out) / r["run"] / "metrics.json").is_file():
                 r["to_teacher"] = json.loads((Path(a.out) / r["run"] / "metrics.json").read_text()).get("psnr_to_teacher")
@@ -231,6 +258,9 @@ def main() -> None:
             if t.get("teacher_gmacs") else f"Teacher {a.teacher}. ")
     if t.get("teacher_quality") is not None:
         head += f"Teacher quality: {t['teacher_quality']:.2f} dB. "
+    machines = list(dict.fromkeys(r.get("machine") or "machine not recorded" for r in rows))
+    head += (f"Machine: {machines[0]}. " if len(machines) == 1 else
+             f"**Rows from {len(machines)} machines** ({'; '.join(machines)}): a ratio's mean mixes them. ")
     cmd = "python bench/pareto.py " + " ".join(sys.argv[1:])
     text = (f"{head}{'**--quick: plumbing check, not method numbers.** ' if a.quick else ''}"
             f"Ratios: student / teacher in the same process.\n\n    {cmd}\n\n{table(rows, a.task)}\n\n"
@@ -239,6 +269,8 @@ def main() -> None:
     print(text)
     if a.benchmarks:
         write_section(Path(a.benchmarks), name, text)
+        with open(png.with_suffix(".rows.jsonl"), "w") as f:  # tracked: the runs behind the table
+            f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 if __name__ == "__main__":
