@@ -461,7 +461,7 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
         chosen = _trunk_with_most_capacity(budget, floor, capacity, at, nf0, start, floor0, log)
         if chosen is not None:
             return chosen
-    for nf in range((nf0 - 1) // 4 * 4, 7, -4):
+    for nf in _narrower_trunks(nf0):
         smallest = budget.cost(floor(at(nf), nf))
         if smallest <= share * budget.limit:
             log(f"note: at --nf {nf0} the smallest network of the space is {budget.fmt(floor0)}, "
@@ -471,12 +471,17 @@ def adapt_trunk_width(cfg, budget, floor=None, frame_floor: bool = False, log=in
     return start  # nothing narrower helps: the budget check explains
 
 
+def _narrower_trunks(nf0: int) -> range:
+    """The trunk widths tried below nf0: the multiples of 4 under it, widest first, down to 8."""
+    return range((nf0 - 1) // 4 * 4, 7, -4)
+
+
 def _trunk_with_most_capacity(budget, floor, capacity, at, nf0: int, start, floor0: float, log):
     """adapt_trunk_width under a latency budget: of nf0 and the multiples of 4 below it whose
     smallest network fits, the trunk whose space buys the most MACs (the widest of equals); None
     when no width's capacity is known (the band rule then decides)."""
     best = None
-    for nf in [nf0] + list(range((nf0 - 1) // 4 * 4, 7, -4)):
+    for nf in [nf0, *_narrower_trunks(nf0)]:
         c = start if nf == nf0 else at(nf)
         if (floor0 if nf == nf0 else budget.cost(floor(c, nf))) > budget.limit:
             continue
