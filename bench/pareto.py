@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from gancompress.fileio import atomic_write_text
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 METHODS = {"agd": ("agd", "", []), "agd-ms": ("agd", ":ms", []), "agd-ms-int8": ("agd", ":ms", ["--search-int8"]),
            "ofa": ("ofa", "", []), "slim": ("slim", "", []), "uniform": ("uniform", "", []), "prune": ("prune", "", []),
@@ -188,7 +190,7 @@ def write_section(path: Path, name: str, text: str) -> None:
         doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
-    path.write_text(doc)
+    atomic_write_text(path, doc)  # BENCHMARKS.md: never left half-written
 
 
 def main() -> None:
@@ -265,12 +267,12 @@ def main() -> None:
     text = (f"{head}{'**--quick: plumbing check, not method numbers.** ' if a.quick else ''}"
             f"Ratios: student / teacher in the same process.\n\n    {cmd}\n\n{table(rows, a.task)}\n\n"
             f"![Pareto plot]({os.path.relpath(png, Path(a.benchmarks).parent) if a.benchmarks else png})\n")
-    (Path(a.out) / "pareto.md").write_text(text)
+    atomic_write_text(Path(a.out) / "pareto.md", text)
     print(text)
     if a.benchmarks:
         write_section(Path(a.benchmarks), name, text)
-        with open(png.with_suffix(".rows.jsonl"), "w") as f:  # tracked: the runs behind the table
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        # tracked: the runs behind the table
+        atomic_write_text(png.with_suffix(".rows.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":
