@@ -159,12 +159,15 @@ def _add_agd_options(p, demo: bool) -> None:
     a.add_argument("--arch-weight-decay", type=float, default=s.arch_weight_decay,
                    help="L2 weight decay on the architecture parameters (Adam)")
     a.add_argument("--band", type=float, default=s.band,
-                   help="AGD keeps derived networks costing between BAND x budget and the budget "
+                   help="AGD (and GAN Compression's winner, see --spend-capacity) keeps derived networks costing "
+                        "between BAND x budget and the budget "
                         f"(default {s.band})")
     a.add_argument("--spend-capacity", action=argparse.BooleanOptionalAction, default=s.spend_capacity,
                    help="AGD and GAN Compression, latency budget: after the search, move layers to the choices that add "
                         "the most MACs per millisecond the latency table charges, up to the budget (ORT's kernels charge "
-                        "channels in blocks, so narrow layers save less time than capacity; default on)")
+                        "channels in blocks, so narrow layers save less time than capacity). GAN Compression, MACs or "
+                        "size budget: an evolution winner below the band (--band) is widened into it, each step the "
+                        "widening the supernet scores best (default on)")
     a.add_argument("--lr-weights", type=float, default=s.lr_weights, help="supernet weight learning rate")
     a.add_argument("--search-int8", action="store_true",
                    help="AGD also chooses int8 or fp32 per cell layer (int8 layers train with fake quantization, "

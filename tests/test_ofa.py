@@ -183,6 +183,31 @@ def test_evolution_resumes_after_an_interrupt_with_the_same_population(tmp_path)
         json.loads((tmp_path / "a.json").read_text())["population"]
 
 
+def test_fill_to_widens_a_config_into_the_band_by_the_best_score():
+    """GAN Compression's fill under a MACs budget (`WidthSpace.fill_to`): a winner below the band
+    is widened position by position, each step the widening the score ranks first, until it reaches
+    the band, never past the budget; where the whole space lies below the band it ends at the
+    widest config; a config already in the band stays as it was."""
+    from gancompress.arch.cost import spec_macs
+
+    space = WidthSpace(frame_template(SpaceConfig(nf=16), "sr", 4), 2, 2, "conv3x3")
+
+    def cost(c):
+        return spec_macs(space.spec(c))
+
+    start, top = space.min_config(), cost(space.max_config())
+    low, limit = cost(start) + 0.5 * (top - cost(start)), cost(start) + 0.6 * (top - cost(start))
+    last_first = space.fill_to(start, cost, low, limit, score=lambda c: c[-1] * 100 - sum(c))
+    assert low <= cost(last_first) <= limit
+    assert all(a >= b for a, b in zip(last_first, start))
+    assert last_first[-1] == space.choices[-1][-1]  # the position the score favours went widest first
+    # one step past the start, the top-scored widening is the one taken
+    one = space.fill_to(start, cost, cost(start) + 1, top, score=lambda c: c[0])
+    assert one[0] == space.choices[0][-1] and one[1:] == start[1:]
+    assert space.fill_to(start, cost, 2 * top, 3 * top, score=lambda c: 0) == space.max_config()
+    assert space.fill_to(last_first, cost, low, limit, score=lambda c: 0) == last_first
+
+
 def _ofa_cfg(teacher, train, evald, out, **kw):
     ofa = OFAConfig(steps=4, evolution=EvolutionConfig(population=6, generations=2), **kw)
     cfg = tiny_config(teacher, train, evald, out, method="ofa", budget="1/3", method_options=ofa)
@@ -202,6 +227,11 @@ def test_ofa_compress_end_to_end(tiny_teacher, tiny_data, tmp_path):
     assert spec["meta"]["config"] == info["config"] and info["candidates"] >= 6
     assert (run / "student" / "student.onnx").is_file() and (run / "search" / "ofa_aux.safetensors").is_file()
     assert m["student_macs"] == m["student_macs_flopcounter"]
+    # the winner spends the budget: in its band (at least band x budget), or the space's widest
+    space = WidthSpace(frame_template(cfg.search, "sr", cfg.scale), cfg.search.n_cells, cfg.search.n_layers)
+    widest = space.spec(space.max_config())
+    from gancompress.arch.cost import spec_macs
+    assert spec["meta"]["macs"] >= min(cfg.search.band * spec["meta"]["budget_macs"], spec_macs(widest))
     # a config string instead of the search: that exact sub-network is fine-tuned
     space_cfg = info["config"]
     m2 = compress(_ofa_cfg(tiny_teacher, *tiny_data, tmp_path / "run2", config=space_cfg, lambda_gan=0.0))

@@ -184,13 +184,14 @@ class GANCompression(Method):
             ctx.log(f"using --subnet {o.config} (no evolutionary search)")
         else:
             result = ofa.evolutionary_search(o, net, st.space, ctx.budget, held, calib, run / "search", cfg.device,
-                                             cfg.quiet, spend_capacity=s.spend_capacity)
+                                             cfg.quiet, spend_capacity=s.spend_capacity, band=s.band)
             best = result["best"]
             if "capacity" in result:
                 m = result["capacity"]
-                ctx.log(f"latency budget: the evolution's {m['from']} ({o.score} {m['score_from']:.2f}) widened to "
-                        f"{m['to']} ({o.score} {m['score_to']:.2f}) to spend the budget on MACs "
-                        "(--no-spend-capacity keeps the evolution's)")
+                why = ("to spend the budget on MACs" if ctx.budget.unit == "ms" else
+                       f"into the budget band (at least {s.band:.0%} of {ctx.budget})")
+                ctx.log(f"the evolution's {m['from']} ({o.score} {m['score_from']:.2f}) widened to "
+                        f"{m['to']} ({o.score} {m['score_to']:.2f}) {why} (--no-spend-capacity keeps the evolution's)")
         t_evo = time.perf_counter() - t0
         key = st.space.format(best)
         spec = st.space.spec(best, meta={"method": "ofa", "config": key,

@@ -335,12 +335,15 @@ def make_scorer(net: WidthSupernet, held_batch, score: str, calib_batches, devic
 
 
 def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, budget, held_batch,
-                        calib_batches, work_dir: Path, device, quiet=False, log=info, spend_capacity=False) -> dict:
+                        calib_batches, work_dir: Path, device, quiet=False, log=info, spend_capacity=False,
+                        band: float | None = None) -> dict:
     """`evolve` over the space within the budget. With `spend_capacity` under a latency budget the
     winner is then widened for the most MACs per millisecond up to the budget (AGD's
     --spend-capacity, on widths): the evolution's random draws and local moves rarely reach the
     budget's edge in MACs, and the supernet's held-out score does not tell capacity apart (SRGAN x4
-    at 1/32:ms it ranked 2.0 G configs within 0.1 dB of each other and of wider ones). The widened
+    at 1/32:ms it ranked 2.0 G configs within 0.1 dB of each other and of wider ones). Under a MACs
+    or size budget, with `band`, a winner below band x budget is widened into the band, each step
+    the widening the supernet scores best (`WidthSpace.fill_to`; AGD's fill_to_band). The widened
     config is scored too, and `res["capacity"]` says what moved."""
     from tqdm.auto import tqdm
 
@@ -362,15 +365,23 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
                  log=None if quiet else (lambda m: bar.write(m) if is_main() else None),
                  repair=(lambda c: space.widen_free(c, cost)) if budget.unit == "ms" else None)
     bar.close()
-    if spend_capacity and budget.unit == "ms":
+
+    def scored(c):
+        k = space.format(c)
+        if k not in res["cache"]:
+            res["cache"][k] = float(score_fn(c))
+        return res["cache"][k]
+
+    if spend_capacity:
         best = tuple(res["best"])
-        spent = space.spend_on_capacity(best, cost, budget.limit)
+        if budget.unit == "ms":
+            spent = space.spend_on_capacity(best, cost, budget.limit)
+        else:
+            spent = space.fill_to(best, cost, band * budget.limit, budget.limit, scored) if band else best
         if spent != best:
             k = space.format(spent)
-            if k not in res["cache"]:
-                res["cache"][k] = float(score_fn(spent))
             res["capacity"] = {"from": space.format(best), "score_from": res["best_score"], "to": k,
-                               "score_to": res["cache"][k]}
+                               "score_to": scored(spent)}
             res["best"], res["best_score"] = spent, res["cache"][k]
     return res
 
