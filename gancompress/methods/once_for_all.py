@@ -343,7 +343,8 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
     budget's edge in MACs, and the supernet's held-out score does not tell capacity apart (SRGAN x4
     at 1/32:ms it ranked 2.0 G configs within 0.1 dB of each other and of wider ones). Under a MACs
     or size budget, with `band`, a winner below band x budget is widened into the band, each step
-    the widening the supernet scores best (`WidthSpace.fill_to`; AGD's fill_to_band). The widened
+    the widening the supernet scores best (`WidthSpace.fill_to`; AGD's fill_to_band): where the
+    whole space fits, the evolution does not climb out of the middle of it. The widened
     config is scored too, and `res["capacity"]` says what moved."""
     from tqdm.auto import tqdm
 
