@@ -215,21 +215,26 @@ class WidthSpace:
     def min_config(self) -> tuple[int, ...]:
         return tuple(c[0] for c in self.choices)
 
+    def _indices(self, config) -> list[int]:
+        """Widths -> each position's index in its choices (the greedy passes move indices)."""
+        return [ch.index(w) for ch, w in zip(self.choices, config)]
+
+    def _config(self, idx) -> tuple[int, ...]:
+        """Indices -> widths: `_indices` reversed."""
+        return tuple(ch[k] for ch, k in zip(self.choices, idx))
+
     def widen_free(self, config, cost) -> tuple[int, ...]:
         """`config` with every position widened where `cost(config)` does not rise
         (`widen_while_free`): GAN Compression's evolution scores only such configs under a latency
         budget."""
-        idx = widen_while_free(self.choices, [ch.index(w) for ch, w in zip(self.choices, config)],
-                               lambda ix: cost(tuple(ch[k] for ch, k in zip(self.choices, ix))))
-        return tuple(ch[k] for ch, k in zip(self.choices, idx))
+        idx = widen_while_free(self.choices, self._indices(config), lambda ix: cost(self._config(ix)))
+        return self._config(idx)
 
     def spend_on_capacity(self, config, cost, limit: float) -> tuple[int, ...]:
         """`config` widened position by position for the most MACs per unit of `cost(config)`
         while the cost stays within `limit` (`most_capacity`)."""
-        def at(ix):
-            return tuple(ch[k] for ch, k in zip(self.choices, ix))
-
-        idx = most_capacity([ch.index(w) for ch, w in zip(self.choices, config)],
+        at = self._config
+        idx = most_capacity(self._indices(config),
                             lambda ix: (trial for _, _, trial in _widenings(self.choices, ix)),
                             lambda ix: (cost(at(ix)), spec_macs(self.spec(at(ix)))), limit)
         return at(idx)
@@ -241,11 +246,7 @@ class WidthSpace:
         evolution's local moves do not climb out of it (SRGAN x4 at 1/5 of the MACs, three seeds:
         winners of 9.8-12.3 of 18.4 GMACs, no config over 15 G ever scored, though the supernet's
         score rose with MACs, correlation 0.78-0.82 over the ~700 configs scored)."""
-        idx = [ch.index(w) for ch, w in zip(self.choices, config)]
-
-        def at(ix):
-            return tuple(ch[k] for ch, k in zip(self.choices, ix))
-
+        idx, at = self._indices(config), self._config
         while cost(at(idx)) < low:
             fits = [trial for _, _, trial in _widenings(self.choices, idx) if cost(at(trial)) <= limit]
             if not fits:
