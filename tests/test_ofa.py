@@ -225,6 +225,7 @@ def test_ofa_compress_end_to_end(tiny_teacher, tiny_data, tmp_path):
     spec = json.loads((run / "search" / "spec.json").read_text())
     info = json.loads((run / "search" / "ofa.json").read_text())
     assert spec["meta"]["config"] == info["config"] and info["candidates"] >= 6
+    assert info["candidates"] + info["fill_probes"] == len(info["scored"])  # the fill's probes apart
     assert (run / "student" / "student.onnx").is_file() and (run / "search" / "ofa_aux.safetensors").is_file()
     assert m["student_macs"] == m["student_macs_flopcounter"]
     # the winner spends the budget: in its band (at least band x budget), or the space's widest

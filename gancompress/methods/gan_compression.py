@@ -198,15 +198,18 @@ class GANCompression(Method):
                                          **budget_meta(ctx.budget, st.space.spec(best)),
                                          "score": result["cache"].get(key), "score_kind": o.score})
         init_state = {k: v.contiguous() for k, v in net.extract(best).state_dict().items()}
-        n = len(result["cache"])
-        info = {"config": key, "candidates": n, "supernet_seconds": t_train, "evolution_seconds": t_evo,
+        probes = result.get("probes", 0)
+        n = len(result["cache"]) - probes  # the evolution's candidates; the fill's probes apart
+        info = {"config": key, "candidates": n, "fill_probes": probes, "supernet_seconds": t_train,
+                "evolution_seconds": t_evo,
                 "candidates_per_minute": 60.0 * n / max(t_evo, 1e-9) if n else None,
                 "history": result["history"], "score_kind": o.score, "capacity": result.get("capacity"),
                 # every candidate the evolution scored, with its MACs: the report's Pareto front
                 "scored": [{"config": c, "score": v, "macs": int(spec_macs(st.space.spec(st.space.parse(c))))}
                            for c, v in result["cache"].items()] if is_main() else []}
         ctx.log(f"OFA sub-network {key}: {fmt_macs(spec.meta['macs'])} MACs, {ctx.budget.fmt(ctx.budget.cost(spec))} "
-                f"(budget {ctx.budget}); {n} candidates scored in {t_evo:.0f} s")
+                f"(budget {ctx.budget}); {n} candidates scored in {t_evo:.0f} s"
+                + (f" (+{probes} while widening)" if probes else ""))
         if is_main():
             aux = {}
             if obj.mapper is not None:

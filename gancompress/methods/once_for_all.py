@@ -345,7 +345,8 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
     or size budget, with `band`, a winner below band x budget is widened into the band, each step
     the widening the supernet scores best (`WidthSpace.fill_to`; AGD's fill_to_band): where the
     whole space fits, the evolution does not climb out of the middle of it. The widened
-    config is scored too, and `res["capacity"]` says what moved."""
+    config is scored too; `res["capacity"]` says what moved, `res["probes"]` how many of the configs
+    in `res["cache"]` the widening scored (the rest are the evolution's candidates)."""
     from tqdm.auto import tqdm
 
     e = cfg.evolution
@@ -373,6 +374,7 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
             res["cache"][k] = float(score_fn(c))
         return res["cache"][k]
 
+    evolved = len(res["cache"])  # what the evolution scored; the fill's probes are counted apart
     if spend_capacity:
         best = tuple(res["best"])
         if budget.unit == "ms":
@@ -384,6 +386,7 @@ def evolutionary_search(cfg: OFAConfig, net: WidthSupernet, space: WidthSpace, b
             res["capacity"] = {"from": space.format(best), "score_from": res["best_score"], "to": k,
                                "score_to": scored(spent)}
             res["best"], res["best_score"] = spent, res["cache"][k]
+    res["probes"] = len(res["cache"]) - evolved
     return res
 
 
