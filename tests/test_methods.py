@@ -40,9 +40,13 @@ def test_options_not_given_take_the_dataclass_defaults_and_given_ones_arrive():
     o = config_from_args(args).method_options
     assert o.evolution.population == 7 and o.evolution.seed == 3 and not o.sandwich and o.teacher_layers == ("a", "b")
     args = build_parser().parse_args(["compress", "--out", "x", "--method", "slim", "--lambda-gan", "0.5",
-                                      "--stop-at-budget"])
+                                      "--no-stop-at-budget"])
     o = config_from_args(args).method_options
-    assert o.lambda_gan == 0.5 and o.stop_at_budget
+    assert o.lambda_gan == 0.5 and not o.stop_at_budget
+    # a flipped default: the old switch (--stop-at-budget) still parses, and sets the new default
+    for argv in ([], ["--stop-at-budget"]):
+        args = build_parser().parse_args(["compress", "--out", "x", "--method", "slim", *argv])
+        assert config_from_args(args).method_options.stop_at_budget
     assert config_from_args(build_parser().parse_args(["compress", "--out", "x"])).search.spend_capacity
     assert not config_from_args(build_parser().parse_args(["compress", "--out", "x", "--no-spend-capacity"])).search.spend_capacity
 

@@ -112,7 +112,8 @@ def test_regrow_fills_the_budget_in_a_run_and_refuses_a_graph_start(tiny_teacher
     from gancompress.errors import UserError
     from gancompress.methods.gan_slimming import validate
 
-    slim = SlimConfig(steps=2, rho=10.0, regrow=True)  # two proximal steps of 1.0: every gate at zero
+    # two proximal steps of 1.0 (the fixed-rho step: not stopped at the budget): every gate at zero
+    slim = SlimConfig(steps=2, rho=10.0, regrow=True, stop_at_budget=False)
     cfg = tiny_config(tiny_teacher, *tiny_data, tmp_path / "run", method="slim", budget="1/3", method_options=slim)
     m = compress(cfg)
     info = json.loads((tmp_path / "run" / "search" / "slim.json").read_text())
@@ -191,6 +192,14 @@ def test_stop_at_budget_skips_the_proximal_step_once_the_live_network_fits(tmp_p
     cfg = SlimConfig(steps=3, lambda_gan=0.0, stop_at_budget=stop)
     train_gated(cfg, g, nn.L1Loss(), sampler, tmp_path / "s.ckpt", "cpu", quiet=True, budget=Budget.macs(int(budget_share * widest)))
     assert len(n) == calls
+
+
+def test_the_flipped_stop_at_budget_default_keeps_older_runs_resumable_as_they_ran():
+    """--stop-at-budget became the default in session 47. A run folder from before has no
+    stop_at_budget in its config.json (False was omitted as the default): it matches
+    --no-stop-at-budget, the way it ran, and not the new default."""
+    assert SlimConfig().stop_at_budget and SlimConfig().to_dict()["stop_at_budget"] is True
+    assert "stop_at_budget" not in SlimConfig(stop_at_budget=False).to_dict()
 
 
 @pytest.mark.parametrize("task", ["sr", "translate"])

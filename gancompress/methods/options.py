@@ -6,7 +6,8 @@ option defaults to None on the command line, and a value not given takes the fie
 metadata keys: help; flag (default `--` + the field name with dashes); aliases (older flags); choices; type (when the
 default is None); parse (text -> value, e.g. a comma list); nested (a dataclass field whose own
 fields are options); cli=False (not an option). A bool field is a switch that flips its default
-(`--no-NAME` for a field that defaults to True, unless a flag is given).
+(`--no-NAME` for a field that defaults to True, unless a flag is given); its aliases are the
+older switch of a default that was flipped: accepted, and they set the (new) default.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def add_dataclass_options(group, cls, seen: set) -> None:
         if isinstance(default, bool):
             group.add_argument(flag, dest=_dest(flag), action="store_const", const=not default, default=None,
                                help=help_text)
+            for alias in f.metadata.get("aliases", ()):  # the switch's older spelling: now the default, kept
+                group.add_argument(alias, dest=_dest(flag), action="store_const", const=default,
+                                   help=f"the default ({flag} turns it off)")
             continue
         if "(default" not in help_text:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
