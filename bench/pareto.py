@@ -10,9 +10,10 @@ agd-wide (agd with `--init wide`: its retrain starts from the strongest filters 
 network's distilled wide twin; not in the default set), ofa-ms (ofa with the budget in milliseconds:
 the evolution keeps candidates under the latency table's prediction; not in the default set),
 ofa-nofill (ofa with --no-spend-capacity: the evolution's winner as it is, not widened into the
-budget band; GAN Compression before session 46; not in the default set), slim-stop (slim with
---stop-at-budget: the proximal step only while the unpruned network is over the budget; not in the
-default set).
+budget band; GAN Compression before session 46; not in the default set), slim-fixed (slim with
+--no-stop-at-budget: the paper's fixed-rho proximal step on every step; GAN Slimming before session
+47, whose `slim` rows are that; not in the default set). Session 47's runs of today's `slim` were
+made as `slim-stop` (--stop-at-budget, then an option) and are merged under `slim`.
 
     python bench/pareto.py srgan:../shared/teachers/srgan_x4.pth --budgets 1/5,1/10,1/20 --seeds 0,1,2 \\
         --out bench/out/pareto/srgan --benchmarks BENCHMARKS.md --name "SRGAN x4"
@@ -44,7 +45,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 METHODS = {"agd": ("agd", "", []), "agd-ms": ("agd", ":ms", []), "agd-ms-int8": ("agd", ":ms", ["--search-int8"]),
            "ofa": ("ofa", "", []), "slim": ("slim", "", []), "uniform": ("uniform", "", []), "prune": ("prune", "", []),
            "agd-wide": ("agd", "", ["--init", "wide"]), "ofa-ms": ("ofa", ":ms", []),
-           "ofa-nofill": ("ofa", "", ["--no-spend-capacity"]), "slim-stop": ("slim", "", ["--stop-at-budget"])}
+           "ofa-nofill": ("ofa", "", ["--no-spend-capacity"]), "slim-fixed": ("slim", "", ["--no-stop-at-budget"])}
 # --quick: the suite's plumbing end to end in minutes (numbers not comparable to full runs)
 QUICK = ["--warmup-steps", "10", "--search-steps", "20", "--retrain-steps", "60", "--ofa-steps", "40",
          "--population", "8", "--generations", "2", "--slim-steps", "30", "--prune-steps", "30", "--latency-repeats", "2",
