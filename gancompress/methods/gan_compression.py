@@ -204,7 +204,8 @@ class GANCompression(Method):
                 "evolution_seconds": t_evo,
                 "candidates_per_minute": 60.0 * n / max(t_evo, 1e-9) if n else None,
                 "history": result["history"], "score_kind": o.score, "capacity": result.get("capacity"),
-                # every candidate the evolution scored, with its MACs: the report's Pareto front
+                # every config scored (the evolution's candidates and the fill's probes), with its MACs:
+                # the report's Pareto front
                 "scored": [{"config": c, "score": v, "macs": int(spec_macs(st.space.spec(st.space.parse(c))))}
                            for c, v in result["cache"].items()] if is_main() else []}
         ctx.log(f"OFA sub-network {key}: {fmt_macs(spec.meta['macs'])} MACs, {ctx.budget.fmt(ctx.budget.cost(spec))} "
